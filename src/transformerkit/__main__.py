@@ -1,0 +1,3 @@
+from transformerkit.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,254 @@
+"""Model configuration: every axis that Table 3 of the paper varies, validated, with named presets.
+
+A :class:`TransformerConfig` is plain data. It is what ``config.json`` holds next to a checkpoint,
+what ``--set key=value`` edits on the command line, and what the model builders read.
+
+==================  =====================  ==========================================================
+paper (Table 3)     field                  meaning
+==================  =====================  ==========================================================
+N                   ``num_encoder_layers``  layers in the encoder stack (``num_decoder_layers`` too)
+d_model             ``d_model``            width of every sub-layer output
+d_ff                ``d_ff``               inner width of the position-wise feed-forward network
+h                   ``num_heads``          attention heads
+d_k                 ``d_k``                query/key width per head (default d_model / h)
+d_v                 ``d_v``                value width per head (default d_model / h)
+P_drop              ``dropout``            residual and embedding dropout
+ε_ls                ``label_smoothing``    label smoothing (stored for training)
+positional (row E)  ``positional``         ``sinusoidal`` | ``learned`` | ``rotary``
+==================  =====================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+Positional = Literal["sinusoidal", "learned", "rotary"]
+NormPosition = Literal["post", "pre"]
+Activation = Literal["relu", "gelu", "gelu_tanh"]
+AttentionKernel = Literal["fused", "reference"]
+
+
+@dataclass
+class TransformerConfig:
+    """Hyper-parameters of an encoder-decoder Transformer (defaults: the paper's base model)."""
+
+    vocab_size: int = 37000
+    """Source vocabulary size; also the target's when ``tgt_vocab_size`` is None (shared)."""
+    tgt_vocab_size: int | None = None
+    """Target vocabulary size for separate vocabularies; None shares the source vocabulary."""
+    num_encoder_layers: int = 6
+    num_decoder_layers: int = 6
+    d_model: int = 512
+    d_ff: int = 2048
+    num_heads: int = 8
+    d_k: int | None = None
+    d_v: int | None = None
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    label_smoothing: float = 0.1
+    positional: Positional = "sinusoidal"
+    max_positions: int = 1024
+    """Rows of the learned position table (only used when ``positional == 'learned'``)."""
+    rotary_base: float = 10000.0
+    norm_position: NormPosition = "post"
+    activation: Activation = "relu"
+    layer_norm_eps: float = 1e-5
+    bias: bool = True
+    scale_embeddings: bool = True
+    tie_embeddings: bool = True
+    """Shared vocabulary: one matrix for both embeddings and the pre-softmax projection (§3.4).
+    Separate vocabularies: the target embedding and the projection share one matrix."""
+    attention_kernel: AttentionKernel = "fused"
+    pad_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ----------------------------------------------------------------------------- derived values
+    @property
+    def head_dim_k(self) -> int:
+        """d_k: query/key width per head (d_model / h unless set)."""
+        return self.d_k if self.d_k is not None else self.d_model // self.num_heads
+
+    @property
+    def head_dim_v(self) -> int:
+        """d_v: value width per head (d_model / h unless set)."""
+        return self.d_v if self.d_v is not None else self.d_model // self.num_heads
+
+    @property
+    def shared_vocab(self) -> bool:
+        return self.tgt_vocab_size is None
+
+    @property
+    def target_vocab_size(self) -> int:
+        return self.vocab_size if self.tgt_vocab_size is None else self.tgt_vocab_size
+
+    # --------------------------------------------------------------------------------- validation
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first argument that is out of range."""
+        _check_types(self)
+        positive = ["vocab_size", "num_encoder_layers", "num_decoder_layers", "d_model", "d_ff",
+                    "num_heads", "max_positions"]
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        for name in ("tgt_vocab_size", "d_k", "d_v"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be a positive integer or None, got {value}")
+        for name in ("dropout", "attention_dropout", "label_smoothing"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {value}")
+        if self.layer_norm_eps <= 0:
+            raise ValueError(f"layer_norm_eps must be positive, got {self.layer_norm_eps}")
+        if self.rotary_base <= 1:
+            raise ValueError(f"rotary_base must be greater than 1, got {self.rotary_base}")
+        if (self.d_k is None or self.d_v is None) and self.d_model % self.num_heads:
+            missing = "d_k" if self.d_k is None else "d_v"
+            raise ValueError(
+                f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads}) "
+                f"when {missing} is not given")
+        if self.positional == "sinusoidal" and self.d_model % 2:
+            raise ValueError(f"d_model must be even for sinusoidal positions, got {self.d_model}")
+        if self.positional == "rotary" and self.head_dim_k % 2:
+            raise ValueError(f"d_k must be even for rotary positions, got {self.head_dim_k}")
+        for name in ("pad_id", "bos_id", "eos_id"):
+            value = getattr(self, name)
+            if not 0 <= value < min(self.vocab_size, self.target_vocab_size):
+                raise ValueError(f"{name} ({value}) must be a token id below the vocabulary size")
+
+    # ---------------------------------------------------------------------------- serialization
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TransformerConfig:
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown configuration key(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> TransformerConfig:
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def replace(self, **changes: Any) -> TransformerConfig:
+        """A copy with ``changes`` applied and validated; unknown keys raise ``ValueError``."""
+        return TransformerConfig.from_dict({**self.to_dict(), **changes})
+
+
+def _check_types(config: TransformerConfig) -> None:
+    """Reject values whose type does not match the field's annotation (e.g. ``d_model='wide'``)."""
+    hints = typing.get_type_hints(TransformerConfig)
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if not _matches(value, hints[f.name]):
+            raise ValueError(f"{f.name} has an invalid value {value!r} (expected {_describe(hints[f.name])})")
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return value in typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(hint))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(hint))
+    return "None" if hint is type(None) else hint.__name__
+
+
+def parse_value(key: str, text: str) -> Any:
+    """Parse the text of ``--set key=text`` into the type of config field ``key``."""
+    fields = {f.name: f for f in dataclasses.fields(TransformerConfig)}
+    if key not in fields:
+        raise ValueError(f"unknown configuration key: {key}")
+    hint = typing.get_type_hints(TransformerConfig)[key]
+    candidates = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if text.lower() in ("none", "null") and type(None) in candidates:
+        return None
+    for candidate in candidates:
+        if candidate is bool:
+            if text.lower() in ("true", "1", "yes"):
+                return True
+            if text.lower() in ("false", "0", "no"):
+                return False
+        elif candidate is int:
+            try:
+                return int(text)
+            except ValueError:
+                pass
+        elif candidate is float:
+            try:
+                return float(text)
+            except ValueError:
+                pass
+        elif typing.get_origin(candidate) is Literal and text in typing.get_args(candidate):
+            return text
+    raise ValueError(f"{key} has an invalid value {text!r} (expected {_describe(hint)})")
+
+
+# The paper's models (§6.1, Table 3) and small ones that train in minutes on a CPU.
+PRESETS: dict[str, dict[str, Any]] = {
+    "base": {},
+    "big": {"d_model": 1024, "d_ff": 4096, "num_heads": 16, "dropout": 0.3},
+    "small": {"num_encoder_layers": 3, "num_decoder_layers": 3, "d_model": 256, "d_ff": 1024,
+              "num_heads": 4, "vocab_size": 8000},
+    "tiny": {"num_encoder_layers": 2, "num_decoder_layers": 2, "d_model": 64, "d_ff": 256,
+             "num_heads": 4, "vocab_size": 1000},
+}
+
+# Rows of Table 3 as changes to the base preset (row D only changes training, row E positions).
+TABLE3_ROWS: dict[str, dict[str, Any]] = {
+    "base": {},
+    "A h=1": {"num_heads": 1, "d_k": 512, "d_v": 512},
+    "A h=4": {"num_heads": 4, "d_k": 128, "d_v": 128},
+    "A h=16": {"num_heads": 16, "d_k": 32, "d_v": 32},
+    "A h=32": {"num_heads": 32, "d_k": 16, "d_v": 16},
+    "B d_k=16": {"d_k": 16},
+    "B d_k=32": {"d_k": 32},
+    "C N=2": {"num_encoder_layers": 2, "num_decoder_layers": 2},
+    "C N=4": {"num_encoder_layers": 4, "num_decoder_layers": 4},
+    "C N=8": {"num_encoder_layers": 8, "num_decoder_layers": 8},
+    "C d_model=256": {"d_model": 256, "d_k": 32, "d_v": 32},
+    "C d_model=1024": {"d_model": 1024, "d_k": 128, "d_v": 128},
+    "C d_ff=1024": {"d_ff": 1024},
+    "C d_ff=4096": {"d_ff": 4096},
+    "D P_drop=0.0": {"dropout": 0.0},
+    "D P_drop=0.2": {"dropout": 0.2},
+    "D eps_ls=0.0": {"label_smoothing": 0.0},
+    "D eps_ls=0.2": {"label_smoothing": 0.2},
+    "E learned positions": {"positional": "learned", "max_positions": 1024},
+    "big": PRESETS["big"],
+}
+
+
+def preset(name: str, **changes: Any) -> TransformerConfig:
+    """The named preset with ``changes`` applied, e.g. ``preset("base", vocab_size=32000)``."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return TransformerConfig.from_dict({**PRESETS[name], **changes})

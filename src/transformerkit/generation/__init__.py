@@ -1,0 +1,1 @@
+"""Decoding: turning a trained model's distributions into sequences."""

@@ -1,0 +1,1 @@
+"""Model families composed from :mod:`transformerkit.nn`."""

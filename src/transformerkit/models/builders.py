@@ -1,0 +1,48 @@
+"""Builders that compose the parts in :mod:`transformerkit.nn` into stacks from a config."""
+
+from __future__ import annotations
+
+from transformerkit.config import TransformerConfig
+from transformerkit.nn.attention import MultiHeadAttention
+from transformerkit.nn.embedding import (InputEmbedding, LearnedPositionalEmbedding, RotaryEmbedding,
+                                         SinusoidalPositionalEncoding, TokenEmbedding)
+from transformerkit.nn.feed_forward import PositionwiseFeedForward
+from transformerkit.nn.layers import TransformerLayer, TransformerStack
+
+
+def attention(config: TransformerConfig, rotary: bool) -> MultiHeadAttention:
+    return MultiHeadAttention(
+        config.d_model, config.num_heads, config.head_dim_k, config.head_dim_v,
+        dropout=config.attention_dropout, bias=config.bias,
+        rotary=RotaryEmbedding(config.head_dim_k, config.rotary_base) if rotary else None,
+        kernel=config.attention_kernel)
+
+
+def transformer_stack(config: TransformerConfig, num_layers: int, cross_attention: bool) -> TransformerStack:
+    """N layers of self-attention (+ cross-attention when ``cross_attention``) and feed-forward."""
+    rotary = config.positional == "rotary"
+    layers = [
+        TransformerLayer(
+            self_attention=attention(config, rotary),
+            feed_forward=PositionwiseFeedForward(config.d_model, config.d_ff, config.activation, config.bias),
+            d_model=config.d_model, dropout=config.dropout, norm_position=config.norm_position,
+            eps=config.layer_norm_eps,
+            # queries and keys of cross-attention come from different sequences: no rotation
+            cross_attention=attention(config, rotary=False) if cross_attention else None)
+        for _ in range(num_layers)
+    ]
+    return TransformerStack(layers, config.d_model, config.norm_position, config.layer_norm_eps)
+
+
+def input_embedding(config: TransformerConfig, tokens: TokenEmbedding) -> InputEmbedding:
+    """Token embedding plus the configured positional information, then dropout."""
+    positional = {
+        "sinusoidal": lambda: SinusoidalPositionalEncoding(config.d_model),
+        "learned": lambda: LearnedPositionalEmbedding(config.max_positions, config.d_model),
+        "rotary": lambda: None,
+    }[config.positional]()
+    return InputEmbedding(tokens, positional, config.dropout)
+
+
+def token_embedding(config: TransformerConfig, vocab_size: int) -> TokenEmbedding:
+    return TokenEmbedding(vocab_size, config.d_model, padding_idx=config.pad_id, scale=config.scale_embeddings)

@@ -1,0 +1,120 @@
+"""The encoder-decoder Transformer of "Attention Is All You Need" (§3, Figure 1).
+
+    memory = Encoder(Dropout(Emb(src)·√d_model + PE))                         (batch, src_len, d_model)
+    h      = Decoder(Dropout(Emb(tgt)·√d_model + PE), memory)                 (batch, tgt_len, d_model)
+    logits = h Eᵀ                                                             (batch, tgt_len, vocab)
+
+With a shared vocabulary and ``tie_embeddings`` the source embedding, the target embedding and the
+pre-softmax projection are one matrix E (§3.4).
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from transformerkit.config import AttentionKernel, TransformerConfig
+from transformerkit.models import builders
+from transformerkit.nn.attention import MultiHeadAttention
+from transformerkit.nn.kv_cache import DecoderCache, positions_after
+from transformerkit.nn.layers import LayerAttention
+from transformerkit.nn.masks import padding_mask
+
+
+class EncoderDecoderTransformer(nn.Module):
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.config = config
+        src_tokens = builders.token_embedding(config, config.vocab_size)
+        if config.shared_vocab and config.tie_embeddings:
+            tgt_tokens = src_tokens
+        else:
+            tgt_tokens = builders.token_embedding(config, config.target_vocab_size)
+        self.src_embedding = builders.input_embedding(config, src_tokens)
+        self.tgt_embedding = builders.input_embedding(config, tgt_tokens)
+        self.encoder = builders.transformer_stack(config, config.num_encoder_layers, cross_attention=False)
+        self.decoder = builders.transformer_stack(config, config.num_decoder_layers, cross_attention=True)
+        self.output_projection = nn.Linear(config.d_model, config.target_vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.output_projection.weight = tgt_tokens.weight
+        else:
+            nn.init.normal_(self.output_projection.weight, std=config.d_model ** -0.5)
+
+    # ------------------------------------------------------------------------------------ parts
+    def source_mask(self, src: Tensor) -> Tensor:
+        """Key-padding mask of the source ids (batch, src_len) → (batch, 1, 1, src_len)."""
+        return padding_mask(src, self.config.pad_id)
+
+    def encode(self, src: Tensor, src_mask: Tensor | None = None, need_weights: bool = False
+               ) -> tuple[Tensor, list[LayerAttention]]:
+        """src: (batch, src_len) ids → memory (batch, src_len, d_model)."""
+        if src_mask is None:
+            src_mask = self.source_mask(src)
+        positions = positions_after(None, *src.shape, device=src.device)
+        x = self.src_embedding(src, positions)
+        return self.encoder(x, mask=src_mask, positions=positions, need_weights=need_weights)
+
+    def decode(self, tgt: Tensor, memory: Tensor, memory_mask: Tensor | None,
+               cache: DecoderCache | None = None, need_weights: bool = False
+               ) -> tuple[Tensor, list[LayerAttention]]:
+        """tgt: (batch, tgt_len) ids (only the new ones when ``cache`` holds earlier steps),
+        memory: (batch, src_len, d_model) → (batch, tgt_len, d_model) decoder states.
+
+        Target padding needs no mask: with the causal mask a position never sees later ones, and
+        padding comes last.
+        """
+        positions = positions_after(cache, *tgt.shape, device=tgt.device)
+        x = self.tgt_embedding(tgt, positions)
+        return self.decoder(x, causal=True, memory=memory, memory_mask=memory_mask,
+                            positions=positions, cache=cache, need_weights=need_weights)
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """Pre-softmax linear transformation: (batch, seq, d_model) → (batch, seq, vocab)."""
+        return self.output_projection(hidden)
+
+    def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
+        """Teacher-forced logits. src: (batch, src_len), tgt: (batch, tgt_len) → (batch, tgt_len, vocab)."""
+        src_mask = self.source_mask(src)
+        memory, _ = self.encode(src, src_mask)
+        hidden, _ = self.decode(tgt, memory, src_mask)
+        return self.logits(hidden)
+
+    def loss(self, src: Tensor, tgt_in: Tensor, tgt_out: Tensor) -> Tensor:
+        """Mean label-smoothed cross-entropy (ε_ls = ``config.label_smoothing``) over non-pad targets."""
+        logits = self(src, tgt_in)
+        return F.cross_entropy(logits.flatten(0, 1).float(), tgt_out.flatten(), ignore_index=self.config.pad_id,
+                               label_smoothing=self.config.label_smoothing)
+
+    # --------------------------------------------------------------------------------- helpers
+    def new_cache(self, capacity: int, memory: Tensor) -> DecoderCache:
+        """An empty cache for up to ``capacity`` target positions over ``memory`` (batch, src_len, d_model)."""
+        return DecoderCache.create(len(self.decoder.layers), capacity, memory.shape[1])
+
+    def set_attention_kernel(self, kernel: AttentionKernel) -> None:
+        """Switch every attention module to the ``fused`` or ``reference`` kernel (same weights)."""
+        for module in self.modules():
+            if isinstance(module, MultiHeadAttention):
+                module.kernel = kernel
+        self.config.attention_kernel = kernel
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Trainable parameters per part (each shared tensor counted once, in the first part that has it)."""
+        parts = {
+            "embeddings": [self.src_embedding, self.tgt_embedding],
+            "encoder": [self.encoder],
+            "decoder": [self.decoder],
+            "output_projection": [self.output_projection],
+        }
+        seen: set[int] = set()
+        counts: dict[str, int] = {}
+        for name, modules in parts.items():
+            total = 0
+            for module in modules:
+                for p in module.parameters():
+                    if id(p) not in seen:
+                        seen.add(id(p))
+                        total += p.numel()
+            counts[name] = total
+        counts["total"] = sum(counts.values())
+        assert counts["total"] == sum(p.numel() for p in self.parameters())
+        return counts

@@ -1,0 +1,120 @@
+"""Scaled dot-product and multi-head attention: the two kernels agree, masks hold, caches are exact."""
+
+import math
+
+import pytest
+import torch
+
+from transformerkit.nn import (KVCache, MultiHeadAttention, RotaryEmbedding, causal_mask, fused_attention,
+                               merge_masks, padding_mask, reference_attention)
+
+ATOL = 1e-5
+
+
+def random_mask(batch: int, q_len: int, k_len: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.rand(batch, 1, q_len, k_len, generator=generator) > 0.3
+
+
+@pytest.mark.parametrize("d_k,d_v", [(16, 16), (8, 24), (32, 4)])
+@pytest.mark.parametrize("masking", ["none", "padding", "causal", "padding+causal", "arbitrary"])
+def test_kernels_agree_self_attention(d_k: int, d_v: int, masking: str) -> None:
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(d_model=32, num_heads=4, d_k=d_k, d_v=d_v).eval()
+    x = torch.randn(3, 7, 32)
+    ids = torch.tensor([[5] * 7, [5] * 4 + [0] * 3, [5] * 2 + [0] * 5])
+    mask = None
+    causal = "causal" in masking
+    if "padding" in masking:
+        mask = padding_mask(ids, pad_id=0)
+    if masking == "arbitrary":
+        mask = random_mask(3, 7, 7, torch.Generator().manual_seed(1))
+    mha.kernel = "reference"
+    ref, weights = mha(x, mask=mask, causal=causal)
+    mha.kernel = "fused"
+    fused, no_weights = mha(x, mask=mask, causal=causal)
+    assert no_weights is None and weights is not None
+    torch.testing.assert_close(fused, ref, atol=ATOL, rtol=0)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(3, 4, 7), atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("d_k,d_v", [(16, 16), (8, 24)])
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_kernels_agree_cross_attention(d_k: int, d_v: int, with_mask: bool) -> None:
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(d_model=32, num_heads=2, d_k=d_k, d_v=d_v).eval()
+    x, memory = torch.randn(2, 5, 32), torch.randn(2, 9, 32)
+    mask = padding_mask(torch.tensor([[1] * 9, [1] * 3 + [0] * 6]), 0) if with_mask else None
+    mha.kernel = "reference"
+    ref, weights = mha(x, memory=memory, mask=mask)
+    mha.kernel = "fused"
+    fused, _ = mha(x, memory=memory, mask=mask)
+    torch.testing.assert_close(fused, ref, atol=ATOL, rtol=0)
+    assert weights.shape == (2, 2, 5, 9)
+    if with_mask:
+        assert torch.all(weights[1, :, :, 3:] == 0)
+
+
+def test_reference_kernel_is_the_formula() -> None:
+    torch.manual_seed(0)
+    q, k, v = torch.randn(1, 1, 3, 4), torch.randn(1, 1, 5, 4), torch.randn(1, 1, 5, 6)
+    out, weights = reference_attention(q, k, v)
+    expected_weights = torch.softmax(q[0, 0] @ k[0, 0].T / math.sqrt(4), dim=-1)
+    torch.testing.assert_close(weights[0, 0], expected_weights)
+    torch.testing.assert_close(out[0, 0], expected_weights @ v[0, 0])
+
+
+@pytest.mark.parametrize("kernel", ["reference", "fused"])
+def test_fully_masked_row_gives_zeros_not_nan(kernel: str) -> None:
+    torch.manual_seed(0)
+    q = torch.randn(2, 2, 3, 8, requires_grad=True)
+    k = torch.randn(2, 2, 4, 8, requires_grad=True)
+    v = torch.randn(2, 2, 4, 8, requires_grad=True)
+    mask = torch.ones(2, 1, 3, 4, dtype=torch.bool)
+    mask[0, :, 1] = False  # query 1 of sequence 0 sees nothing
+    mask[1] = False  # sequence 1 sees nothing at all
+    out = reference_attention(q, k, v, mask)[0] if kernel == "reference" else fused_attention(q, k, v, mask)
+    assert not out.isnan().any()
+    assert torch.all(out[0, :, 1] == 0) and torch.all(out[1] == 0)
+    assert out[0, :, 0].abs().sum() > 0
+    out.sum().backward()
+    for t in (q, k, v):
+        assert not t.grad.isnan().any()
+
+
+def test_causal_mask_is_aligned_to_the_end_for_caches() -> None:
+    mask = causal_mask(2, 4)[0, 0]
+    assert mask.tolist() == [[True, True, True, False], [True, True, True, True]]
+    assert causal_mask(3, 3)[0, 0].tolist() == [[True, False, False], [True, True, False], [True, True, True]]
+    assert merge_masks(None, None) is None
+
+
+@pytest.mark.parametrize("rotary", [False, True])
+def test_cached_self_attention_equals_full(rotary: bool) -> None:
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(32, 4, 8, 12, rotary=RotaryEmbedding(8) if rotary else None).eval()
+    x = torch.randn(2, 6, 32)
+    positions = torch.arange(6).expand(2, 6)
+    full, _ = mha(x, causal=True, positions=positions)
+    cache = KVCache(capacity=6)
+    steps = [mha(x[:, :3], causal=True, positions=positions[:, :3], cache=cache)[0]]  # a prompt of 3
+    for t in range(3, 6):
+        steps.append(mha(x[:, t:t + 1], causal=True, positions=positions[:, t:t + 1], cache=cache)[0])
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=ATOL, rtol=0)
+    with pytest.raises(ValueError, match="overflow"):
+        mha(x[:, :1], causal=True, positions=positions[:, :1], cache=cache)
+
+
+def test_cross_attention_cache_projects_memory_once() -> None:
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 2, 8, 8).eval()
+    x, memory = torch.randn(2, 3, 16), torch.randn(2, 5, 16)
+    full, _ = mha(x, memory=memory)
+    cache = KVCache(capacity=5)
+    first, _ = mha(x[:, :1], memory=memory, cache=cache)
+    rest, _ = mha(x[:, 1:], memory=torch.zeros_like(memory), cache=cache)  # cached: memory ignored
+    torch.testing.assert_close(torch.cat([first, rest], 1), full, atol=ATOL, rtol=0)
+
+
+def test_unknown_kernel_is_rejected() -> None:
+    with pytest.raises(ValueError, match="kernel"):
+        MultiHeadAttention(16, 2, 8, 8, kernel="flash")  # type: ignore[arg-type]
