@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from transformerkit.cli import main
-from transformerkit.config import TransformerConfig, parse_value, preset
+from transformerkit.config import TransformerConfig, preset
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
+from transformerkit.typed_config import apply_overrides
 from transformerkit.training.schedule import inverse_sqrt_lr, inverse_sqrt_scheduler
 
 
@@ -56,14 +57,14 @@ def test_config_round_trips_through_json(tmp_path) -> None:
     assert TransformerConfig.load(tmp_path / "config.json") == config
 
 
-def test_parse_value_types() -> None:
-    assert parse_value("d_k", "none") is None
-    assert parse_value("d_k", "32") == 32
-    assert parse_value("dropout", "0.3") == 0.3
-    assert parse_value("bias", "false") is False
-    assert parse_value("positional", "learned") == "learned"
+def test_overrides_are_parsed_to_the_field_types() -> None:
+    values = apply_overrides({}, TransformerConfig, ["d_k=none", "d_v=32", "dropout=0.3", "bias=false",
+                                                     "positional=learned"])
+    assert values == {"d_k": None, "d_v": 32, "dropout": 0.3, "bias": False, "positional": "learned"}
     with pytest.raises(ValueError, match="positional"):
-        parse_value("positional", "fancy")
+        apply_overrides({}, TransformerConfig, ["positional=fancy"])
+    with pytest.raises(ValueError, match="unknown configuration key: d_modle"):
+        apply_overrides({}, TransformerConfig, ["d_modle=3"])
 
 
 def test_model_info_json_counts_parameters(capsys) -> None:

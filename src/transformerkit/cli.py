@@ -1,6 +1,12 @@
 """The ``transformerkit`` command line.
 
     transformerkit model-info --preset base [--vocab-size N] [--set key=value …] [--json]
+    transformerkit data gettext --lang de --out DIR
+    transformerkit train RECIPE.yaml [--set section.key=value …] [--resume]
+    transformerkit translate --model DIR [--beam N] [--input FILE] [--output FILE]
+    transformerkit evaluate --model DIR --data TEST [--beam N]
+    transformerkit average-checkpoints --out DIR (--inputs DIR … | --run RUN --last N)
+    transformerkit plot-attention --model DIR --text TEXT --out FILE.png
 
 Errors in what the user typed (unknown keys, bad values, unknown presets) end with one line on
 stderr and exit status 2, never a traceback.
@@ -11,12 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 import torch
 
-from transformerkit.config import PRESETS, TransformerConfig, parse_value, preset
+from transformerkit.config import PRESETS, TransformerConfig, preset
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
+from transformerkit.typed_config import apply_overrides
 
 
 class UsageError(Exception):
@@ -28,19 +36,8 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, object]:
-    """``["d_model=256", "positional=learned"]`` → typed values for :class:`TransformerConfig`."""
-    overrides: dict[str, object] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--set expects key=value, got {pair!r}")
-        overrides[key.strip()] = parse_value(key.strip(), text.strip())
-    return overrides
-
-
 def build_config(args: argparse.Namespace) -> TransformerConfig:
-    overrides = parse_overrides(args.set)
+    overrides = apply_overrides({}, TransformerConfig, args.set)
     if args.vocab_size is not None:
         overrides["vocab_size"] = args.vocab_size
     return preset(args.preset, **overrides)
@@ -65,6 +62,81 @@ def model_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def data_gettext(args: argparse.Namespace) -> int:
+    from transformerkit.data.gettext import build_corpus
+
+    report = build_corpus(args.lang, Path(args.out), Path(args.cache))
+    print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    print(f"wrote {', '.join(f'{k}.tsv ({v} pairs)' for k, v in report.kept.items())} to {args.out}", file=sys.stderr)
+    return 0
+
+
+def train(args: argparse.Namespace) -> int:
+    from transformerkit.tasks.translation import evaluate_model
+    from transformerkit.training.recipe import load_recipe
+    from transformerkit.training.trainer import Trainer
+
+    run = load_recipe(args.recipe, args.set)
+    result = Trainer(run, resume=args.resume).train()
+    print(f"training stopped after {result.steps} steps ({result.stopped_because}); "
+          f"model written to {result.model_dir}", file=sys.stderr)
+    if result.stopped_because == "interrupted":
+        print(f"resume with: transformerkit train {args.recipe} --resume", file=sys.stderr)
+        return 130
+    if run.data.test is not None:
+        scores = evaluate_model(result.model_dir, run.data.test, run.data.test_target, run.data.source_field,
+                                run.data.target_field)
+        (result.output_dir / "results.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
+        print(json.dumps(scores))
+    return 0
+
+
+def translate(args: argparse.Namespace) -> int:
+    from transformerkit.tasks.translation import load_translator
+
+    translator = load_translator(args.model, beam=args.beam, length_penalty=args.length_penalty)
+    source = open(args.input, encoding="utf-8") if args.input else sys.stdin
+    lines = [line.rstrip("\n") for line in source]
+    outputs = translator.translate(lines)
+    sink = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    for line in outputs:
+        sink.write(line + "\n")
+    sink.flush()
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from transformerkit.tasks.translation import evaluate_model
+
+    scores = evaluate_model(args.model, args.data, args.data_target, beam=args.beam,
+                            hypotheses_out=args.hypotheses)
+    print(json.dumps(scores))
+    return 0
+
+
+def average(args: argparse.Namespace) -> int:
+    from transformerkit.checkpoint import average_checkpoints
+
+    if bool(args.inputs) == bool(args.run):
+        raise UsageError("give either --inputs DIR … or --run RUN_DIR")
+    inputs = [Path(p) for p in args.inputs] if args.inputs else \
+        sorted((Path(args.run) / "checkpoints").glob("step-*"))[-args.last:]
+    average_checkpoints(inputs, Path(args.out))
+    print(f"averaged {len(inputs)} checkpoints into {args.out}", file=sys.stderr)
+    return 0
+
+
+def plot_attention(args: argparse.Namespace) -> int:
+    from transformerkit.tasks.translation import attention_heatmap, load_translator
+
+    translator = load_translator(args.model, beam=args.beam)
+    translation = args.translation if args.translation is not None else translator.translate([args.text])[0]
+    path = attention_heatmap(translator.model, translator.tokenizer, args.text, translation, args.out)
+    print(f"{args.text}\t{translation}")
+    print(f"attention heatmap written to {path}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="transformerkit", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -76,6 +148,52 @@ def build_parser() -> argparse.ArgumentParser:
                       help="override a configuration field, e.g. --set d_k=32 (repeatable)")
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(handler=model_info)
+
+    data = commands.add_parser("data", help="build a corpus")
+    sources = data.add_subparsers(dest="source", required=True, parser_class=_Parser)
+    gettext = sources.add_parser("gettext", help="English→LANG pairs from Debian's gettext catalogs (needs apt)")
+    gettext.add_argument("--lang", required=True, help="target language of the catalogs, e.g. de or zh_CN")
+    gettext.add_argument("--out", required=True, help="directory for train/valid/test.tsv and report.json")
+    gettext.add_argument("--cache", default=".cache/debs", help="where downloaded .deb files are kept")
+    gettext.set_defaults(handler=data_gettext)
+
+    trainer = commands.add_parser("train", help="train a model from a YAML recipe")
+    trainer.add_argument("recipe", help="YAML recipe (see configs/)")
+    trainer.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a recipe value, e.g. --set training.max_minutes=5 (repeatable)")
+    trainer.add_argument("--resume", action="store_true", help="continue the run in training.output_dir")
+    trainer.set_defaults(handler=train)
+
+    translator = commands.add_parser("translate", help="translate lines (stdin → stdout)")
+    translator.add_argument("--model", required=True, help="model directory")
+    translator.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy; default: the model's)")
+    translator.add_argument("--length-penalty", type=float, default=None, help="α of ((5+|Y|)/6)^α")
+    translator.add_argument("--input", default=None, help="read this file instead of stdin")
+    translator.add_argument("--output", default=None, help="write this file instead of stdout")
+    translator.set_defaults(handler=translate)
+
+    evaluator = commands.add_parser("evaluate", help="BLEU and chrF (sacreBLEU) on a test set, as JSON")
+    evaluator.add_argument("--model", required=True, help="model directory")
+    evaluator.add_argument("--data", required=True, help="test pairs (TSV, JSONL, or source file with --data-target)")
+    evaluator.add_argument("--data-target", default=None, help="reference file aligned with --data")
+    evaluator.add_argument("--beam", type=int, default=None, help="beam size (default: the model's)")
+    evaluator.add_argument("--hypotheses", default=None, help="also write the translations to this file")
+    evaluator.set_defaults(handler=evaluate)
+
+    averager = commands.add_parser("average-checkpoints", help="average the weights of checkpoints")
+    averager.add_argument("--inputs", nargs="+", default=None, help="model/checkpoint directories")
+    averager.add_argument("--run", default=None, help="a training output directory")
+    averager.add_argument("--last", type=int, default=5, help="with --run: how many of the last checkpoints")
+    averager.add_argument("--out", required=True, help="directory for the averaged model")
+    averager.set_defaults(handler=average)
+
+    plotter = commands.add_parser("plot-attention", help="draw a translation's cross-attention as a PNG")
+    plotter.add_argument("--model", required=True, help="model directory")
+    plotter.add_argument("--text", required=True, help="source sentence")
+    plotter.add_argument("--translation", default=None, help="the translation to explain (default: translate)")
+    plotter.add_argument("--beam", type=int, default=None, help="beam size for translating")
+    plotter.add_argument("--out", required=True, help="PNG file to write")
+    plotter.set_defaults(handler=plot_attention)
     return parser
 
 
@@ -84,6 +202,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         return args.handler(args)
-    except (UsageError, ValueError) as error:
+    except (UsageError, ValueError, RuntimeError, OSError) as error:
         print(f"transformerkit: error: {error}", file=sys.stderr)
         return 2

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import types
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from transformerkit.typed_config import check_types, from_mapping
 
 Positional = Literal["sinusoidal", "learned", "rotary"]
 NormPosition = Literal["post", "pre"]
@@ -94,7 +94,7 @@ class TransformerConfig:
     # --------------------------------------------------------------------------------- validation
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first argument that is out of range."""
-        _check_types(self)
+        check_types(self)
         positive = ["vocab_size", "num_encoder_layers", "num_decoder_layers", "d_model", "d_ff",
                     "num_heads", "max_positions"]
         for name in positive:
@@ -132,10 +132,7 @@ class TransformerConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TransformerConfig:
-        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown configuration key(s): {', '.join(unknown)}")
-        return cls(**values)
+        return from_mapping(cls, values)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
@@ -147,69 +144,6 @@ class TransformerConfig:
     def replace(self, **changes: Any) -> TransformerConfig:
         """A copy with ``changes`` applied and validated; unknown keys raise ``ValueError``."""
         return TransformerConfig.from_dict({**self.to_dict(), **changes})
-
-
-def _check_types(config: TransformerConfig) -> None:
-    """Reject values whose type does not match the field's annotation (e.g. ``d_model='wide'``)."""
-    hints = typing.get_type_hints(TransformerConfig)
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if not _matches(value, hints[f.name]):
-            raise ValueError(f"{f.name} has an invalid value {value!r} (expected {_describe(hints[f.name])})")
-
-
-def _matches(value: Any, hint: Any) -> bool:
-    origin = typing.get_origin(hint)
-    if origin is Literal:
-        return value in typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, arg) for arg in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, hint)
-
-
-def _describe(hint: Any) -> str:
-    origin = typing.get_origin(hint)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(hint))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(hint))
-    return "None" if hint is type(None) else hint.__name__
-
-
-def parse_value(key: str, text: str) -> Any:
-    """Parse the text of ``--set key=text`` into the type of config field ``key``."""
-    fields = {f.name: f for f in dataclasses.fields(TransformerConfig)}
-    if key not in fields:
-        raise ValueError(f"unknown configuration key: {key}")
-    hint = typing.get_type_hints(TransformerConfig)[key]
-    candidates = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-    if text.lower() in ("none", "null") and type(None) in candidates:
-        return None
-    for candidate in candidates:
-        if candidate is bool:
-            if text.lower() in ("true", "1", "yes"):
-                return True
-            if text.lower() in ("false", "0", "no"):
-                return False
-        elif candidate is int:
-            try:
-                return int(text)
-            except ValueError:
-                pass
-        elif candidate is float:
-            try:
-                return float(text)
-            except ValueError:
-                pass
-        elif typing.get_origin(candidate) is Literal and text in typing.get_args(candidate):
-            return text
-    raise ValueError(f"{key} has an invalid value {text!r} (expected {_describe(hint)})")
 
 
 # The paper's models (§6.1, Table 3) and small ones that train in minutes on a CPU.

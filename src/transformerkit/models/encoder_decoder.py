@@ -79,11 +79,12 @@ class EncoderDecoderTransformer(nn.Module):
         hidden, _ = self.decode(tgt, memory, src_mask)
         return self.logits(hidden)
 
-    def loss(self, src: Tensor, tgt_in: Tensor, tgt_out: Tensor) -> Tensor:
-        """Mean label-smoothed cross-entropy (ε_ls = ``config.label_smoothing``) over non-pad targets."""
+    def loss(self, src: Tensor, tgt_in: Tensor, tgt_out: Tensor, reduction: str = "mean") -> Tensor:
+        """Label-smoothed cross-entropy (ε_ls = ``config.label_smoothing``) over non-pad targets,
+        averaged (``mean``) or summed (``sum``) over target tokens."""
         logits = self(src, tgt_in)
         return F.cross_entropy(logits.flatten(0, 1).float(), tgt_out.flatten(), ignore_index=self.config.pad_id,
-                               label_smoothing=self.config.label_smoothing)
+                               label_smoothing=self.config.label_smoothing, reduction=reduction)
 
     # --------------------------------------------------------------------------------- helpers
     def new_cache(self, capacity: int, memory: Tensor) -> DecoderCache:

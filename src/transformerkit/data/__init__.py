@@ -1,0 +1,1 @@
+"""Data: parallel-text loaders, corpus builders, tokenizers, token-based batching."""

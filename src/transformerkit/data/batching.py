@@ -1,0 +1,88 @@
+"""Batches by token count with length bucketing (like fairseq's ``--max-tokens``).
+
+Sentences of similar length go together so little of a batch is padding; a batch holds as many
+sentences as fit in ``max_tokens`` *padded* positions (sentences × longest side). The order is a
+pure function of (seed, epoch): a resumed run sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class TranslationExample:
+    """Token ids of one pair, without special tokens."""
+
+    source: list[int]
+    target: list[int]
+
+
+@dataclass
+class TranslationBatch:
+    """src: (batch, src_len) ids + EOS, padded; tgt_in: BOS + target; tgt_out: target + EOS."""
+
+    src: Tensor
+    tgt_in: Tensor
+    tgt_out: Tensor
+
+    def to(self, device: torch.device | str) -> TranslationBatch:
+        return TranslationBatch(self.src.to(device), self.tgt_in.to(device), self.tgt_out.to(device))
+
+
+def padded_length(example: TranslationExample) -> int:
+    """Positions one example occupies: the longer side plus its special token."""
+    return max(len(example.source), len(example.target)) + 1
+
+
+def token_batches(examples: list[TranslationExample], max_tokens: int, seed: int, epoch: int,
+                  shuffle: bool = True) -> list[list[int]]:
+    """Index lists, one per batch, each with ``len(batch) · longest ≤ max_tokens``.
+
+    Examples are sorted by length (ties in random order), cut greedily into batches, and the
+    batches shuffled — all with ``random.Random(seed, epoch)``. Without ``shuffle``, the order is
+    by length, for evaluation. An example longer than ``max_tokens`` gets a batch of its own.
+    """
+    if max_tokens <= 0:
+        raise ValueError(f"max_tokens must be a positive integer, got {max_tokens}")
+    rng = random.Random(f"{seed}-{epoch}")
+    order = list(range(len(examples)))
+    if shuffle:
+        rng.shuffle(order)
+    order.sort(key=lambda i: padded_length(examples[i]))  # stable: random order within a length
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i in order:
+        length = padded_length(examples[i])
+        if current and (len(current) + 1) * max(longest, length) > max_tokens:
+            batches.append(current)
+            current, longest = [], 0
+        current.append(i)
+        longest = max(longest, length)
+    if current:
+        batches.append(current)
+    if shuffle:
+        rng.shuffle(batches)
+    return batches
+
+
+def pad(sequences: list[list[int]], pad_id: int) -> Tensor:
+    """Right-pad to the longest: → (batch, longest) long tensor."""
+    longest = max((len(s) for s in sequences), default=0)
+    out = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        out[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+    return out
+
+
+def collate(examples: list[TranslationExample], pad_id: int, bos_id: int, eos_id: int) -> TranslationBatch:
+    """Add the special tokens and pad: src + EOS; BOS + tgt (decoder input); tgt + EOS (labels)."""
+    return TranslationBatch(
+        src=pad([e.source + [eos_id] for e in examples], pad_id),
+        tgt_in=pad([[bos_id] + e.target for e in examples], pad_id),
+        tgt_out=pad([e.target + [eos_id] for e in examples], pad_id))

@@ -1,0 +1,1 @@
+"""Tasks: what a trained model is used for (translation, …)."""

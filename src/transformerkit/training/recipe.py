@@ -1,0 +1,143 @@
+"""Training recipes: one YAML file says what data, which model, how to train and how to decode.
+
+    data:      {train: …, valid: …, test: …, target_lang: de, vocab_size: 8000}
+    model:     {preset: small, dropout: 0.1, …}          # any TransformerConfig field
+    training:  {max_tokens: 4096, max_minutes: 15, …}    # §5.3–5.4 defaults
+    decoding:  {beam: 4, length_penalty: 0.6, …}
+
+``transformerkit train RECIPE.yaml --set training.max_steps=100 --set model.preset=tiny`` edits
+any key; unknown keys and ill-typed values are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from transformerkit.checkpoint import GenerationConfig
+from transformerkit.config import PRESETS, TransformerConfig
+from transformerkit.typed_config import apply_overrides, from_mapping
+
+
+@dataclass
+class DataConfig:
+    train: str = ""
+    """Training pairs: TSV (``.tsv``/``.tsv.gz``), JSONL, or a source-side text file with ``train_target``."""
+    valid: str | None = None
+    test: str | None = None
+    train_target: str | None = None
+    valid_target: str | None = None
+    test_target: str | None = None
+    source_field: str = "source"
+    target_field: str = "target"
+    source_lang: str = "en"
+    target_lang: str = "de"
+    vocab_size: int = 8000
+    """Joint BPE vocabulary size, special tokens included."""
+    max_length: int = 200
+    """Training pairs with a side longer than this many tokens are dropped (and counted)."""
+
+
+@dataclass
+class TrainingConfig:
+    output_dir: str = "runs/translation"
+    max_tokens: int = 4096
+    """Padded tokens per batch (sentences × longest side), like fairseq's --max-tokens."""
+    accumulate: int = 1
+    """Batches per optimizer step (gradient accumulation)."""
+    max_steps: int | None = None
+    max_epochs: int | None = None
+    max_minutes: float | None = None
+    """Wall-clock budget; training stops at the first step past it (resumed runs count the time before)."""
+    warmup_steps: int = 4000
+    lr_scale: float = 1.0
+    """Multiplier on lrate = d_model^-0.5 · min(step^-0.5, step · warmup^-1.5)."""
+    adam_betas: tuple[float, float] = (0.9, 0.98)
+    adam_eps: float = 1e-9
+    weight_decay: float = 0.0
+    clip_norm: float | None = 1.0
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """bf16 runs the forward pass under torch.autocast (weights and optimizer stay fp32)."""
+    seed: int = 1
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    validate_every: int = 1000
+    valid_bleu_sentences: int = 300
+    """Validation BLEU is computed with greedy decoding on this many validation sentences (0: off)."""
+    save_every: int | None = None
+    """Steps between checkpoints (default: ``validate_every``)."""
+    keep_checkpoints: int = 5
+    average_last: int = 5
+    """The final model averages the last N checkpoints' weights (the paper averages 5)."""
+    patience: int | None = None
+    """Stop after this many validations without a lower validation loss."""
+    log_every: int = 50
+    tensorboard: bool = True
+    progress: bool = True
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: TransformerConfig = field(default_factory=TransformerConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    decoding: GenerationConfig = field(default_factory=GenerationConfig)
+
+    def validate(self) -> None:
+        if not self.data.train:
+            raise ValueError("data.train is required")
+        t = self.training
+        for name in ("max_tokens", "accumulate", "warmup_steps", "validate_every", "keep_checkpoints",
+                     "average_last", "log_every"):
+            if getattr(t, name) <= 0:
+                raise ValueError(f"training.{name} must be a positive integer, got {getattr(t, name)}")
+        for name in ("max_steps", "max_epochs", "max_minutes", "save_every", "patience", "clip_norm"):
+            value = getattr(t, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"training.{name} must be positive or null, got {value}")
+        if t.max_steps is None and t.max_epochs is None and t.max_minutes is None:
+            raise ValueError("set at least one of training.max_steps, training.max_epochs, training.max_minutes")
+        if self.data.vocab_size < 16:
+            raise ValueError(f"data.vocab_size must be at least 16, got {self.data.vocab_size}")
+        if self.decoding.beam < 1:
+            raise ValueError(f"decoding.beam must be at least 1, got {self.decoding.beam}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def resolve_model_section(values: dict[str, Any]) -> dict[str, Any]:
+    """Expand ``model.preset`` into the preset's fields (explicit keys win)."""
+    model = dict(values.get("model") or {})
+    name = model.pop("preset", None)
+    if name is not None:
+        if name not in PRESETS:
+            raise ValueError(f"model.preset: unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+        model = {**PRESETS[name], **model}
+    return {**values, "model": model}
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:  # type: ignore[assignment]
+    """Read a YAML recipe (or start from defaults when ``path`` is None) and apply ``key=value`` overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"{path}: no such recipe file")
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            raise ValueError(f"{path}: invalid YAML ({error})") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: a recipe must be a mapping of sections")
+    preset_overrides = [p for p in overrides if p.split("=", 1)[0].strip() == "model.preset"]
+    for pair in preset_overrides:  # a preset chosen on the command line replaces the recipe's
+        values.setdefault("model", {})["preset"] = pair.split("=", 1)[1].strip()
+    values = resolve_model_section(values)
+    values = apply_overrides(values, RunConfig, [p for p in overrides if p not in preset_overrides])
+    run = from_mapping(RunConfig, values)
+    run.validate()
+    return run
