@@ -116,10 +116,10 @@ def beam_search(decoder: StepDecoder, max_lengths: list[int], beam: int, bos_id:
         log_probs = decoder.step(tokens[:, -1:]).view(n, beam, -1)
         vocab = log_probs.shape[-1]
         at_limit = limits == step + 1
-        if at_limit.any():
-            forced = torch.full_like(log_probs[0, 0], float("-inf"))
-            forced[eos_id] = 0.0
-            log_probs[at_limit] = log_probs[at_limit] + forced
+        if at_limit.any():  # only EOS may follow (kept finite even where the model gives it p = 0)
+            only_eos = torch.full_like(log_probs[0, 0], float("-inf"))
+            only_eos[eos_id] = 0.0
+            log_probs[at_limit] = log_probs[at_limit].clamp(min=-1e9) + only_eos
         candidates = (scores[:, :, None] + log_probs).view(n, beam * vocab)
         top_scores, top_index = candidates.topk(min(2 * beam, beam * vocab), dim=1)
         from_beam, token = top_index // vocab, top_index % vocab

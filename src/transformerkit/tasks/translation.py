@@ -106,17 +106,14 @@ def score(hypotheses: list[str], references: list[str], target_language: str) ->
     return {"bleu": round(bleu.score, 2), "chrf": round(chrf.score, 2)}
 
 
-def attention_heatmap(model: EncoderDecoderTransformer, tokenizer: SubwordTokenizer, source: str,
-                      translation: str, path: str | Path, layer: int = -1) -> Path:
-    """Draw the cross-attention (averaged over heads) of one translation as a PNG.
+def cross_attention(model: EncoderDecoderTransformer, tokenizer: SubwordTokenizer, source: str, translation: str,
+                    layer: int = -1) -> tuple[Tensor, list[str], list[str]]:
+    """Cross-attention of one decoder layer, averaged over heads, for a given translation.
 
-    The translation is fed back teacher-forced with the reference kernel, which returns weights,
-    so this works for any translation whichever kernel produced it.
+    The translation is fed back teacher-forced with ``need_weights`` (the reference kernel), so
+    this works for any translation whichever kernel produced it.
+    → weights (tgt_len, src_len) — each row sums to 1 —, source tokens, output tokens (EOS included).
     """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     src_ids = tokenizer.encode([source])[0] + [tokenizer.eos_id]
     tgt_ids = tokenizer.encode([translation])[0] + [tokenizer.eos_id]
     device = next(model.parameters()).device
@@ -126,17 +123,27 @@ def attention_heatmap(model: EncoderDecoderTransformer, tokenizer: SubwordTokeni
         src_mask = model.source_mask(src)
         memory, _ = model.encode(src, src_mask)
         _, attention = model.decode(tgt_in, memory, src_mask, need_weights=True)
-    cross = attention[layer].cross_attention
-    assert cross is not None
-    weights = cross[0].float().mean(0).cpu().numpy()  # (tgt_len, src_len)
+    weights = attention[layer].cross_attention
+    assert weights is not None
+    return weights[0].float().mean(0).cpu(), tokenizer.tokens(src_ids), tokenizer.tokens(tgt_ids)
 
-    fig, ax = plt.subplots(figsize=(max(4, 0.45 * len(src_ids) + 2), max(3, 0.4 * len(tgt_ids) + 1.5)))
-    image = ax.imshow(weights, cmap="viridis", aspect="auto", vmin=0.0)
-    ax.set_xticks(range(len(src_ids)), tokenizer.tokens(src_ids), rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(len(tgt_ids)), tokenizer.tokens(tgt_ids), fontsize=8)
+
+def attention_heatmap(model: EncoderDecoderTransformer, tokenizer: SubwordTokenizer, source: str,
+                      translation: str, path: str | Path, layer: int = -1) -> Path:
+    """Draw :func:`cross_attention` of one translation as a PNG heatmap (matplotlib)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    weights, src_tokens, tgt_tokens = cross_attention(model, tokenizer, source, translation, layer)
+    fig, ax = plt.subplots(figsize=(max(4, 0.45 * len(src_tokens) + 2), max(3, 0.4 * len(tgt_tokens) + 1.5)))
+    image = ax.imshow(weights.numpy(), cmap="viridis", aspect="auto", vmin=0.0)
+    ax.set_xticks(range(len(src_tokens)), src_tokens, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(tgt_tokens)), tgt_tokens, fontsize=8)
     ax.set_xlabel("source token")
     ax.set_ylabel("output token")
-    ax.set_title(f"cross-attention, decoder layer {layer % len(attention) + 1}, mean over heads", fontsize=9)
+    layers = model.config.num_decoder_layers
+    ax.set_title(f"cross-attention, decoder layer {layer % layers + 1} of {layers}, mean over heads", fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.03)
     fig.tight_layout()
     path = Path(path)

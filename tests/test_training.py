@@ -1,0 +1,187 @@
+"""Checkpoints (atomic, strict, pickle-free), exact resume, the recipe loader, and the CLI end to end."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from transformerkit.checkpoint import (CheckpointError, GenerationConfig, atomic_directory, load_model_dir,
+                                       load_training_state, save_model_dir)
+from transformerkit.cli import main
+from transformerkit.config import preset
+from transformerkit.data.parallel import read_tsv, write_tsv
+from transformerkit.data.tokenizer import SubwordTokenizer
+from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
+from transformerkit.training.recipe import load_recipe
+from transformerkit.training.trainer import Trainer
+
+BUNDLED = Path(__file__).resolve().parents[1] / "data" / "gettext-en-de"
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A slice of the real bundled corpus: 400 training and 40 validation pairs."""
+    directory = tmp_path_factory.mktemp("corpus")
+    write_tsv(directory / "train.tsv", read_tsv(BUNDLED / "train.tsv.gz").pairs[:400])
+    valid = read_tsv(BUNDLED / "valid.tsv.gz").pairs
+    write_tsv(directory / "valid.tsv", valid[:40])
+    write_tsv(directory / "test.tsv", valid[40:70])
+    return directory
+
+
+def recipe_overrides(corpus: Path, out: Path, **training: object) -> list[str]:
+    values = {
+        "data.train": corpus / "train.tsv", "data.valid": corpus / "valid.tsv", "data.vocab_size": 300,
+        "model.d_model": 32, "model.d_ff": 64, "model.num_heads": 4, "model.dropout": 0.1,
+        "training.output_dir": out, "training.max_tokens": 500, "training.accumulate": 2,
+        "training.warmup_steps": 4, "training.validate_every": 2, "training.valid_bleu_sentences": 10,
+        "training.save_every": 3, "training.log_every": 1, "training.progress": False,
+        "training.tensorboard": False, "decoding.beam": 2, **training,
+    }
+    return ["model.preset=tiny"] + [f"{k}={v}" for k, v in values.items()]
+
+
+def weights(directory: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(directory / "model.safetensors"))
+
+
+def test_resume_is_bit_identical(small_corpus: Path, tmp_path: Path) -> None:
+    straight = Trainer(load_recipe(None, recipe_overrides(small_corpus, tmp_path / "a", **{"training.max_steps": 6})))
+    straight.train()
+    interrupted = tmp_path / "b"
+    Trainer(load_recipe(None, recipe_overrides(small_corpus, interrupted, **{"training.max_steps": 3}))).train()
+    with pytest.raises(ValueError, match="already holds a training run"):
+        Trainer(load_recipe(None, recipe_overrides(small_corpus, interrupted, **{"training.max_steps": 6})))
+    resumed = Trainer(load_recipe(None, recipe_overrides(small_corpus, interrupted, **{"training.max_steps": 6})),
+                      resume=True)
+    assert resumed.progress.step == 3
+    resumed.train()
+    a = weights(tmp_path / "a" / "checkpoints" / "step-00000006")
+    b = weights(interrupted / "checkpoints" / "step-00000006")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    state_a = load_training_state(tmp_path / "a" / "checkpoints" / "step-00000006")
+    state_b = load_training_state(interrupted / "checkpoints" / "step-00000006")
+    assert torch.equal(state_a["rng_cpu"], state_b["rng_cpu"])
+    assert state_a["progress"]["step"] == state_b["progress"]["step"] == 6
+    # the run kept what it needs: latest and best pointers, the final averaged model
+    checkpoints = interrupted / "checkpoints"
+    assert (checkpoints / "latest").resolve().name == "step-00000006"
+    assert (checkpoints / "best").resolve().parent == checkpoints.resolve()
+    log = [json.loads(line) for line in (interrupted / "log.jsonl").read_text().splitlines()]
+    assert {"train", "valid", "start", "stop"} <= {r["event"] for r in log}
+    assert all(k in log[1] for k in ("loss", "lr", "tokens_per_second"))
+    model, _, _ = load_model_dir(interrupted / "model")
+    assert model.config.vocab_size == 300
+
+
+def test_model_directory_round_trip_and_strict_loading(tmp_path: Path) -> None:
+    tokenizer = SubwordTokenizer.train(["Open the file", "Datei öffnen"] * 10, vocab_size=40, min_frequency=1)
+    torch.manual_seed(0)
+    model = EncoderDecoderTransformer(preset("tiny", vocab_size=tokenizer.vocab_size, d_model=32, d_ff=64)).eval()
+    save_model_dir(tmp_path / "m", model, tokenizer, GenerationConfig(beam=3, target_lang="de"))
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "config.json", "generation_config.json", "model.safetensors", "tokenizer.json"]
+    loaded, _, generation = load_model_dir(tmp_path / "m")
+    src, tgt = torch.tensor([[5, 6, 7, 2]]), torch.tensor([[1, 5, 6]])
+    torch.testing.assert_close(loaded(src, tgt), model(src, tgt), rtol=0, atol=0)
+    assert generation.beam == 3 and generation.target_lang == "de"
+    assert loaded.output_projection.weight is loaded.src_embedding.tokens.weight  # tying survives
+
+    tensors = load_file(str(tmp_path / "m" / "model.safetensors"))
+    key = next(k for k in tensors if k.endswith("linear1.weight"))
+    tensors.pop(key)
+    tensors["encoder.extra.weight"] = torch.zeros(1)
+    save_file(tensors, str(tmp_path / "m" / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=rf"(?s)does not fit the model.*{key}.*encoder.extra.weight"):
+        load_model_dir(tmp_path / "m")
+
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    config["model_type"] = "gpt2"
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="model_type is 'gpt2'"):
+        load_model_dir(tmp_path / "m")
+    with pytest.raises(CheckpointError, match="not a model directory"):
+        load_model_dir(tmp_path / "missing")
+
+
+def test_atomic_directory_keeps_the_old_version_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "ckpt"
+    with atomic_directory(target) as tmp:
+        (tmp / "weights").write_text("v1")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_directory(target) as tmp:
+            (tmp / "weights").write_text("v2-partial")
+            raise KeyboardInterrupt  # killed mid-write
+    assert (target / "weights").read_text() == "v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no temporary left behind
+    with atomic_directory(target) as tmp:
+        (tmp / "weights").write_text("v2")
+    assert (target / "weights").read_text() == "v2"
+
+
+def test_recipe_errors_name_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown configuration key: training.max_tokns"):
+        load_recipe(None, ["data.train=x.tsv", "training.max_tokns=5"])
+    with pytest.raises(ValueError, match="training.max_tokens must be a positive integer"):
+        load_recipe(None, ["data.train=x.tsv", "training.max_tokens=0", "training.max_steps=5"])
+    with pytest.raises(ValueError, match="model.preset: unknown preset 'huge'"):
+        load_recipe(None, ["data.train=x.tsv", "model.preset=huge", "training.max_steps=5"])
+    with pytest.raises(ValueError, match="training.precision has an invalid value"):
+        load_recipe(None, ["data.train=x.tsv", "training.precision=fp8", "training.max_steps=5"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: {train: x.tsv}\nmodel: {d_model: 'wide'}\ntraining: {max_steps: 5}\n")
+    with pytest.raises(ValueError, match="d_model has an invalid value 'wide'"):
+        load_recipe(bad)
+    run = load_recipe(None, ["data.train=x.tsv", "training.max_steps=5", "model.preset=small", "model.d_ff=512"])
+    assert (run.model.d_model, run.model.d_ff) == (256, 512)
+
+
+def test_shipped_recipes_load() -> None:
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for recipe in sorted(root.glob("*.yaml")):
+        run = load_recipe(recipe)
+        assert run.training.output_dir.startswith("runs/")
+
+
+def test_cli_train_translate_evaluate_plot(small_corpus: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    overrides = recipe_overrides(small_corpus, out, **{"training.max_steps": 4, "data.test": small_corpus / "test.tsv"})
+    argv = ["train", "-"]
+    for pair in overrides:
+        argv += ["--set", pair]
+    argv[1] = str(tmp_path / "empty.yaml")
+    (tmp_path / "empty.yaml").write_text("{}\n")
+    assert main(argv) == 0
+    scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(scores) >= {"bleu", "chrf"} and scores["sentences"] == 30
+    assert json.loads((out / "results.json").read_text())["bleu"] == scores["bleu"]
+
+    assert main(["evaluate", "--model", str(out / "model"), "--data", str(small_corpus / "test.tsv"),
+                 "--beam", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["beam"] == 1
+
+    lines = "Open the file\n\nSave\n"
+    done = subprocess.run([sys.executable, "-m", "transformerkit", "translate", "--model", str(out / "model")],
+                          input=lines, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == 3 and done.stdout.splitlines()[1] == ""
+
+    png = tmp_path / "attention.png"
+    assert main(["plot-attention", "--model", str(out / "model"), "--text", "Open the file", "--out", str(png)]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+    assert main(["average-checkpoints", "--run", str(out), "--last", "2", "--out", str(tmp_path / "avg")]) == 0
+    a = weights(out / "checkpoints" / "step-00000003")
+    b = weights(out / "checkpoints" / "step-00000004")
+    averaged = weights(tmp_path / "avg")
+    key = next(iter(a))
+    torch.testing.assert_close(averaged[key], (a[key] + b[key]) / 2)
+
+    assert main(["translate", "--model", str(tmp_path / "nowhere")]) == 2
+    assert "not a model directory" in capsys.readouterr().err
