@@ -185,3 +185,34 @@ def test_cli_train_translate_evaluate_plot(small_corpus: Path, tmp_path: Path, c
 
     assert main(["translate", "--model", str(tmp_path / "nowhere")]) == 2
     assert "not a model directory" in capsys.readouterr().err
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes(small_corpus: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("{}\n")
+    argv = [sys.executable, "-m", "transformerkit", "train", str(recipe)]
+    for pair in recipe_overrides(small_corpus, out, **{"training.max_steps": 100000, "training.save_every": 100000,
+                                                          "training.validate_every": 100000}):
+        argv += ["--set", pair]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until a few steps are logged
+        log = out / "log.jsonl"
+        if log.exists() and log.read_text().count('"event": "train"') >= 3:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "resume with" in err
+    latest = (out / "checkpoints" / "latest").resolve()
+    step = load_training_state(latest)["progress"]["step"]
+    assert step >= 3 and latest.name == f"step-{step:08d}"
+    resumed = Trainer(load_recipe(None, recipe_overrides(small_corpus, out, **{"training.max_steps": step + 1})),
+                      resume=True)
+    assert resumed.progress.step == step
+    assert resumed.train().steps == step + 1

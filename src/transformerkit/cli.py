@@ -65,9 +65,9 @@ def model_info(args: argparse.Namespace) -> int:
 def data_gettext(args: argparse.Namespace) -> int:
     from transformerkit.data.gettext import build_corpus
 
-    report = build_corpus(args.lang, Path(args.out), Path(args.cache))
+    report = build_corpus(args.lang, Path(args.out), Path(args.cache), compress=args.gzip)
     print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
-    print(f"wrote {', '.join(f'{k}.tsv ({v} pairs)' for k, v in report.kept.items())} to {args.out}", file=sys.stderr)
+    print(f"wrote {', '.join(f'{k} ({v} pairs)' for k, v in report.kept.items())} to {args.out}", file=sys.stderr)
     return 0
 
 
@@ -155,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     gettext.add_argument("--lang", required=True, help="target language of the catalogs, e.g. de or zh_CN")
     gettext.add_argument("--out", required=True, help="directory for train/valid/test.tsv and report.json")
     gettext.add_argument("--cache", default=".cache/debs", help="where downloaded .deb files are kept")
+    gettext.add_argument("--gzip", action="store_true", help="write .tsv.gz (as the bundled corpus)")
     gettext.set_defaults(handler=data_gettext)
 
     trainer = commands.add_parser("train", help="train a model from a YAML recipe")

@@ -200,8 +200,10 @@ def extract_catalogs(deb: Path, lang: str, into: Path) -> list[Path]:
     return sorted(found)
 
 
-def build_corpus(lang: str, out: Path, cache: Path, packages: list[str] | None = None) -> Report:
-    """Fetch, extract, clean and split; write ``{train,valid,test}.tsv`` and ``report.json`` to ``out``."""
+def build_corpus(lang: str, out: Path, cache: Path, packages: list[str] | None = None,
+                 compress: bool = False) -> Report:
+    """Fetch, extract, clean and split; write ``{train,valid,test}.tsv`` (``.tsv.gz`` with
+    ``compress``) and ``report.json`` to ``out``."""
     if packages is None:
         packages = COMMON_PACKAGES + LANGUAGE_PACKAGES.get(lang, [])
     report = Report()
@@ -225,7 +227,7 @@ def build_corpus(lang: str, out: Path, cache: Path, packages: list[str] | None =
         by_split[split_of(pair[0])].append(pair)
     out.mkdir(parents=True, exist_ok=True)
     for name, rows in by_split.items():
-        write_tsv(out / f"{name}.tsv", rows)
+        write_tsv(out / (f"{name}.tsv.gz" if compress else f"{name}.tsv"), rows)
         report.kept[name] = len(rows)
     (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n",
                                      encoding="utf-8")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +48,7 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
             yield number, text.rstrip("\r\n")
 
 
-def _collect(rows: Iterator[tuple[str, str]]) -> ParallelCorpus:
+def _collect(rows: Iterable[tuple[str, str]]) -> ParallelCorpus:
     corpus = ParallelCorpus([])
     for src, tgt in rows:
         src, tgt = src.strip(), tgt.strip()
@@ -59,21 +59,22 @@ def _collect(rows: Iterator[tuple[str, str]]) -> ParallelCorpus:
     return corpus
 
 
+def _read_records(path: Path, parse: Callable[[int, str], tuple[str, str]]) -> ParallelCorpus:
+    """Apply ``parse(line_number, line)`` to every non-blank line of ``path``; blank lines count as empty."""
+    return _collect(parse(number, line) if line.strip() else ("", "") for number, line in _lines(path))
+
+
 def read_tsv(path: str | Path) -> ParallelCorpus:
     """One pair per line: ``source<TAB>target``."""
     path = Path(path)
 
-    def rows() -> Iterator[tuple[str, str]]:
-        for number, line in _lines(path):
-            if not line.strip():
-                yield "", ""
-                continue
-            fields = line.split("\t")
-            if len(fields) != 2:
-                raise DataError(f"{path}:{number}: expected 2 tab-separated fields, found {len(fields)}")
-            yield fields[0], fields[1]
+    def parse(number: int, line: str) -> tuple[str, str]:
+        fields = line.split("\t")
+        if len(fields) != 2:
+            raise DataError(f"{path}:{number}: expected 2 tab-separated fields, found {len(fields)}")
+        return fields[0], fields[1]
 
-    return _collect(rows())
+    return _read_records(path, parse)
 
 
 def read_aligned(source_path: str | Path, target_path: str | Path) -> ParallelCorpus:
@@ -99,25 +100,19 @@ def read_jsonl(path: str | Path, source_field: str = "source", target_field: str
     """One JSON object per line with the two named fields."""
     path = Path(path)
 
-    def rows() -> Iterator[tuple[str, str]]:
-        for number, line in _lines(path):
-            if not line.strip():
-                yield "", ""
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}:{number}: invalid JSON ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object")
-            values = []
-            for name in (source_field, target_field):
-                if not isinstance(record.get(name), str):
-                    raise DataError(f"{path}:{number}: field {name!r} is missing or not a string")
-                values.append(record[name])
-            yield values[0], values[1]
+    def parse(number: int, line: str) -> tuple[str, str]:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path}:{number}: invalid JSON ({error.msg})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{number}: expected a JSON object")
+        for name in (source_field, target_field):
+            if not isinstance(record.get(name), str):
+                raise DataError(f"{path}:{number}: field {name!r} is missing or not a string")
+        return record[source_field], record[target_field]
 
-    return _collect(rows())
+    return _read_records(path, parse)
 
 
 def load_parallel(path: str | Path, target_path: str | Path | None = None, source_field: str = "source",
