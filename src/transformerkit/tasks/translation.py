@@ -55,11 +55,12 @@ class Translator:
             return [h.tokens for h in translate_ids(self.model, src, g.beam, g.length_penalty, g.max_length_offset)]
 
     def translate(self, texts: list[str]) -> list[str]:
-        """Translations in the order of ``texts``."""
+        """Translations in the order of ``texts``; a blank line stays blank."""
         outputs: list[str] = [""] * len(texts)
-        for indices, ids in self.translate_batches(texts):
+        nonblank = [i for i, text in enumerate(texts) if text.strip()]
+        for indices, ids in self.translate_batches([texts[i] for i in nonblank]):
             for i, text in zip(indices, self.tokenizer.decode(ids)):
-                outputs[i] = text
+                outputs[nonblank[i]] = text
         return outputs
 
 
