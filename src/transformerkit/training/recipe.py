@@ -66,7 +66,8 @@ class TrainingConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     validate_every: int = 1000
     valid_bleu_sentences: int = 300
-    """Validation BLEU is computed with greedy decoding on this many validation sentences (0: off)."""
+    """Validation BLEU is computed with greedy decoding on this many validation sentences, taken
+    evenly across the validation file (0: off)."""
     save_every: int | None = None
     """Steps between checkpoints (default: ``validate_every``)."""
     keep_checkpoints: int = 5

@@ -213,7 +213,7 @@ class Trainer:
                                   "valid_ppl": math.exp(min(nll / tokens, 50.0))}
         n = self.run.training.valid_bleu_sentences
         if n and self.valid_corpus is not None:
-            pairs = self.valid_corpus.pairs[:n]
+            pairs = self.valid_corpus.pairs[::max(1, len(self.valid_corpus.pairs) // n)][:n]  # spread over the file
             translator = Translator(self.model, self.tokenizer, replace(self.generation, beam=1))
             with self.autocast:
                 hypotheses = translator.translate([s for s, _ in pairs])
@@ -288,7 +288,7 @@ class Trainer:
                         bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_second']:.0f}",
                                         lr=f"{record['lr']:.2e}", eta=self._eta(started))
                         window_tokens, window_start, window_loss, window_steps = 0, now, 0.0, 0
-                    improved = False
+                    improved, paused_at = False, time.perf_counter()
                     if self.valid_examples and p.step % t.validate_every == 0:
                         last_validation = self._validate_and_track(log, started)
                         improved = last_validation["improved"]
@@ -300,6 +300,7 @@ class Trainer:
                         if improved:
                             point(self.checkpoints / "best", saved)
                             self._prune()
+                    window_start += time.perf_counter() - paused_at  # tokens/s counts training time only
                 if p.batch_in_epoch >= len(batches):
                     p.epoch += 1
                     p.batch_in_epoch = 0
