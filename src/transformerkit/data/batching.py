@@ -29,9 +29,11 @@ class TranslationBatch:
     src: Tensor
     tgt_in: Tensor
     tgt_out: Tensor
+    tokens: int
+    """Target tokens (EOS included, padding not): what the loss sums over."""
 
     def to(self, device: torch.device | str) -> TranslationBatch:
-        return TranslationBatch(self.src.to(device), self.tgt_in.to(device), self.tgt_out.to(device))
+        return TranslationBatch(self.src.to(device), self.tgt_in.to(device), self.tgt_out.to(device), self.tokens)
 
 
 def padded_length(example: TranslationExample) -> int:
@@ -85,4 +87,5 @@ def collate(examples: list[TranslationExample], pad_id: int, bos_id: int, eos_id
     return TranslationBatch(
         src=pad([e.source + [eos_id] for e in examples], pad_id),
         tgt_in=pad([[bos_id] + e.target for e in examples], pad_id),
-        tgt_out=pad([e.target + [eos_id] for e in examples], pad_id))
+        tgt_out=pad([e.target + [eos_id] for e in examples], pad_id),
+        tokens=sum(len(e.target) + 1 for e in examples))

@@ -1,31 +1,53 @@
-"""Joint source/target BPE (§5.1: "a shared source-target vocabulary") with Hugging Face ``tokenizers``.
+"""Tokenizers, all Hugging Face ``tokenizers`` models saved as a standard ``tokenizer.json``.
 
-Text is NFKC-normalized; spaces become the marker ``▁`` (SentencePiece's Metaspace scheme) so
-that decoding restores them exactly, and punctuation is split off. Languages written without
-spaces (Chinese) need nothing special: a run of characters is one pre-token and BPE learns its
-pieces. The result is saved as a standard ``tokenizer.json``.
+* :meth:`SubwordTokenizer.train`: joint source/target BPE for translation (§5.1: "a shared
+  source-target vocabulary"). Text is NFKC-normalized; spaces become the marker ``▁``
+  (SentencePiece's Metaspace scheme) so decoding restores them exactly, and punctuation is split
+  off. Languages written without spaces (Chinese) need nothing special: a run of characters is
+  one pre-token and BPE learns its pieces.
+* :meth:`SubwordTokenizer.train_characters`: one token per character (character-level LMs).
+* :meth:`SubwordTokenizer.train_byte_level`: GPT-2's byte-level BPE learned on your text.
+* :meth:`SubwordTokenizer.from_gpt2_files`: GPT-2's own vocabulary from ``vocab.json`` +
+  ``merges.txt`` (or ``encoder.json`` + ``vocab.bpe``, optionally gzipped).
+
+Special tokens are either ``<pad> <s> </s> <unk>`` (ids 0–3) or GPT-2's single ``<|endoftext|>``,
+which serves as padding, beginning and end of text.
 """
 
 from __future__ import annotations
 
+import gzip
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 SPECIAL_TOKENS = [PAD, BOS, EOS, UNK]  # ids 0, 1, 2, 3
+END_OF_TEXT = "<|endoftext|>"
+
+
+def _read_text(path: Path) -> str:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        return handle.read()
 
 
 class SubwordTokenizer:
-    """A ``tokenizers.Tokenizer`` with the special ids the models use."""
+    """A ``tokenizers.Tokenizer`` with the special ids the models use (``unk_id`` may be None)."""
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         self.tokenizer = tokenizer
         ids = [tokenizer.token_to_id(token) for token in SPECIAL_TOKENS]
-        if any(i is None for i in ids):
-            raise ValueError(f"tokenizer lacks the special tokens {SPECIAL_TOKENS}")
-        self.pad_id, self.bos_id, self.eos_id, self.unk_id = ids
+        end_of_text = tokenizer.token_to_id(END_OF_TEXT)
+        if all(i is not None for i in ids):
+            self.pad_id, self.bos_id, self.eos_id, self.unk_id = ids
+        elif end_of_text is not None:
+            self.pad_id = self.bos_id = self.eos_id = end_of_text
+            self.unk_id = None
+        else:
+            raise ValueError(f"tokenizer lacks the special tokens {SPECIAL_TOKENS} (or {END_OF_TEXT})")
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> SubwordTokenizer:
@@ -39,6 +61,56 @@ class SubwordTokenizer:
                                       special_tokens=SPECIAL_TOKENS, show_progress=False)
         tokenizer.train_from_iterator(texts, trainer)
         return cls(tokenizer)
+
+    @classmethod
+    def train_characters(cls, texts: Iterable[str]) -> SubwordTokenizer:
+        """One token per character seen in ``texts`` (after ``<|endoftext|>`` = 0); unseen characters are dropped."""
+        alphabet = sorted(set().union(*(set(text) for text in texts)))
+        vocab = {END_OF_TEXT: 0, **{ch: i + 1 for i, ch in enumerate(alphabet)}}
+        tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+        tokenizer.add_special_tokens([END_OF_TEXT])
+        tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+        tokenizer.decoder = decoders.Fuse()
+        return cls(tokenizer)
+
+    @classmethod
+    def train_byte_level(cls, texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> SubwordTokenizer:
+        """GPT-2-style byte-level BPE (every byte is a base token, so nothing is ever unknown)."""
+        tokenizer = Tokenizer(models.BPE())
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                      special_tokens=[END_OF_TEXT], show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        tokenizer.train_from_iterator(texts, trainer)
+        return cls(tokenizer)
+
+    @classmethod
+    def from_gpt2_files(cls, vocab: str | Path, merges: str | Path) -> SubwordTokenizer:
+        """GPT-2's byte-level BPE from ``vocab.json``/``encoder.json`` and ``merges.txt``/``vocab.bpe``."""
+        vocab_map = json.loads(_read_text(Path(vocab)))
+        merge_list = []
+        for line in _read_text(Path(merges)).splitlines():
+            if line and not line.startswith("#version"):
+                left, right = line.split(" ")
+                merge_list.append((left, right))
+        tokenizer = Tokenizer(models.BPE(vocab=vocab_map, merges=merge_list))
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        tokenizer.add_special_tokens([END_OF_TEXT])
+        return cls(tokenizer)
+
+    @classmethod
+    def from_directory(cls, directory: str | Path) -> SubwordTokenizer:
+        """The tokenizer in a model directory: ``tokenizer.json``, else GPT-2's two vocabulary files."""
+        directory = Path(directory)
+        if (directory / "tokenizer.json").is_file():
+            return cls.load(directory / "tokenizer.json")
+        for vocab, merges in (("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe"),
+                              ("encoder.json.gz", "vocab.bpe.gz")):
+            if (directory / vocab).is_file() and (directory / merges).is_file():
+                return cls.from_gpt2_files(directory / vocab, directory / merges)
+        raise ValueError(f"{directory}: no tokenizer.json, vocab.json + merges.txt, or encoder.json + vocab.bpe")
 
     @classmethod
     def load(cls, path: str | Path) -> SubwordTokenizer:

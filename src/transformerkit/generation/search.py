@@ -1,10 +1,8 @@
 """Search over an autoregressive model's distributions: greedy search and beam search.
 
-Both drive a :class:`StepDecoder`: something that, given the newest token of every row, returns
-the next-token log-probabilities and can keep a subset of its rows (beam search re-ranks and
-drops rows). :class:`Seq2SeqDecoder` is that for the encoder-decoder with a key/value cache: the
-source is encoded once, the encoder output's keys/values are projected once, and each step
-feeds one token per row.
+Both drive a :class:`~transformerkit.generation.decoders.StepDecoder` (a model with its key/value
+cache); greedy search is :func:`~transformerkit.generation.sampling.generate_tokens` without
+sampling, the same loop that samples from language models.
 
 Beam search scores a finished hypothesis Y by log P(Y|X) / lp(Y) with Google NMT's length
 penalty lp(Y) = ((5 + |Y|) / 6)^α (Wu et al., 2016; the paper uses α = 0.6, §6.1).
@@ -13,41 +11,14 @@ penalty lp(Y) = ((5 + |Y|) / 6)^α (Wu et al., 2016; the paper uses α = 0.6, §
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 from torch import Tensor
 
+from transformerkit.generation.config import GenerationConfig
+from transformerkit.generation.decoders import Seq2SeqDecoder, StepDecoder
+from transformerkit.generation.sampling import TokenChooser, generate_tokens
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
-
-
-class StepDecoder(Protocol):
-    def step(self, tokens: Tensor) -> Tensor:
-        """tokens: (rows, 1) newest token per row → log-probabilities (rows, vocab)."""
-
-    def select(self, rows: Tensor) -> None:
-        """Keep only ``rows`` (new_rows,), in that order, of every per-row state."""
-
-
-class Seq2SeqDecoder:
-    """The encoder-decoder as a :class:`StepDecoder`, each source sentence repeated ``copies`` times."""
-
-    def __init__(self, model: EncoderDecoderTransformer, src: Tensor, copies: int, capacity: int) -> None:
-        self.model = model
-        src_mask = model.source_mask(src)
-        memory, _ = model.encode(src, src_mask)
-        self.memory = memory.repeat_interleave(copies, dim=0)
-        self.src_mask = src_mask.repeat_interleave(copies, dim=0)
-        self.cache = model.new_cache(capacity, self.memory)
-
-    def step(self, tokens: Tensor) -> Tensor:
-        hidden, _ = self.model.decode(tokens, self.memory, self.src_mask, cache=self.cache)
-        return self.model.logits(hidden[:, -1]).float().log_softmax(dim=-1)
-
-    def select(self, rows: Tensor) -> None:
-        self.memory = self.memory.index_select(0, rows)
-        self.src_mask = self.src_mask.index_select(0, rows)
-        self.cache.reorder(rows)
 
 
 def length_penalty(length: int, alpha: float) -> float:
@@ -61,25 +32,19 @@ def max_target_lengths(src: Tensor, pad_id: int, offset: int) -> list[int]:
 
 
 @torch.no_grad()
-def greedy_decode(model: EncoderDecoderTransformer, src: Tensor, max_len: int) -> Tensor:
+def greedy_decode(model: EncoderDecoderTransformer, src: Tensor, max_length_offset: int) -> Tensor:
     """The most probable next token at every step, with a key/value cache.
 
-    src: (batch, src_len) → (batch, ≤ max_len) target ids without BOS; rows that ended early are
-    padded after their EOS.
+    src: (batch, src_len) → (batch, ≤ max_len) target ids without BOS, where each sentence may
+    produce its source length + ``max_length_offset`` tokens; rows that ended early are padded.
     """
     cfg = model.config
-    decoder = Seq2SeqDecoder(model, src, copies=1, capacity=max_len)
-    batch = src.shape[0]
-    token = torch.full((batch, 1), cfg.bos_id, dtype=torch.long, device=src.device)
-    finished = torch.zeros(batch, dtype=torch.bool, device=src.device)
-    out = []
-    for _ in range(max_len):
-        token = decoder.step(token).argmax(-1, keepdim=True).masked_fill(finished[:, None], cfg.pad_id)
-        out.append(token)
-        finished |= token[:, 0] == cfg.eos_id
-        if finished.all():
-            break
-    return torch.cat(out, dim=1)
+    limits = torch.tensor(max_target_lengths(src, cfg.pad_id, max_length_offset), device=src.device)
+    decoder = Seq2SeqDecoder(model, src, copies=1, capacity=int(limits.max()))
+    bos = torch.full((src.shape[0], 1), cfg.bos_id, dtype=torch.long, device=src.device)
+    steps = generate_tokens(decoder, bos, limits, TokenChooser(GenerationConfig(do_sample=False)),
+                            cfg.eos_id, cfg.pad_id)
+    return torch.stack(list(steps), dim=1)
 
 
 @dataclass
@@ -113,7 +78,7 @@ def beam_search(decoder: StepDecoder, max_lengths: list[int], beam: int, bos_id:
     step = 0
     while active:
         n = len(active)
-        log_probs = decoder.step(tokens[:, -1:]).view(n, beam, -1)
+        log_probs = decoder.step(tokens[:, -1:]).log_softmax(dim=-1).view(n, beam, -1)
         vocab = log_probs.shape[-1]
         at_limit = limits == step + 1
         if at_limit.any():  # only EOS may follow (kept finite even where the model gives it p = 0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from torch import nn
+
 from transformerkit.config import TransformerConfig
 from transformerkit.nn.attention import MultiHeadAttention
 from transformerkit.nn.embedding import (InputEmbedding, LearnedPositionalEmbedding, RotaryEmbedding,
@@ -44,5 +46,22 @@ def input_embedding(config: TransformerConfig, tokens: TokenEmbedding) -> InputE
     return InputEmbedding(tokens, positional, config.dropout)
 
 
-def token_embedding(config: TransformerConfig, vocab_size: int) -> TokenEmbedding:
-    return TokenEmbedding(vocab_size, config.d_model, padding_idx=config.pad_id, scale=config.scale_embeddings)
+def token_embedding(config: TransformerConfig, vocab_size: int, padding: bool = True) -> TokenEmbedding:
+    """Token embedding; with ``padding`` the pad id's row is zero and never trained (``padding_idx``).
+
+    Decoder-only models pass ``padding=False``: GPT-2 pads with <|endoftext|>, a real token.
+    """
+    return TokenEmbedding(vocab_size, config.d_model, padding_idx=config.pad_id if padding else None,
+                          scale=config.scale_embeddings)
+
+
+def output_projection(config: TransformerConfig, tokens: TokenEmbedding) -> nn.Linear:
+    """The pre-softmax linear map (d_model → vocab, no bias), sharing ``tokens``' matrix when
+    ``config.tie_embeddings`` (§3.4)."""
+    vocab_size, d_model = tokens.weight.shape
+    projection = nn.Linear(d_model, vocab_size, bias=False)
+    if config.tie_embeddings:
+        projection.weight = tokens.weight
+    else:
+        nn.init.normal_(projection.weight, std=d_model ** -0.5)
+    return projection

@@ -15,15 +15,20 @@ from torch import Tensor, nn
 
 from transformerkit.config import AttentionKernel, TransformerConfig
 from transformerkit.models import builders
-from transformerkit.nn.attention import MultiHeadAttention
+from transformerkit.models.common import parameter_counts, set_attention_kernel
 from transformerkit.nn.kv_cache import DecoderCache, positions_after
 from transformerkit.nn.layers import LayerAttention
 from transformerkit.nn.masks import padding_mask
 
 
 class EncoderDecoderTransformer(nn.Module):
+    model_type = "transformerkit-encoder-decoder"
+    """``model_type`` in the ``config.json`` of a saved model."""
+
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
+        if not (config.num_encoder_layers and config.num_decoder_layers):
+            raise ValueError("an encoder-decoder model needs num_encoder_layers > 0 and num_decoder_layers > 0")
         self.config = config
         src_tokens = builders.token_embedding(config, config.vocab_size)
         if config.shared_vocab and config.tie_embeddings:
@@ -34,11 +39,7 @@ class EncoderDecoderTransformer(nn.Module):
         self.tgt_embedding = builders.input_embedding(config, tgt_tokens)
         self.encoder = builders.transformer_stack(config, config.num_encoder_layers, cross_attention=False)
         self.decoder = builders.transformer_stack(config, config.num_decoder_layers, cross_attention=True)
-        self.output_projection = nn.Linear(config.d_model, config.target_vocab_size, bias=False)
-        if config.tie_embeddings:
-            self.output_projection.weight = tgt_tokens.weight
-        else:
-            nn.init.normal_(self.output_projection.weight, std=config.d_model ** -0.5)
+        self.output_projection = builders.output_projection(config, tgt_tokens)
 
     # ------------------------------------------------------------------------------------ parts
     def source_mask(self, src: Tensor) -> Tensor:
@@ -93,29 +94,13 @@ class EncoderDecoderTransformer(nn.Module):
 
     def set_attention_kernel(self, kernel: AttentionKernel) -> None:
         """Switch every attention module to the ``fused`` or ``reference`` kernel (same weights)."""
-        for module in self.modules():
-            if isinstance(module, MultiHeadAttention):
-                module.kernel = kernel
-        self.config.attention_kernel = kernel
+        set_attention_kernel(self, self.config, kernel)
 
     def parameter_counts(self) -> dict[str, int]:
         """Trainable parameters per part (each shared tensor counted once, in the first part that has it)."""
-        parts = {
+        return parameter_counts(self, {
             "embeddings": [self.src_embedding, self.tgt_embedding],
             "encoder": [self.encoder],
             "decoder": [self.decoder],
             "output_projection": [self.output_projection],
-        }
-        seen: set[int] = set()
-        counts: dict[str, int] = {}
-        for name, modules in parts.items():
-            total = 0
-            for module in modules:
-                for p in module.parameters():
-                    if id(p) not in seen:
-                        seen.add(id(p))
-                        total += p.numel()
-            counts[name] = total
-        counts["total"] = sum(counts.values())
-        assert counts["total"] == sum(p.numel() for p in self.parameters())
-        return counts
+        })

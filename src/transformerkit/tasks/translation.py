@@ -1,22 +1,99 @@
-"""Translation with a trained model: text in, text out, BLEU/chrF, and attention heatmaps."""
+"""Translation: training it (:class:`TranslationTask`), text in and text out (:class:`Translator`),
+BLEU/chrF, and attention heatmaps."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import sacrebleu
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from transformerkit.checkpoint import GenerationConfig, load_model_dir
-from transformerkit.data.parallel import load_parallel
-from transformerkit.data.batching import TranslationExample, pad, token_batches
+from transformerkit.checkpoint import CheckpointError, load_model_dir
+from transformerkit.data.batching import TranslationBatch, TranslationExample, collate, pad, token_batches
+from transformerkit.data.parallel import ParallelCorpus, load_parallel
 from transformerkit.data.tokenizer import SubwordTokenizer
+from transformerkit.generation.config import GenerationConfig
 from transformerkit.generation.search import greedy_decode, translate_ids
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
+from transformerkit.training.recipe import RunConfig
+from transformerkit.training.task import model_config_for, run_tokenizer
+
+
+def load_split(run: RunConfig, split: str) -> ParallelCorpus | None:
+    path = getattr(run.data, split)
+    if path is None:
+        return None
+    return load_parallel(path, getattr(run.data, f"{split}_target"), run.data.source_field, run.data.target_field)
+
+
+def encode_examples(tokenizer: SubwordTokenizer, corpus: ParallelCorpus) -> list[TranslationExample]:
+    return [TranslationExample(s, t) for s, t in zip(tokenizer.encode(corpus.sources), tokenizer.encode(corpus.targets))]
+
+
+class TranslationTask:
+    """Parallel text → joint BPE → encoder-decoder; label-smoothed loss; validation loss, ppl, greedy BLEU."""
+
+    def __init__(self, run: RunConfig, out: Path, resume: bool, device: torch.device) -> None:
+        self.run, self.device = run, device
+        train = load_split(run, "train")
+        assert train is not None
+        self.valid_corpus = load_split(run, "valid")
+        self.tokenizer = run_tokenizer(out, resume, lambda: SubwordTokenizer.train(
+            train.sources + train.targets, run.data.vocab_size))
+        examples = encode_examples(self.tokenizer, train)
+        self.train_examples = [e for e in examples if 0 < max(len(e.source), len(e.target)) <= run.data.max_length]
+        self.data_report = {"train_pairs": len(train.pairs), "skipped_empty": train.skipped_empty,
+                            "dropped_too_long": len(examples) - len(self.train_examples)}
+        self.valid_examples = encode_examples(self.tokenizer, self.valid_corpus) if self.valid_corpus else []
+        self.has_validation = bool(self.valid_examples)
+        self.model = EncoderDecoderTransformer(model_config_for(run.model, self.tokenizer)).to(device)
+        self.generation = replace(run.decoding, source_lang=run.data.source_lang, target_lang=run.data.target_lang)
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        return token_batches(self.train_examples, self.run.training.max_tokens, self.run.training.seed, epoch)
+
+    def _collate(self, examples: list[TranslationExample]) -> TranslationBatch:
+        t = self.tokenizer
+        return collate(examples, t.pad_id, t.bos_id, t.eos_id).to(self.device)
+
+    def prepare(self, batch: list[int]) -> TranslationBatch:
+        return self._collate([self.train_examples[i] for i in batch])
+
+    def loss(self, batch: TranslationBatch) -> Tensor:
+        return self.model.loss(batch.src, batch.tgt_in, batch.tgt_out, reduction="sum")
+
+    @torch.no_grad()
+    def validate(self, autocast: AbstractContextManager[Any]) -> dict[str, Any]:
+        """Validation loss (label-smoothed, as in training), NLL per token, perplexity, greedy BLEU."""
+        pad_id = self.tokenizer.pad_id
+        smoothed = nll = tokens = 0.0
+        for indices in token_batches(self.valid_examples, self.run.training.max_tokens, 0, 0, shuffle=False):
+            batch = self._collate([self.valid_examples[i] for i in indices])
+            with autocast:
+                logits = self.model(batch.src, batch.tgt_in).float().flatten(0, 1)
+            target = batch.tgt_out.flatten()
+            smoothed += F.cross_entropy(logits, target, ignore_index=pad_id, reduction="sum",
+                                        label_smoothing=self.model.config.label_smoothing).item()
+            nll += F.cross_entropy(logits, target, ignore_index=pad_id, reduction="sum").item()
+            tokens += int((target != pad_id).sum())
+        result: dict[str, Any] = {"valid_loss": smoothed / tokens, "valid_nll": nll / tokens,
+                                  "valid_ppl": math.exp(min(nll / tokens, 50.0))}
+        n = self.run.training.valid_bleu_sentences
+        if n and self.valid_corpus is not None:
+            pairs = self.valid_corpus.pairs[::max(1, len(self.valid_corpus.pairs) // n)][:n]  # spread over the file
+            translator = Translator(self.model, self.tokenizer, replace(self.generation, beam=1))
+            with autocast:
+                hypotheses = translator.translate([s for s, _ in pairs])
+            result["valid_bleu"] = score(hypotheses, [t for _, t in pairs], self.run.data.target_lang)["bleu"]
+        return result
 
 
 @dataclass
@@ -49,7 +126,7 @@ class Translator:
         g = self.generation
         with torch.inference_mode():
             if g.beam == 1:  # greedy: same result as beam 1, without the bookkeeping
-                out = greedy_decode(self.model, src, max_len=src.shape[1] + g.max_length_offset)
+                out = greedy_decode(self.model, src, g.max_length_offset)
                 return [row[:row.index(self.tokenizer.eos_id)] if self.tokenizer.eos_id in row else row
                         for row in out.tolist()]
             return [h.tokens for h in translate_ids(self.model, src, g.beam, g.length_penalty, g.max_length_offset)]
@@ -69,6 +146,8 @@ def load_translator(model_dir: str | Path, beam: int | None = None, length_penal
     """A :class:`Translator` for a model directory, with its decoding defaults unless overridden."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer, generation = load_model_dir(model_dir, device)
+    if not isinstance(model, EncoderDecoderTransformer):
+        raise CheckpointError(f"{model_dir} holds a {model.model_type} model, not a translation model")
     if beam is not None:
         if beam < 1:
             raise ValueError(f"beam must be at least 1, got {beam}")

@@ -1,9 +1,13 @@
-"""Training recipes: one YAML file says what data, which model, how to train and how to decode.
+"""Training recipes: one YAML file says which task, what data, which model, how to train and decode.
 
+    task:      translation                                # or language-modeling
     data:      {train: …, valid: …, test: …, target_lang: de, vocab_size: 8000}
     model:     {preset: small, dropout: 0.1, …}          # any TransformerConfig field
     training:  {max_tokens: 4096, max_minutes: 15, …}    # §5.3–5.4 defaults
-    decoding:  {beam: 4, length_penalty: 0.6, …}
+    decoding:  {beam: 4, length_penalty: 0.6, …}         # GenerationConfig
+
+The ``data`` section depends on the task (:class:`TranslationData`, :class:`LanguageModelData`);
+the other sections are the same for every task.
 
 ``transformerkit train RECIPE.yaml --set training.max_steps=100 --set model.preset=tiny`` edits
 any key; unknown keys and ill-typed values are errors that name the key.
@@ -18,13 +22,13 @@ from typing import Any, Literal
 
 import yaml
 
-from transformerkit.checkpoint import GenerationConfig
+from transformerkit.generation.config import GenerationConfig
 from transformerkit.config import PRESETS, TransformerConfig
 from transformerkit.typed_config import apply_overrides, from_mapping
 
 
 @dataclass
-class DataConfig:
+class TranslationData:
     train: str = ""
     """Training pairs: TSV (``.tsv``/``.tsv.gz``), JSONL, or a source-side text file with ``train_target``."""
     valid: str | None = None
@@ -43,10 +47,30 @@ class DataConfig:
 
 
 @dataclass
+class LanguageModelData:
+    train: str = ""
+    """A UTF-8 text file (``.txt`` or ``.txt.gz``); the model learns to continue it."""
+    valid: str | None = None
+    """Validation text; None takes the last ``valid_fraction`` of ``train`` (a contiguous split)."""
+    valid_fraction: float = 0.05
+    tokenizer: Literal["char", "bpe", "gpt2"] = "char"
+    """``char``: one token per character; ``bpe``: byte-level BPE learned on ``train``;
+    ``gpt2``: GPT-2's vocabulary from ``tokenizer_path``."""
+    tokenizer_path: str = "data/gpt2-tokenizer"
+    vocab_size: int = 4096
+    """Vocabulary size of the learned ``bpe`` tokenizer."""
+    block_size: int = 256
+    """Tokens of context per training sequence."""
+    valid_tokens: int | None = 65536
+    """Validation scores the first this many tokens of the validation text (None: all of it)."""
+
+
+@dataclass
 class TrainingConfig:
     output_dir: str = "runs/translation"
     max_tokens: int = 4096
-    """Padded tokens per batch (sentences × longest side), like fairseq's --max-tokens."""
+    """Tokens per batch: translation counts padded tokens (sentences × longest side), like fairseq's
+    --max-tokens; language modeling takes max_tokens // block_size sequences."""
     accumulate: int = 1
     """Batches per optimizer step (gradient accumulation)."""
     max_steps: int | None = None
@@ -66,8 +90,8 @@ class TrainingConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     validate_every: int = 1000
     valid_bleu_sentences: int = 300
-    """Validation BLEU is computed with greedy decoding on this many validation sentences, taken
-    evenly across the validation file (0: off)."""
+    """Translation: validation BLEU is computed with greedy decoding on this many validation
+    sentences, taken evenly across the validation file (0: off)."""
     save_every: int | None = None
     """Steps between checkpoints (default: ``validate_every``)."""
     keep_checkpoints: int = 5
@@ -80,9 +104,15 @@ class TrainingConfig:
     progress: bool = True
 
 
+Task = Literal["translation", "language-modeling"]
+
+
 @dataclass
 class RunConfig:
-    data: DataConfig = field(default_factory=DataConfig)
+    """A translation run (the default task)."""
+
+    task: Task = "translation"
+    data: TranslationData = field(default_factory=TranslationData)
     model: TransformerConfig = field(default_factory=TransformerConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     decoding: GenerationConfig = field(default_factory=GenerationConfig)
@@ -103,11 +133,34 @@ class RunConfig:
             raise ValueError("set at least one of training.max_steps, training.max_epochs, training.max_minutes")
         if self.data.vocab_size < 16:
             raise ValueError(f"data.vocab_size must be at least 16, got {self.data.vocab_size}")
-        if self.decoding.beam < 1:
-            raise ValueError(f"decoding.beam must be at least 1, got {self.decoding.beam}")
+        try:
+            self.decoding.validate()
+        except ValueError as error:
+            raise ValueError(f"decoding.{error}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass
+class LanguageModelRun(RunConfig):
+    """A language-modeling run: the same sections, a different ``data``."""
+
+    task: Task = "language-modeling"
+    data: LanguageModelData = field(default_factory=LanguageModelData)  # type: ignore[assignment]
+
+    def validate(self) -> None:
+        super().validate()
+        if self.data.block_size < 1:
+            raise ValueError(f"data.block_size must be positive, got {self.data.block_size}")
+        if self.data.block_size > self.training.max_tokens:
+            raise ValueError(f"training.max_tokens ({self.training.max_tokens}) must hold at least one "
+                             f"block of data.block_size ({self.data.block_size}) tokens")
+        if not 0 < self.data.valid_fraction < 1:
+            raise ValueError(f"data.valid_fraction must be in (0, 1), got {self.data.valid_fraction}")
+
+
+RUN_CLASSES: dict[str, type[RunConfig]] = {"translation": RunConfig, "language-modeling": LanguageModelRun}
 
 
 def resolve_model_section(values: dict[str, Any]) -> dict[str, Any]:
@@ -134,11 +187,20 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
             raise ValueError(f"{path}: invalid YAML ({error})") from None
         if not isinstance(values, dict):
             raise ValueError(f"{path}: a recipe must be a mapping of sections")
-    preset_overrides = [p for p in overrides if p.split("=", 1)[0].strip() == "model.preset"]
-    for pair in preset_overrides:  # a preset chosen on the command line replaces the recipe's
-        values.setdefault("model", {})["preset"] = pair.split("=", 1)[1].strip()
+    special = {"model.preset", "task"}  # applied before the others: they decide what the others mean
+    early = [p for p in overrides if p.split("=", 1)[0].strip() in special]
+    for pair in early:
+        key, _, value = (part.strip() for part in pair.partition("="))
+        if key == "task":
+            values["task"] = value
+        else:  # a preset chosen on the command line replaces the recipe's
+            values.setdefault("model", {})["preset"] = value
+    task = values.get("task", "translation")
+    if task not in RUN_CLASSES:
+        raise ValueError(f"task: unknown task {task!r}; choose from {', '.join(RUN_CLASSES)}")
+    run_class = RUN_CLASSES[task]
     values = resolve_model_section(values)
-    values = apply_overrides(values, RunConfig, [p for p in overrides if p not in preset_overrides])
-    run = from_mapping(RunConfig, values)
+    values = apply_overrides(values, run_class, [p for p in overrides if p not in early])
+    run = from_mapping(run_class, values)
     run.validate()
     return run

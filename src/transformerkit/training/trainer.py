@@ -1,15 +1,18 @@
-"""The trainer: the paper's recipe (§5.3–5.4) with what a practitioner needs around it.
+"""The trainer: the paper's recipe (§5.3–5.4) with what a practitioner needs around it, for any task.
 
 One optimizer step:
 
     loss = Σ_batches Σ_tokens CE_ε(logits, target) / (target tokens in the step)   (label smoothing ε_ls)
     clip ‖∇‖ to ``clip_norm``; Adam(β₁=0.9, β₂=0.98, ε=1e-9); lrate from :mod:`.schedule`
 
-Around it: token-based batches, gradient accumulation, bf16 autocast, a wall-clock budget,
-periodic validation (loss, perplexity, greedy BLEU), atomic checkpoints with ``latest`` / ``best``
-pointers, early stopping, averaging of the last N checkpoints, a progress bar, a JSONL log and
-TensorBoard. ``resume`` continues from ``latest`` exactly: same data order (batches are a
-function of seed and epoch, the position is saved), optimizer, schedule and RNG states.
+Around it: gradient accumulation, bf16 autocast, a wall-clock budget, periodic validation,
+atomic checkpoints with ``latest`` / ``best`` pointers, early stopping, averaging of the last N
+checkpoints, a progress bar, a JSONL log and TensorBoard. ``resume`` continues from ``latest``
+exactly: same data order (batches are a function of seed and epoch, the position is saved),
+optimizer, schedule and RNG states.
+
+What is trained comes from a :class:`~transformerkit.training.task.TrainingTask` (data,
+tokenizer, model, loss, validation metrics), picked by the recipe's ``task``.
 """
 
 from __future__ import annotations
@@ -20,24 +23,23 @@ import shutil
 import signal
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
-from transformerkit.checkpoint import (CheckpointError, GenerationConfig, average_checkpoints, load_training_state, load_weights,
-                                       point, save_checkpoint, save_model_dir)
-from transformerkit.data.batching import TranslationExample, collate, token_batches
-from transformerkit.data.parallel import ParallelCorpus, load_parallel
-from transformerkit.data.tokenizer import SubwordTokenizer
-from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
-from transformerkit.tasks.translation import Translator, score
+from transformerkit.checkpoint import (CheckpointError, average_checkpoints, load_training_state, load_weights, point,
+                                       save_checkpoint, save_model_dir)
+from transformerkit.tasks.language_modeling import LanguageModelTask
+from transformerkit.tasks.translation import TranslationTask
 from transformerkit.training.recipe import RunConfig
 from transformerkit.training.schedule import inverse_sqrt_scheduler
+from transformerkit.training.task import TrainingTask
+
+TASKS = {"translation": TranslationTask, "language-modeling": LanguageModelTask}
 
 
 @dataclass
@@ -68,17 +70,6 @@ def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("training.device is 'cuda' but no CUDA device is available")
     return torch.device(name)
-
-
-def load_split(run: RunConfig, split: str) -> ParallelCorpus | None:
-    path = getattr(run.data, split)
-    if path is None:
-        return None
-    return load_parallel(path, getattr(run.data, f"{split}_target"), run.data.source_field, run.data.target_field)
-
-
-def encode_examples(tokenizer: SubwordTokenizer, corpus: ParallelCorpus) -> list[TranslationExample]:
-    return [TranslationExample(s, t) for s, t in zip(tokenizer.encode(corpus.sources), tokenizer.encode(corpus.targets))]
 
 
 class _StopRequest:
@@ -112,34 +103,13 @@ class Trainer:
             raise ValueError(f"{self.out}: nothing to resume (no checkpoints/latest)")
         self.device = pick_device(t.device)
         torch.manual_seed(t.seed)
-
-        train = load_split(run, "train")
-        assert train is not None
-        self.valid_corpus = load_split(run, "valid")
-        tokenizer_path = self.out / "tokenizer.json"
-        if resume:
-            self.tokenizer = SubwordTokenizer.load(tokenizer_path)
-        else:
-            self.tokenizer = SubwordTokenizer.train(train.sources + train.targets, run.data.vocab_size)
-            self.out.mkdir(parents=True, exist_ok=True)
-            self.tokenizer.save(tokenizer_path)
+        self.task: TrainingTask = TASKS[run.task](run, self.out, resume, self.device)  # type: ignore[arg-type]
+        if not resume:
             (self.out / "run.yaml").write_text(yaml.safe_dump(run.to_dict(), sort_keys=False), encoding="utf-8")
-        examples = encode_examples(self.tokenizer, train)
-        self.train_examples = [e for e in examples
-                               if 0 < max(len(e.source), len(e.target)) <= run.data.max_length]
-        self.data_report = {"train_pairs": len(train.pairs), "skipped_empty": train.skipped_empty,
-                            "dropped_too_long": len(examples) - len(self.train_examples)}
-        self.valid_examples = encode_examples(self.tokenizer, self.valid_corpus) if self.valid_corpus else []
-
-        config = run.model.replace(vocab_size=self.tokenizer.vocab_size, tgt_vocab_size=None,
-                                   pad_id=self.tokenizer.pad_id, bos_id=self.tokenizer.bos_id,
-                                   eos_id=self.tokenizer.eos_id)
-        self.model = EncoderDecoderTransformer(config).to(self.device)
+        self.model, self.tokenizer = self.task.model, self.task.tokenizer
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1.0, betas=t.adam_betas, eps=t.adam_eps,
                                           weight_decay=t.weight_decay)
-        self.scheduler = inverse_sqrt_scheduler(self.optimizer, config.d_model, t.warmup_steps, t.lr_scale)
-        self.generation: GenerationConfig = replace(run.decoding, source_lang=run.data.source_lang,
-                                                    target_lang=run.data.target_lang)
+        self.scheduler = inverse_sqrt_scheduler(self.optimizer, self.model.config.d_model, t.warmup_steps, t.lr_scale)
         self.progress = Progress()
         if resume:
             self._restore(self.checkpoints / "latest")
@@ -179,7 +149,7 @@ class Trainer:
 
     def save(self) -> Path:
         directory = self.checkpoints / f"step-{self.progress.step:08d}"
-        save_checkpoint(directory, self.model, self.tokenizer, self.generation, self._state())
+        save_checkpoint(directory, self.model, self.tokenizer, self.task.generation, self._state())
         self._prune()
         return directory
 
@@ -192,47 +162,15 @@ class Trainer:
             if directory.resolve() not in protected:
                 shutil.rmtree(directory)
 
-    # ---------------------------------------------------------------------------- validation
-    @torch.no_grad()
-    def validate(self) -> dict[str, Any]:
-        """Validation loss (label-smoothed, as in training), NLL per token, perplexity, greedy BLEU."""
-        self.model.eval()
-        pad = self.tokenizer.pad_id
-        smoothed = nll = tokens = 0.0
-        for indices in token_batches(self.valid_examples, self.run.training.max_tokens, 0, 0, shuffle=False):
-            batch = collate([self.valid_examples[i] for i in indices], pad, self.tokenizer.bos_id,
-                            self.tokenizer.eos_id).to(self.device)
-            with self.autocast:
-                logits = self.model(batch.src, batch.tgt_in).float().flatten(0, 1)
-            target = batch.tgt_out.flatten()
-            smoothed += F.cross_entropy(logits, target, ignore_index=pad, reduction="sum",
-                                        label_smoothing=self.model.config.label_smoothing).item()
-            nll += F.cross_entropy(logits, target, ignore_index=pad, reduction="sum").item()
-            tokens += int((target != pad).sum())
-        result: dict[str, Any] = {"valid_loss": smoothed / tokens, "valid_nll": nll / tokens,
-                                  "valid_ppl": math.exp(min(nll / tokens, 50.0))}
-        n = self.run.training.valid_bleu_sentences
-        if n and self.valid_corpus is not None:
-            pairs = self.valid_corpus.pairs[::max(1, len(self.valid_corpus.pairs) // n)][:n]  # spread over the file
-            translator = Translator(self.model, self.tokenizer, replace(self.generation, beam=1))
-            with self.autocast:
-                hypotheses = translator.translate([s for s, _ in pairs])
-            result["valid_bleu"] = score(hypotheses, [t for _, t in pairs], self.run.data.target_lang)["bleu"]
-        self.model.train()
-        return result
-
     # ---------------------------------------------------------------------------------- loop
-    def _step(self, batches: list[list[int]]) -> tuple[float, int]:
+    def _step(self, batches: list[Any]) -> tuple[float, int]:
         """One optimizer step over ``batches`` (gradient accumulation); returns (mean loss, target tokens)."""
-        pad = self.tokenizer.pad_id
-        collated = [collate([self.train_examples[i] for i in b], pad, self.tokenizer.bos_id, self.tokenizer.eos_id)
-                    for b in batches]
-        tokens = sum(int((c.tgt_out != pad).sum()) for c in collated)
+        prepared = [self.task.prepare(b) for b in batches]
+        tokens = sum(p.tokens for p in prepared)
         total = 0.0
-        for batch in collated:
-            batch = batch.to(self.device)
+        for batch in prepared:
             with self.autocast:
-                loss = self.model.loss(batch.src, batch.tgt_in, batch.tgt_out, reduction="sum") / tokens
+                loss = self.task.loss(batch) / tokens
             loss.backward()
             total += loss.item()
         if self.run.training.clip_norm is not None:
@@ -260,7 +198,7 @@ class Trainer:
         t, p = self.run.training, self.progress
         self.model.train()
         log = JsonlLog(self.out / "log.jsonl", self.out / "tensorboard" if t.tensorboard else None)
-        log.write({"event": "start", "step": p.step, **self.data_report,
+        log.write({"event": "start", "step": p.step, "task": self.run.task, **self.task.data_report,
                    "parameters": sum(x.numel() for x in self.model.parameters()), "device": str(self.device)})
         bar = tqdm(total=t.max_steps, initial=p.step, disable=not t.progress, unit="step", dynamic_ncols=True)
         started = time.perf_counter()
@@ -270,7 +208,7 @@ class Trainer:
         with _StopRequest() as stop:
             reason = self._stop_reason(started, stop)
             while reason is None:
-                batches = token_batches(self.train_examples, t.max_tokens, t.seed, p.epoch)
+                batches = self.task.epoch_batches(p.epoch)
                 while reason is None and p.batch_in_epoch < len(batches):
                     group = batches[p.batch_in_epoch:p.batch_in_epoch + t.accumulate]
                     loss, tokens = self._step(group)
@@ -289,7 +227,7 @@ class Trainer:
                                         lr=f"{record['lr']:.2e}", eta=self._eta(started))
                         window_tokens, window_start, window_loss, window_steps = 0, now, 0.0, 0
                     improved, paused_at = False, time.perf_counter()
-                    if self.valid_examples and p.step % t.validate_every == 0:
+                    if self.task.has_validation and p.step % t.validate_every == 0:
                         last_validation = self._validate_and_track(log, started)
                         improved = last_validation["improved"]
                     reason = self._stop_reason(started, stop)
@@ -330,7 +268,9 @@ class Trainer:
 
     def _validate_and_track(self, log: JsonlLog, started: float) -> dict[str, Any]:
         p = self.progress
-        result = self.validate()
+        self.model.eval()
+        result = self.task.validate(self.autocast)
+        self.model.train()
         improved = result["valid_loss"] < p.best_valid_loss
         if improved:
             p.best_valid_loss = result["valid_loss"]
@@ -341,9 +281,11 @@ class Trainer:
                   "elapsed_seconds": p.elapsed_seconds + time.perf_counter() - started}
         p.history.append(record)
         log.write(record)
-        tqdm.write("step {step}: valid loss {valid_loss:.3f} ppl {valid_ppl:.2f}".format(**record)
-                   + (f" BLEU {record['valid_bleu']:.2f}" if "valid_bleu" in record else "")
-                   + (" (best)" if improved else ""), file=None)
+        metrics = " ".join(f"{k.removeprefix('valid_')} {v:.3f}" for k, v in result.items() if isinstance(v, float))
+        tqdm.write(f"step {p.step}: valid {metrics}" + (" (best)" if improved else ""))
+        for key, value in result.items():
+            if isinstance(value, str):
+                tqdm.write(f"{key}:\n{value}")
         return record
 
     def finish(self) -> Path:
@@ -353,7 +295,7 @@ class Trainer:
         if len(steps) > 1:
             average_checkpoints(steps, model_dir)
         else:
-            save_model_dir(model_dir, self.model, self.tokenizer, self.generation)
+            save_model_dir(model_dir, self.model, self.tokenizer, self.task.generation)
         return model_dir
 
 

@@ -1,0 +1,86 @@
+"""Step decoders: a model with its key/value cache, advanced one step at a time.
+
+Greedy search, sampling and beam search all drive a :class:`StepDecoder`: given the newest
+token(s) of every row it returns the next-token logits and can keep a subset of its rows (beam
+search re-ranks and drops rows). One search implementation thus serves every model family.
+
+* :class:`Seq2SeqDecoder`: the encoder-decoder. The source is encoded once; the encoder
+  output's keys/values are projected once (cross-attention cache); each step feeds one token.
+* :class:`CausalLMDecoder`: a decoder-only model. The first step feeds the (left-padded)
+  prompts at once (prefill); later steps feed one token and extend the attention mask.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from transformerkit.models.decoder_only import DecoderOnlyTransformer
+from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
+
+
+class StepDecoder(Protocol):
+    def step(self, tokens: Tensor) -> Tensor:
+        """tokens: (rows, new) newest tokens per row → next-token logits (rows, vocab), fp32."""
+
+    def select(self, rows: Tensor) -> None:
+        """Keep only ``rows`` (new_rows,), in that order, of every per-row state."""
+
+
+class Seq2SeqDecoder:
+    """The encoder-decoder as a :class:`StepDecoder`, each source sentence repeated ``copies`` times."""
+
+    def __init__(self, model: EncoderDecoderTransformer, src: Tensor, copies: int, capacity: int) -> None:
+        self.model = model
+        src_mask = model.source_mask(src)
+        memory, _ = model.encode(src, src_mask)
+        self.memory = memory.repeat_interleave(copies, dim=0)
+        self.src_mask = src_mask.repeat_interleave(copies, dim=0)
+        self.cache = model.new_cache(capacity, self.memory)
+
+    def step(self, tokens: Tensor) -> Tensor:
+        hidden, _ = self.model.decode(tokens, self.memory, self.src_mask, cache=self.cache)
+        return self.model.logits(hidden[:, -1]).float()
+
+    def select(self, rows: Tensor) -> None:
+        self.memory = self.memory.index_select(0, rows)
+        self.src_mask = self.src_mask.index_select(0, rows)
+        self.cache.reorder(rows)
+
+
+class CausalLMDecoder:
+    """A decoder-only model as a :class:`StepDecoder` over left-padded prompts.
+
+    prompt_mask: (rows, prompt_len) bool, True at real prompt tokens; ``capacity`` bounds
+    prompt + generated positions. The first :meth:`step` must be given the prompts themselves.
+    ``use_cache=False`` recomputes the whole sequence every step (the slow baseline the cache
+    is measured against; same results).
+    """
+
+    def __init__(self, model: DecoderOnlyTransformer, prompt_mask: Tensor, capacity: int,
+                 use_cache: bool = True) -> None:
+        self.model = model
+        self.mask = prompt_mask.bool()
+        self.cache = model.new_cache(capacity) if use_cache else None
+        self.tokens: Tensor | None = None  # everything fed so far (only without a cache)
+
+    def step(self, tokens: Tensor) -> Tensor:
+        started = self.tokens is not None or (self.cache is not None and self.cache.length > 0)
+        if started:  # after the prompt, every new token is real
+            self.mask = torch.cat([self.mask, self.mask.new_ones(tokens.shape)], dim=1)
+        elif tokens.shape != self.mask.shape:
+            raise ValueError(f"the first step takes the prompts {tuple(self.mask.shape)}, got {tuple(tokens.shape)}")
+        if self.cache is None:
+            self.tokens = tokens if self.tokens is None else torch.cat([self.tokens, tokens], dim=1)
+            tokens = self.tokens
+        hidden, _ = self.model.hidden_states(tokens, self.mask, cache=self.cache)
+        return self.model.logits(hidden[:, -1]).float()
+
+    def select(self, rows: Tensor) -> None:
+        self.mask = self.mask.index_select(0, rows)
+        if self.cache is not None:
+            self.cache.reorder(rows)
+        if self.tokens is not None:
+            self.tokens = self.tokens.index_select(0, rows)

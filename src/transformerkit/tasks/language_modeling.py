@@ -1,0 +1,200 @@
+"""Language modeling: training a decoder-only model on text (:class:`LanguageModelTask`) and
+generating text with it (:class:`TextGenerator`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from transformerkit.checkpoint import CheckpointError, load_model_dir
+from transformerkit.data.text import block_starts, blocks, contiguous_split, read_text
+from transformerkit.data.tokenizer import SubwordTokenizer
+from transformerkit.generation.config import GenerationConfig
+from transformerkit.generation.decoders import CausalLMDecoder
+from transformerkit.generation.sampling import TokenChooser, generate_tokens
+from transformerkit.models.decoder_only import DecoderOnlyTransformer
+from transformerkit.training.recipe import LanguageModelRun
+from transformerkit.training.task import model_config_for, run_tokenizer
+
+
+@dataclass
+class BlockBatch:
+    """inputs, targets: (batch, block_size) token ids, targets = inputs shifted by one."""
+
+    inputs: Tensor
+    targets: Tensor
+
+    @property
+    def tokens(self) -> int:
+        return self.targets.numel()
+
+
+def train_tokenizer(run: LanguageModelRun, train_text: str, valid_text: str) -> SubwordTokenizer:
+    data = run.data
+    if data.tokenizer == "char":
+        return SubwordTokenizer.train_characters([train_text, valid_text])
+    if data.tokenizer == "bpe":
+        return SubwordTokenizer.train_byte_level(train_text.splitlines(keepends=True), data.vocab_size)
+    return SubwordTokenizer.from_directory(data.tokenizer_path)
+
+
+class LanguageModelTask:
+    """Text → tokens → a decoder-only model trained to predict the next token; validation NLL and ppl."""
+
+    def __init__(self, run: LanguageModelRun, out: Path, resume: bool, device: torch.device) -> None:
+        self.run, self.device = run, device
+        data = run.data
+        text = read_text(data.train)
+        train_text, valid_text = ((text, read_text(data.valid)) if data.valid is not None
+                                  else contiguous_split(text, data.valid_fraction))
+        self.tokenizer = run_tokenizer(out, resume, lambda: train_tokenizer(run, train_text, valid_text))
+        self.train_tokens = torch.tensor(self.tokenizer.encode([train_text])[0], dtype=torch.long)
+        self.valid_tokens = torch.tensor(self.tokenizer.encode([valid_text])[0], dtype=torch.long)[:data.valid_tokens]
+        self.block_size = data.block_size
+        if len(self.train_tokens) <= self.block_size:
+            raise ValueError(f"{data.train}: {len(self.train_tokens)} training tokens do not fill one block "
+                             f"of data.block_size={self.block_size} (+1)")
+        config = model_config_for(run.model, self.tokenizer)
+        if config.positional == "learned" and config.max_positions < self.block_size:
+            raise ValueError(f"model.max_positions ({config.max_positions}) is shorter than data.block_size "
+                             f"({self.block_size})")
+        self.model = DecoderOnlyTransformer(config).to(device)
+        self.generation = run.decoding
+        self.batch_size = run.training.max_tokens // self.block_size
+        self.has_validation = len(self.valid_tokens) > self.block_size
+        self.data_report = {"train_tokens": len(self.train_tokens), "valid_tokens": len(self.valid_tokens),
+                            "vocab_size": self.tokenizer.vocab_size}
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        starts = block_starts(len(self.train_tokens), self.block_size, self.run.training.seed, epoch)
+        return [starts[i:i + self.batch_size] for i in range(0, len(starts), self.batch_size)]
+
+    def prepare(self, batch: list[int]) -> BlockBatch:
+        inputs, targets = blocks(self.train_tokens, batch, self.block_size)
+        return BlockBatch(inputs.to(self.device), targets.to(self.device))
+
+    def loss(self, batch: BlockBatch) -> Tensor:
+        return self.model.loss(batch.inputs, batch.targets, reduction="sum")
+
+    @torch.no_grad()
+    def validate(self, autocast: AbstractContextManager[Any]) -> dict[str, Any]:
+        """NLL per token (``valid_loss``), perplexity, bits per character, and a sample from the validation text."""
+        starts = list(range(0, len(self.valid_tokens) - self.block_size, self.block_size))
+        nll = 0.0
+        for i in range(0, len(starts), self.batch_size):
+            inputs, targets = blocks(self.valid_tokens, starts[i:i + self.batch_size], self.block_size)
+            with autocast:
+                logits = self.model(inputs.to(self.device)).float()
+            nll += torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.to(self.device).flatten(),
+                                                     reduction="sum").item()
+        tokens = len(starts) * self.block_size
+        characters = len(self.tokenizer.decode([self.valid_tokens[:tokens].tolist()])[0])
+        prompt = self.tokenizer.decode([self.valid_tokens[:self.block_size // 4].tolist()])[0]
+        generator = TextGenerator(self.model, self.tokenizer, replace(self.generation, seed=self.run.training.seed))
+        with autocast:
+            sample = generator.generate([prompt])[0]
+        return {"valid_loss": nll / tokens, "valid_ppl": math.exp(min(nll / tokens, 50.0)),
+                "valid_bits_per_character": nll / math.log(2) / characters, "sample": prompt + sample}
+
+
+def _settled(text: str, stops: list[str]) -> str:
+    """The part of a growing text that can be shown now: without a trailing partial character
+    (U+FFFD while a multi-byte character is incomplete) or a tail that may begin a stop string."""
+    text = text.rstrip("\ufffd")
+    held = max((k for stop in stops for k in range(1, len(stop)) if text.endswith(stop[:k])), default=0)
+    return text[:len(text) - held]
+
+
+@dataclass
+class TextGenerator:
+    """Prompts in, continuations out: left-padded batches, a key/value cache, sampling, stop strings."""
+
+    model: DecoderOnlyTransformer
+    tokenizer: SubwordTokenizer
+    generation: GenerationConfig
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _prompts(self, texts: list[str]) -> tuple[Tensor, Tensor]:
+        """Left-padded ids (batch, longest) and their mask; an empty prompt starts from BOS."""
+        ids = [row or [self.tokenizer.bos_id] for row in self.tokenizer.encode(texts)]
+        width = max(len(row) for row in ids)
+        padded = torch.tensor([[self.tokenizer.pad_id] * (width - len(row)) + row for row in ids], device=self.device)
+        mask = torch.tensor([[False] * (width - len(row)) + [True] * len(row) for row in ids], device=self.device)
+        return padded, mask
+
+    @torch.inference_mode()
+    def stream(self, texts: list[str]) -> Iterator[list[str]]:
+        """Yield, after every step, each prompt's new text since the previous step. Stop strings cut
+        the text and end that row; text that may still become a stop string or a multi-byte
+        character is held back until it is settled."""
+        g = self.generation
+        prompts, mask = self._prompts(texts)
+        limit = self.model.config.max_positions if self.model.config.positional == "learned" else None
+        max_new = g.max_new_tokens if limit is None else min(g.max_new_tokens, limit - prompts.shape[1])
+        if max_new <= 0:
+            raise ValueError(f"the prompt ({prompts.shape[1]} tokens) leaves no room in max_positions={limit}")
+        rows = len(texts)
+        decoder = CausalLMDecoder(self.model, mask, capacity=prompts.shape[1] + max_new)
+        seen = torch.zeros(rows, self.model.config.vocab_size, dtype=torch.bool, device=self.device)
+        seen.scatter_(1, prompts.masked_fill(~mask, 0), mask)
+        generated: list[list[int]] = [[] for _ in range(rows)]
+        emitted = [""] * rows
+        ended = [False] * rows
+        stop_now = torch.zeros(rows, dtype=torch.bool, device=self.device)
+
+        def stopped(_: Tensor) -> Tensor:
+            return stop_now
+
+        for token in generate_tokens(decoder, prompts, max_new, TokenChooser(g, self.device), self.tokenizer.eos_id,
+                                     self.tokenizer.pad_id, seen, stopped):
+            pieces = []
+            for row, t in enumerate(token.tolist()):
+                if ended[row]:
+                    pieces.append("")
+                    continue
+                if t == self.tokenizer.eos_id:
+                    ended[row] = True
+                else:
+                    generated[row].append(t)
+                text = self.tokenizer.decode([generated[row]])[0]
+                cut = min((i for i in (text.find(s) for s in g.stop) if i >= 0), default=-1)
+                if cut >= 0:
+                    text, ended[row] = text[:cut], True
+                    stop_now[row] = True
+                if not ended[row]:
+                    text = _settled(text, g.stop)
+                pieces.append(text[len(emitted[row]):])
+                emitted[row] = text
+            yield pieces
+        # rows that reached max_new_tokens: release what was held back
+        final = [text if ended[row] else self.tokenizer.decode([generated[row]])[0] for row, text in enumerate(emitted)]
+        if any(f != e for f, e in zip(final, emitted)):
+            yield [f[len(e):] for f, e in zip(final, emitted)]
+
+    def generate(self, texts: list[str]) -> list[str]:
+        """The continuation of each prompt (without the prompt)."""
+        outputs = [""] * len(texts)
+        for pieces in self.stream(texts):
+            outputs = [o + p for o, p in zip(outputs, pieces)]
+        return outputs
+
+
+def load_generator(model_dir: str | Path, device: str | None = None, **overrides: Any) -> TextGenerator:
+    """A :class:`TextGenerator` for a model directory; ``overrides`` change its generation defaults."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer, generation = load_model_dir(model_dir, device)
+    if not isinstance(model, DecoderOnlyTransformer):
+        raise CheckpointError(f"{model_dir} holds a {model.model_type} model, not a language model")
+    generation = replace(generation, **{k: v for k, v in overrides.items() if v is not None})
+    generation.validate()
+    return TextGenerator(model, tokenizer, generation)

@@ -1,0 +1,65 @@
+"""What the trainer needs from a task (translation, language modeling, …).
+
+The :class:`~transformerkit.training.trainer.Trainer` owns everything every task shares:
+optimizer and schedule, precision, accumulation, the wall-clock budget, checkpoints and resume,
+early stopping, averaging, progress and logs. A task owns its data, tokenizer, model, loss and
+validation metrics. One trainer, many tasks: composition, not subclasses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, Protocol
+
+from torch import Tensor, nn
+
+from transformerkit.config import TransformerConfig
+from transformerkit.data.tokenizer import SubwordTokenizer
+from transformerkit.generation.config import GenerationConfig
+
+
+class PreparedBatch(Protocol):
+    tokens: int
+    """Target tokens the batch's loss sums over."""
+
+
+class TrainingTask(Protocol):
+    model: nn.Module
+    """A model with ``config`` and ``model_type`` (what checkpoints save)."""
+    tokenizer: SubwordTokenizer
+    generation: GenerationConfig
+    """Decoding defaults saved with the model."""
+    data_report: dict[str, int]
+    """Counts logged at the start (examples kept, dropped, …)."""
+    has_validation: bool
+
+    def epoch_batches(self, epoch: int) -> list[Any]:
+        """The training batches of ``epoch`` in order; a pure function of (seed, epoch) so resume is exact."""
+
+    def prepare(self, batch: Any) -> PreparedBatch:
+        """Tensors of one batch on the model's device."""
+
+    def loss(self, batch: Any) -> Tensor:
+        """The loss of a prepared batch, summed over its target tokens."""
+
+    def validate(self, autocast: AbstractContextManager[Any]) -> dict[str, Any]:
+        """Validation metrics; ``valid_loss`` (lower is better) decides the best checkpoint."""
+
+
+def run_tokenizer(out: Path, resume: bool, train: Callable[[], SubwordTokenizer]) -> SubwordTokenizer:
+    """The run's tokenizer: learned once and saved as ``out/tokenizer.json``; a resumed run reloads it."""
+    path = out / "tokenizer.json"
+    if resume:
+        return SubwordTokenizer.load(path)
+    tokenizer = train()
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(path)
+    return tokenizer
+
+
+def model_config_for(config: TransformerConfig, tokenizer: SubwordTokenizer) -> TransformerConfig:
+    """``config`` with the tokenizer's vocabulary size and special ids (one shared vocabulary)."""
+    return config.replace(vocab_size=tokenizer.vocab_size, tgt_vocab_size=None, pad_id=tokenizer.pad_id,
+                          bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id)
