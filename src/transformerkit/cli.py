@@ -6,7 +6,8 @@
     transformerkit train RECIPE.yaml [--set section.key=value …] [--resume]
     transformerkit translate --model DIR [--beam N] [--input FILE] [--output FILE]
     transformerkit generate --model DIR --prompt TEXT [--max-new-tokens N] [--temperature T] …
-    transformerkit convert IN_DIR OUT_DIR [--tokenizer DIR]   (Hugging Face GPT-2 ⇄ transformerkit)
+    transformerkit convert IN_DIR OUT_DIR [--tokenizer DIR]   (Hugging Face GPT-2 / BERT ⇄ transformerkit)
+    transformerkit embed --model DIR [--input FILE] [--output FILE.jsonl|FILE.npy]
     transformerkit evaluate --model DIR --data TEST [--beam N]
     transformerkit average-checkpoints --out DIR (--inputs DIR … | --run RUN --last N)
     transformerkit plot-attention --model DIR --text TEXT --out FILE.png
@@ -28,6 +29,7 @@ import torch
 from transformerkit.config import PRESETS, TransformerConfig, preset
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
+from transformerkit.models.encoder_only import EncoderOnlyTransformer
 from transformerkit.typed_config import apply_overrides
 
 
@@ -49,7 +51,8 @@ def build_config(args: argparse.Namespace) -> TransformerConfig:
 
 def model_info(args: argparse.Namespace) -> int:
     config = build_config(args)
-    model_class = DecoderOnlyTransformer if config.num_encoder_layers == 0 else EncoderDecoderTransformer
+    model_class = (DecoderOnlyTransformer if config.num_encoder_layers == 0 else
+                   EncoderOnlyTransformer if config.num_decoder_layers == 0 else EncoderDecoderTransformer)
     with torch.device("meta"):  # shapes only: no memory for the weights, even for `big`
         model = model_class(config)
     counts = model.parameter_counts()
@@ -138,7 +141,7 @@ def convert(args: argparse.Namespace) -> int:
     from transformerkit.checkpoint import load_model_dir, save_model_dir
     from transformerkit.data.tokenizer import SubwordTokenizer
     from transformerkit.generation.config import GenerationConfig
-    from transformerkit.interop.gpt2 import load_hf_gpt2, save_hf_gpt2
+    from transformerkit.interop import bert, gpt2
 
     source = Path(args.input)
     config_path = source / "config.json"
@@ -148,25 +151,47 @@ def convert(args: argparse.Namespace) -> int:
         model_type = json.loads(config_path.read_text(encoding="utf-8")).get("model_type")
     except json.JSONDecodeError as error:
         raise UsageError(f"{config_path}: invalid JSON ({error.msg})") from None
-    if model_type == "gpt2":
-        model = load_hf_gpt2(source)
+    importers = {"gpt2": (gpt2.load_hf_gpt2, GenerationConfig(do_sample=True, top_k=50)),
+                 "bert": (bert.load_hf_bert, GenerationConfig())}
+    exporters = {DecoderOnlyTransformer.model_type: gpt2.save_hf_gpt2, EncoderOnlyTransformer.model_type: bert.save_hf_bert}
+    if model_type in importers:
+        load, generation = importers[model_type]
+        model = load(source)
         tokenizer = SubwordTokenizer.from_directory(args.tokenizer or source)
         if tokenizer.vocab_size != model.config.vocab_size:
             raise UsageError(f"the tokenizer has {tokenizer.vocab_size} tokens, the model {model.config.vocab_size}")
-        save_model_dir(Path(args.output), model, tokenizer, GenerationConfig(do_sample=True, top_k=50))
-        print(f"imported Hugging Face GPT-2 ({sum(p.numel() for p in model.parameters()):,} parameters) "
+        save_model_dir(Path(args.output), model, tokenizer, generation)
+        print(f"imported Hugging Face {model_type} ({sum(p.numel() for p in model.parameters()):,} parameters) "
               f"into {args.output}", file=sys.stderr)
         return 0
-    if model_type == DecoderOnlyTransformer.model_type:
+    if model_type in exporters:
         model, tokenizer, _ = load_model_dir(source)
         if args.tokenizer:
             tokenizer = SubwordTokenizer.from_directory(args.tokenizer)
-        assert isinstance(model, DecoderOnlyTransformer)
-        save_hf_gpt2(model, args.output, tokenizer)
-        print(f"exported to {args.output} (load with transformers.GPT2LMHeadModel.from_pretrained)", file=sys.stderr)
+        exporters[model_type](model, args.output, tokenizer)
+        print(f"exported to {args.output} (loadable with transformers' from_pretrained)", file=sys.stderr)
         return 0
-    raise UsageError(f"{config_path}: model_type {model_type!r} cannot be converted; "
-                     f"supported: 'gpt2' (import) and {DecoderOnlyTransformer.model_type!r} (export)")
+    raise UsageError(f"{config_path}: model_type {model_type!r} cannot be converted; supported: "
+                     f"{', '.join(map(repr, importers))} (import), {', '.join(map(repr, exporters))} (export)")
+
+
+def embed(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from transformerkit.tasks.embedding import load_sentence_encoder
+
+    encoder = load_sentence_encoder(args.model, max_length=args.max_length)
+    source = open(args.input, encoding="utf-8") if args.input else sys.stdin
+    lines = [line.rstrip("\n") for line in source]
+    embeddings = encoder.encode(lines)
+    if args.output and args.output.endswith(".npy"):
+        np.save(args.output, embeddings.numpy())
+    else:
+        sink = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+        for text, vector in zip(lines, embeddings.tolist()):
+            sink.write(json.dumps({"text": text, "embedding": vector}, ensure_ascii=False) + "\n")
+        sink.flush()
+    return 0
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -257,12 +282,19 @@ def build_parser() -> argparse.ArgumentParser:
     generator.add_argument("--seed", type=int, default=None, help="random seed for sampling")
     generator.set_defaults(handler=generate)
 
-    converter = commands.add_parser("convert", help="import a Hugging Face GPT-2 directory, or export one")
-    converter.add_argument("input", help="Hugging Face GPT-2 directory (import) or transformerkit model directory (export)")
+    converter = commands.add_parser("convert", help="import a Hugging Face GPT-2 or BERT directory, or export one")
+    converter.add_argument("input", help="Hugging Face directory (import) or transformerkit model directory (export)")
     converter.add_argument("output", help="directory to write")
     converter.add_argument("--tokenizer", default=None,
                            help="directory with tokenizer.json or GPT-2's vocabulary files (default: the input's)")
     converter.set_defaults(handler=convert)
+
+    embedder = commands.add_parser("embed", help="sentence embeddings (mean-pooled, L2-normalized) of lines")
+    embedder.add_argument("--model", required=True, help="encoder-only model directory")
+    embedder.add_argument("--input", default=None, help="read this file instead of stdin")
+    embedder.add_argument("--output", default=None, help="FILE.npy (array) or FILE.jsonl (default: JSONL on stdout)")
+    embedder.add_argument("--max-length", type=int, default=256, help="tokens per line, [CLS]/[SEP] included")
+    embedder.set_defaults(handler=embed)
 
     evaluator = commands.add_parser("evaluate", help="BLEU and chrF (sacreBLEU) on a test set, as JSON")
     evaluator.add_argument("--model", required=True, help="model directory")

@@ -66,6 +66,10 @@ class TransformerConfig:
     layer_norm_eps: float = 1e-5
     bias: bool = True
     scale_embeddings: bool = True
+    type_vocab_size: int = 0
+    """Token types (BERT's sentence A/B segments) with a learned embedding each; 0: none."""
+    embedding_norm: bool = False
+    """LayerNorm over the summed input embeddings (BERT)."""
     tie_embeddings: bool = True
     """Shared vocabulary: one matrix for both embeddings and the pre-softmax projection (§3.4).
     Separate vocabularies: the target embedding and the projection share one matrix."""
@@ -104,7 +108,7 @@ class TransformerConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        for name in ("num_encoder_layers", "num_decoder_layers"):
+        for name in ("num_encoder_layers", "num_decoder_layers", "type_vocab_size"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {getattr(self, name)}")
         if self.num_encoder_layers + self.num_decoder_layers == 0:
@@ -163,7 +167,15 @@ _GPT2 = {"num_encoder_layers": 0, "vocab_size": 50257, "max_positions": 1024, "p
          "dropout": 0.1, "attention_dropout": 0.1, "label_smoothing": 0.0,
          "pad_id": 50256, "bos_id": 50256, "eos_id": 50256}
 
-# The paper's models (§6.1, Table 3), GPT-2's four sizes, and small ones that train in minutes on a CPU.
+# BERT's layout (Devlin et al., 2019): an encoder-only post-norm stack with learned positions,
+# token types, a LayerNorm over the input embeddings, erf GELU, LayerNorm ε 1e-12, [PAD] = 0.
+_BERT = {"num_decoder_layers": 0, "vocab_size": 30522, "max_positions": 512, "positional": "learned",
+         "norm_position": "post", "activation": "gelu", "scale_embeddings": False, "layer_norm_eps": 1e-12,
+         "type_vocab_size": 2, "embedding_norm": True, "dropout": 0.1, "attention_dropout": 0.1,
+         "label_smoothing": 0.0, "pad_id": 0, "bos_id": 0, "eos_id": 0}
+
+# The paper's models (§6.1, Table 3), GPT-2's four sizes, BERT shapes, and small ones that train
+# in minutes on a CPU.
 PRESETS: dict[str, dict[str, Any]] = {
     "base": {},
     "big": {"d_model": 1024, "d_ff": 4096, "num_heads": 16, "dropout": 0.3},
@@ -175,6 +187,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gpt2-medium": {**_GPT2, "num_decoder_layers": 24, "d_model": 1024, "d_ff": 4096, "num_heads": 16},
     "gpt2-large": {**_GPT2, "num_decoder_layers": 36, "d_model": 1280, "d_ff": 5120, "num_heads": 20},
     "gpt2-xl": {**_GPT2, "num_decoder_layers": 48, "d_model": 1600, "d_ff": 6400, "num_heads": 25},
+    "bert-base": {**_BERT, "num_encoder_layers": 12, "d_model": 768, "d_ff": 3072, "num_heads": 12},
+    "minilm-l6": {**_BERT, "num_encoder_layers": 6, "d_model": 384, "d_ff": 1536, "num_heads": 12},
     # GPT-2 layout at CPU sizes (vocabulary and ids come from the tokenizer when training)
     "gpt-small": {**_GPT2, "num_decoder_layers": 6, "d_model": 384, "d_ff": 1536, "num_heads": 6,
                   "max_positions": 256, "dropout": 0.2, "attention_dropout": 0.0},

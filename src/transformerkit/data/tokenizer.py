@@ -10,8 +10,12 @@
 * :meth:`SubwordTokenizer.from_gpt2_files`: GPT-2's own vocabulary from ``vocab.json`` +
   ``merges.txt`` (or ``encoder.json`` + ``vocab.bpe``, optionally gzipped).
 
-Special tokens are either ``<pad> <s> </s> <unk>`` (ids 0–3) or GPT-2's single ``<|endoftext|>``,
-which serves as padding, beginning and end of text.
+* :meth:`SubwordTokenizer.from_wordpiece_vocab`: BERT's WordPiece from ``vocab.txt``.
+
+Special tokens are ``<pad> <s> </s> <unk>`` (ids 0–3), GPT-2's single ``<|endoftext|>`` (padding,
+beginning and end of text), or BERT's ``[PAD] [CLS] [SEP] [UNK]`` (padding, beginning, end, unknown).
+A loaded ``tokenizer.json`` keeps its normalizer and post-processor but not its padding or
+truncation settings: batching and length limits are the models' business.
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 SPECIAL_TOKENS = [PAD, BOS, EOS, UNK]  # ids 0, 1, 2, 3
 END_OF_TEXT = "<|endoftext|>"
+BERT_SPECIAL_TOKENS = ["[PAD]", "[CLS]", "[SEP]", "[UNK]"]  # pad, bos, eos, unk roles
 
 
 def _read_text(path: Path) -> str:
@@ -39,15 +44,20 @@ class SubwordTokenizer:
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         self.tokenizer = tokenizer
-        ids = [tokenizer.token_to_id(token) for token in SPECIAL_TOKENS]
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
         end_of_text = tokenizer.token_to_id(END_OF_TEXT)
-        if all(i is not None for i in ids):
-            self.pad_id, self.bos_id, self.eos_id, self.unk_id = ids
-        elif end_of_text is not None:
+        for names in (SPECIAL_TOKENS, BERT_SPECIAL_TOKENS):
+            ids = [tokenizer.token_to_id(token) for token in names]
+            if all(i is not None for i in ids):
+                self.pad_id, self.bos_id, self.eos_id, self.unk_id = ids
+                break
+        else:
+            if end_of_text is None:
+                raise ValueError(f"tokenizer lacks the special tokens {SPECIAL_TOKENS}, "
+                                 f"{BERT_SPECIAL_TOKENS} or {END_OF_TEXT}")
             self.pad_id = self.bos_id = self.eos_id = end_of_text
             self.unk_id = None
-        else:
-            raise ValueError(f"tokenizer lacks the special tokens {SPECIAL_TOKENS} (or {END_OF_TEXT})")
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> SubwordTokenizer:
@@ -101,11 +111,27 @@ class SubwordTokenizer:
         return cls(tokenizer)
 
     @classmethod
+    def from_wordpiece_vocab(cls, vocab: str | Path, lowercase: bool = True) -> SubwordTokenizer:
+        """BERT's WordPiece tokenizer from ``vocab.txt``: [CLS] text [SEP] (pairs: … [SEP] text [SEP])."""
+        tokenizer = Tokenizer(models.WordPiece.from_file(str(vocab), unk_token="[UNK]"))
+        tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tokenizer.decoder = decoders.WordPiece()
+        cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+        return cls(tokenizer)
+
+    @classmethod
     def from_directory(cls, directory: str | Path) -> SubwordTokenizer:
-        """The tokenizer in a model directory: ``tokenizer.json``, else GPT-2's two vocabulary files."""
+        """The tokenizer in a model directory: ``tokenizer.json``, else BERT's ``vocab.txt``, else
+        GPT-2's two vocabulary files."""
         directory = Path(directory)
         if (directory / "tokenizer.json").is_file():
             return cls.load(directory / "tokenizer.json")
+        if (directory / "vocab.txt").is_file():
+            return cls.from_wordpiece_vocab(directory / "vocab.txt")
         for vocab, merges in (("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe"),
                               ("encoder.json.gz", "vocab.bpe.gz")):
             if (directory / vocab).is_file() and (directory / merges).is_file():
@@ -123,9 +149,9 @@ class SubwordTokenizer:
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size()
 
-    def encode(self, texts: list[str]) -> list[list[int]]:
-        """Token ids of each text (no special tokens)."""
-        return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+    def encode(self, texts: list[str], add_special_tokens: bool = False) -> list[list[int]]:
+        """Token ids of each text; ``add_special_tokens`` applies the tokenizer's template (BERT's [CLS] … [SEP])."""
+        return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens)]
 
     def decode(self, ids: list[list[int]]) -> list[str]:
         """Text of each id sequence; special tokens are dropped."""

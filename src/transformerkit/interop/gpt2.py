@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
 from transformerkit.checkpoint import CheckpointError, atomic_directory
 from transformerkit.config import TransformerConfig
 from transformerkit.data.tokenizer import SubwordTokenizer
+from transformerkit.interop.common import check_state, read_hf_weights, write_hf_tokenizer
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
 
 ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
@@ -116,22 +116,11 @@ def check_hf_state(state: dict[str, Tensor], config: TransformerConfig, source: 
     """
     normalized = {k.removeprefix("transformer."): v for k, v in state.items() if not k.endswith(_BUFFERS)}
     lm_head = normalized.pop("lm_head.weight", None)
-    expected = expected_hf_shapes(config)
-    problems = []
-    missing = sorted(set(expected) - set(normalized))
-    unexpected = sorted(set(normalized) - set(expected))
-    misshaped = [f"{k} {tuple(normalized[k].shape)} (expected {expected[k]})"
-                 for k in sorted(set(expected) & set(normalized)) if tuple(normalized[k].shape) != expected[k]]
-    if missing:
-        problems.append(f"missing: {', '.join(missing)}")
-    if unexpected:
-        problems.append(f"unexpected: {', '.join(unexpected)}")
-    if misshaped:
-        problems.append(f"mis-shaped: {', '.join(misshaped)}")
-    if lm_head is not None and "wte.weight" in normalized and not torch.equal(lm_head, normalized["wte.weight"]):
-        problems.append("lm_head.weight differs from wte.weight (untied output layers are not supported)")
-    if problems:
-        raise CheckpointError(f"{source} does not fit a GPT-2 of this config — " + "; ".join(problems))
+    context = f"{source} does not fit a GPT-2 of this config"
+    check_state(normalized, expected_hf_shapes(config), context)
+    if lm_head is not None and not torch.equal(lm_head, normalized["wte.weight"]):
+        raise CheckpointError(f"{context} — lm_head.weight differs from wte.weight "
+                              "(untied output layers are not supported)")
     return normalized
 
 
@@ -176,21 +165,6 @@ def state_to_hf(model: DecoderOnlyTransformer) -> dict[str, Tensor]:
     return {f"transformer.{k}": v.detach().contiguous().clone() for k, v in hf.items()}
 
 
-def read_hf_weights(directory: Path) -> dict[str, Tensor]:
-    """``model.safetensors``, else ``pytorch_model.bin`` loaded with ``weights_only=True`` (no arbitrary pickles)."""
-    if (directory / "model.safetensors").is_file():
-        try:
-            return load_file(str(directory / "model.safetensors"))
-        except SafetensorError as error:
-            raise CheckpointError(f"{directory / 'model.safetensors'}: unreadable ({error})") from None
-    if (directory / "pytorch_model.bin").is_file():
-        try:
-            return torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
-        except Exception as error:  # torch raises UnpicklingError, RuntimeError, … for bad files
-            raise CheckpointError(f"{directory / 'pytorch_model.bin'}: not loadable as plain weights ({error})") from None
-    raise CheckpointError(f"{directory}: no model.safetensors or pytorch_model.bin")
-
-
 def load_hf_gpt2(directory: str | Path) -> DecoderOnlyTransformer:
     """A :class:`DecoderOnlyTransformer` (eval mode) with the weights of a Hugging Face GPT-2 directory."""
     directory = Path(directory)
@@ -215,8 +189,4 @@ def save_hf_gpt2(model: DecoderOnlyTransformer, directory: str | Path, tokenizer
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
         save_file(state_to_hf(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         if tokenizer is not None:
-            tokenizer.save(tmp / "tokenizer.json")
-            special = tokenizer.tokens([tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id])
-            tokenizer_config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model.config.max_positions,
-                                "bos_token": special[0], "eos_token": special[1], "pad_token": special[2]}
-            (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n", encoding="utf-8")
+            write_hf_tokenizer(tmp, tokenizer, model.config.max_positions)

@@ -37,13 +37,16 @@ def transformer_stack(config: TransformerConfig, num_layers: int, cross_attentio
 
 
 def input_embedding(config: TransformerConfig, tokens: TokenEmbedding) -> InputEmbedding:
-    """Token embedding plus the configured positional information, then dropout."""
+    """Token embedding plus the configured positional information (and BERT's token types and
+    LayerNorm when configured), then dropout."""
     positional = {
         "sinusoidal": lambda: SinusoidalPositionalEncoding(config.d_model),
         "learned": lambda: LearnedPositionalEmbedding(config.max_positions, config.d_model),
         "rotary": lambda: None,
     }[config.positional]()
-    return InputEmbedding(tokens, positional, config.dropout)
+    segments = nn.Embedding(config.type_vocab_size, config.d_model) if config.type_vocab_size else None
+    norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if config.embedding_norm else None
+    return InputEmbedding(tokens, positional, config.dropout, segments, norm)
 
 
 def token_embedding(config: TransformerConfig, vocab_size: int, padding: bool = True) -> TokenEmbedding:

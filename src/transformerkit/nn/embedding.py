@@ -103,17 +103,26 @@ class InputEmbedding(nn.Module):
     """Input of a stack: Dropout(TokenEmbedding(ids) + PE(positions)) (§3.4, §3.5, §5.4).
 
     With rotary positions nothing is added here; the attention layers rotate queries and keys.
-    ids, positions: (batch, seq) → (batch, seq, d_model).
+    BERT's options: ``segments`` adds a learned token-type (sentence A/B) vector, and ``norm``
+    applies LayerNorm to the sum before dropout.
+    ids, positions, token_types: (batch, seq) → (batch, seq, d_model).
     """
 
-    def __init__(self, tokens: TokenEmbedding, positional: nn.Module | None, dropout: float) -> None:
+    def __init__(self, tokens: TokenEmbedding, positional: nn.Module | None, dropout: float,
+                 segments: nn.Embedding | None = None, norm: nn.LayerNorm | None = None) -> None:
         super().__init__()
         self.tokens = tokens
         self.positional = positional
+        self.segments = segments
+        self.norm = norm
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, ids: Tensor, positions: Tensor) -> Tensor:
+    def forward(self, ids: Tensor, positions: Tensor, token_types: Tensor | None = None) -> Tensor:
         x = self.tokens(ids)
         if self.positional is not None:
             x = x + self.positional(positions).to(x.dtype)
+        if self.segments is not None:
+            x = x + self.segments(token_types if token_types is not None else torch.zeros_like(ids))
+        if self.norm is not None:
+            x = self.norm(x)
         return self.dropout(x)

@@ -4,6 +4,7 @@ generating text with it (:class:`TextGenerator`)."""
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
@@ -143,6 +144,9 @@ class TextGenerator:
         max_new = g.max_new_tokens if limit is None else min(g.max_new_tokens, limit - prompts.shape[1])
         if max_new <= 0:
             raise ValueError(f"the prompt ({prompts.shape[1]} tokens) leaves no room in max_positions={limit}")
+        if max_new < g.max_new_tokens:
+            warnings.warn(f"generating {max_new} tokens, not {g.max_new_tokens}: prompt + output must fit the "
+                          f"model's {limit} learned positions", stacklevel=2)
         rows = len(texts)
         decoder = CausalLMDecoder(self.model, mask, capacity=prompts.shape[1] + max_new)
         seen = torch.zeros(rows, self.model.config.vocab_size, dtype=torch.bool, device=self.device)

@@ -1,0 +1,133 @@
+"""BERT checkpoints in Hugging Face's layout ⇄ :class:`EncoderOnlyTransformer`.
+
+Hugging Face ``BertModel`` names (all ``nn.Linear``, so no transposes; an optional ``bert.``
+prefix is dropped):
+
+    embeddings.word_embeddings / position_embeddings / token_type_embeddings / LayerNorm
+        → embedding.tokens.embedding / positional.embedding / segments / norm
+    encoder.layer.{i}.attention.self.{query,key,value}   → encoder.layers.{i}.self_attention.{q,k,v}_proj
+    encoder.layer.{i}.attention.output.dense             → encoder.layers.{i}.self_attention.out_proj
+    encoder.layer.{i}.attention.output.LayerNorm         → encoder.layers.{i}.self_attention_block.norm
+    encoder.layer.{i}.intermediate.dense                 → encoder.layers.{i}.feed_forward.linear1
+    encoder.layer.{i}.output.dense                       → encoder.layers.{i}.feed_forward.linear2
+    encoder.layer.{i}.output.LayerNorm                   → encoder.layers.{i}.feed_forward_block.norm
+    pooler.dense                                         → pooler
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import save_file
+from torch import Tensor
+
+from transformerkit.checkpoint import CheckpointError, atomic_directory
+from transformerkit.config import TransformerConfig
+from transformerkit.data.tokenizer import SubwordTokenizer
+from transformerkit.interop.common import check_state, read_hf_weights, write_hf_tokenizer
+from transformerkit.models.encoder_only import EncoderOnlyTransformer
+
+ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
+_IGNORED = ("embeddings.position_ids",)  # a buffer older checkpoints carry
+
+
+def config_from_hf(hf: dict[str, Any]) -> TransformerConfig:
+    """A :class:`TransformerConfig` from a BERT ``config.json``; unsupported options raise :class:`CheckpointError`."""
+    if hf.get("model_type") != "bert":
+        raise CheckpointError(f"not a BERT config (model_type {hf.get('model_type')!r})")
+    activation = hf.get("hidden_act", "gelu")
+    if activation not in ACTIVATIONS:
+        raise CheckpointError(f"unsupported hidden_act {activation!r}; supported: {', '.join(ACTIVATIONS)}")
+    if hf.get("position_embedding_type", "absolute") != "absolute":
+        raise CheckpointError(f"unsupported position_embedding_type {hf['position_embedding_type']!r}")
+    try:
+        return TransformerConfig(
+            vocab_size=hf.get("vocab_size", 30522), num_encoder_layers=hf.get("num_hidden_layers", 12),
+            num_decoder_layers=0, d_model=hf.get("hidden_size", 768), d_ff=hf.get("intermediate_size", 3072),
+            num_heads=hf.get("num_attention_heads", 12), dropout=float(hf.get("hidden_dropout_prob", 0.1)),
+            attention_dropout=float(hf.get("attention_probs_dropout_prob", 0.1)), label_smoothing=0.0,
+            positional="learned", max_positions=hf.get("max_position_embeddings", 512), norm_position="post",
+            activation=ACTIVATIONS[activation],  # type: ignore[arg-type]
+            layer_norm_eps=hf.get("layer_norm_eps", 1e-12), scale_embeddings=False,
+            type_vocab_size=hf.get("type_vocab_size", 2), embedding_norm=True, tie_embeddings=True,
+            pad_id=hf.get("pad_token_id", 0) or 0, bos_id=0, eos_id=0)
+    except ValueError as error:
+        raise CheckpointError(f"BERT config: {error}") from None
+
+
+def config_to_hf(config: TransformerConfig) -> dict[str, Any]:
+    layout = {"num_decoder_layers": 0, "positional": "learned", "norm_position": "post", "bias": True,
+              "scale_embeddings": False, "embedding_norm": True}
+    wrong = [f"{k}={getattr(config, k)!r} (BERT needs {v!r})" for k, v in layout.items() if getattr(config, k) != v]
+    if config.d_k is not None or config.d_v is not None:
+        wrong.append("d_k/d_v set (BERT needs d_model / num_heads)")
+    if wrong:
+        raise CheckpointError("the model is not in BERT's layout: " + "; ".join(wrong))
+    return {
+        "model_type": "bert", "architectures": ["BertModel"], "vocab_size": config.vocab_size,
+        "hidden_size": config.d_model, "num_hidden_layers": config.num_encoder_layers,
+        "num_attention_heads": config.num_heads, "intermediate_size": config.d_ff,
+        "hidden_act": {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}[config.activation],
+        "hidden_dropout_prob": config.dropout, "attention_probs_dropout_prob": config.attention_dropout,
+        "max_position_embeddings": config.max_positions, "type_vocab_size": config.type_vocab_size,
+        "layer_norm_eps": config.layer_norm_eps, "pad_token_id": config.pad_id,
+        "position_embedding_type": "absolute",
+    }
+
+
+def key_map(config: TransformerConfig) -> dict[str, str]:
+    """Hugging Face key → our key, for every tensor."""
+    names = {"embeddings.word_embeddings.weight": "embedding.tokens.embedding.weight",
+             "embeddings.position_embeddings.weight": "embedding.positional.embedding.weight",
+             "embeddings.token_type_embeddings.weight": "embedding.segments.weight"}
+    pairs = {"embeddings.LayerNorm": "embedding.norm", "pooler.dense": "pooler"}
+    for i in range(config.num_encoder_layers):
+        theirs, ours = f"encoder.layer.{i}", f"encoder.layers.{i}"
+        pairs |= {f"{theirs}.attention.self.query": f"{ours}.self_attention.q_proj",
+                  f"{theirs}.attention.self.key": f"{ours}.self_attention.k_proj",
+                  f"{theirs}.attention.self.value": f"{ours}.self_attention.v_proj",
+                  f"{theirs}.attention.output.dense": f"{ours}.self_attention.out_proj",
+                  f"{theirs}.attention.output.LayerNorm": f"{ours}.self_attention_block.norm",
+                  f"{theirs}.intermediate.dense": f"{ours}.feed_forward.linear1",
+                  f"{theirs}.output.dense": f"{ours}.feed_forward.linear2",
+                  f"{theirs}.output.LayerNorm": f"{ours}.feed_forward_block.norm"}
+    for theirs, ours in pairs.items():
+        names |= {f"{theirs}.weight": f"{ours}.weight", f"{theirs}.bias": f"{ours}.bias"}
+    return names
+
+
+def load_hf_bert(directory: str | Path) -> EncoderOnlyTransformer:
+    """An :class:`EncoderOnlyTransformer` (eval mode) with the weights of a Hugging Face BERT directory."""
+    directory = Path(directory)
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise CheckpointError(f"{directory}: no config.json")
+    try:
+        config = config_from_hf(json.loads(config_path.read_text(encoding="utf-8")))
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{config_path}: invalid JSON ({error.msg})") from None
+    model = EncoderOnlyTransformer(config)
+    names = key_map(config)
+    ours = model.state_dict()
+    state = {k.removeprefix("bert."): v for k, v in read_hf_weights(directory).items()
+             if not k.endswith(_IGNORED) and not k.startswith("cls.")}
+    expected = {theirs: tuple(ours[mine].shape) for theirs, mine in names.items()}
+    state = check_state(state, expected, f"{directory} does not fit a BERT of this config")
+    model.load_state_dict({names[k]: v for k, v in state.items()}, strict=True)
+    return model.eval()
+
+
+def save_hf_bert(model: EncoderOnlyTransformer, directory: str | Path, tokenizer: SubwordTokenizer | None = None) -> None:
+    """Write ``config.json`` + ``model.safetensors`` that ``BertModel.from_pretrained`` loads (and
+    the tokenizer files for ``AutoTokenizer``), atomically."""
+    hf_config = config_to_hf(model.config)
+    ours = model.state_dict()
+    state: dict[str, Tensor] = {theirs: ours[mine].detach().contiguous().clone()
+                                for theirs, mine in key_map(model.config).items()}
+    with atomic_directory(Path(directory)) as tmp:
+        (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        if tokenizer is not None:
+            write_hf_tokenizer(tmp, tokenizer, model.config.max_positions)

@@ -1,0 +1,59 @@
+"""What every Hugging Face import shares: reading weight files safely and checking keys and shapes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import Tensor
+
+from transformerkit.checkpoint import CheckpointError
+from transformerkit.data.tokenizer import SubwordTokenizer
+
+
+def read_hf_weights(directory: Path) -> dict[str, Tensor]:
+    """``model.safetensors``, else ``pytorch_model.bin`` loaded with ``weights_only=True`` (no arbitrary pickles)."""
+    if (directory / "model.safetensors").is_file():
+        try:
+            return load_file(str(directory / "model.safetensors"))
+        except SafetensorError as error:
+            raise CheckpointError(f"{directory / 'model.safetensors'}: unreadable ({error})") from None
+    if (directory / "pytorch_model.bin").is_file():
+        try:
+            return torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises UnpicklingError, RuntimeError, … for bad files
+            raise CheckpointError(f"{directory / 'pytorch_model.bin'}: not loadable as plain weights ({error})") from None
+    raise CheckpointError(f"{directory}: no model.safetensors or pytorch_model.bin")
+
+
+def check_state(state: dict[str, Tensor], expected: dict[str, tuple[int, ...]], context: str) -> dict[str, Tensor]:
+    """Return ``state`` if its keys and shapes are exactly ``expected``; otherwise raise one
+    :class:`CheckpointError` that lists the missing, unexpected and mis-shaped tensors together."""
+    problems = []
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    misshaped = [f"{k} {tuple(state[k].shape)} (expected {expected[k]})"
+                 for k in sorted(set(expected) & set(state)) if tuple(state[k].shape) != expected[k]]
+    if missing:
+        problems.append(f"missing: {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"unexpected: {', '.join(unexpected)}")
+    if misshaped:
+        problems.append(f"mis-shaped: {', '.join(misshaped)}")
+    if problems:
+        raise CheckpointError(f"{context} — " + "; ".join(problems))
+    return state
+
+
+def write_hf_tokenizer(directory: Path, tokenizer: SubwordTokenizer, max_length: int) -> None:
+    """``tokenizer.json`` and a ``tokenizer_config.json`` with which ``AutoTokenizer`` loads it."""
+    tokenizer.save(directory / "tokenizer.json")
+    roles = {"pad_token": tokenizer.pad_id, "bos_token": tokenizer.bos_id, "eos_token": tokenizer.eos_id}
+    if tokenizer.unk_id is not None:
+        roles["unk_token"] = tokenizer.unk_id
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": max_length,
+              **{role: tokenizer.tokens([i])[0] for role, i in roles.items()}}
+    (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,69 @@
+"""The encoder-only Transformer (BERT): the paper's encoder stack read out per token or per sequence.
+
+    h      = Encoder(Dropout(LN(Emb(x) + P(positions) + S(token_types))), padding mask)   (batch, seq, d_model)
+    pooled = tanh(W_p h[:, 0] + b_p)                                                        (batch, d_model)
+
+With BERT's settings (post-norm, learned positions, token types, a LayerNorm over the input
+embeddings, GELU, unscaled embeddings) the weights of Hugging Face ``BertModel`` checkpoints
+load unchanged (:mod:`transformerkit.interop.bert`). Padding is on the right, as BERT's
+tokenizers pad; ``attention_mask`` (batch, seq) is True at real tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from transformerkit.config import AttentionKernel, TransformerConfig
+from transformerkit.models import builders
+from transformerkit.models.common import parameter_counts, set_attention_kernel
+from transformerkit.nn.kv_cache import positions_after
+from transformerkit.nn.layers import LayerAttention
+
+
+class EncoderOnlyTransformer(nn.Module):
+    model_type = "transformerkit-encoder-only"
+    """``model_type`` in the ``config.json`` of a saved model."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        if config.num_decoder_layers or not config.num_encoder_layers:
+            raise ValueError("an encoder-only model needs num_decoder_layers = 0 and num_encoder_layers > 0 "
+                             f"(got {config.num_encoder_layers} and {config.num_decoder_layers})")
+        self.config = config
+        self.embedding = builders.input_embedding(config, builders.token_embedding(config, config.vocab_size))
+        self.encoder = builders.transformer_stack(config, config.num_encoder_layers, cross_attention=False)
+        self.pooler = nn.Linear(config.d_model, config.d_model)
+
+    def forward(self, ids: Tensor, attention_mask: Tensor | None = None, token_types: Tensor | None = None,
+                need_weights: bool = False) -> tuple[Tensor, list[LayerAttention]]:
+        """ids, attention_mask, token_types: (batch, seq) → hidden states (batch, seq, d_model).
+
+        Without ``attention_mask`` every token that is not ``pad_id`` is attended to.
+        """
+        if attention_mask is None:
+            attention_mask = ids != self.config.pad_id
+        positions = positions_after(None, *ids.shape, device=ids.device)
+        x = self.embedding(ids, positions, token_types)
+        return self.encoder(x, mask=attention_mask.bool()[:, None, None, :], positions=positions,
+                            need_weights=need_weights)
+
+    def pooled(self, hidden: Tensor) -> Tensor:
+        """BERT's pooler: tanh of a linear map of the first ([CLS]) token: (batch, seq, d) → (batch, d)."""
+        return torch.tanh(self.pooler(hidden[:, 0]))
+
+    @staticmethod
+    def mean_pooled(hidden: Tensor, attention_mask: Tensor, normalize: bool = True) -> Tensor:
+        """Sentence embeddings as sentence-transformers computes them: the mean of the real tokens'
+        states, L2-normalized. hidden (batch, seq, d), attention_mask (batch, seq) → (batch, d)."""
+        weights = attention_mask.to(hidden.dtype)[..., None]
+        mean = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+        return F.normalize(mean, p=2, dim=-1) if normalize else mean
+
+    def set_attention_kernel(self, kernel: AttentionKernel) -> None:
+        set_attention_kernel(self, self.config, kernel)
+
+    def parameter_counts(self) -> dict[str, int]:
+        return parameter_counts(self, {"embeddings": [self.embedding], "encoder": [self.encoder],
+                                       "pooler": [self.pooler]})

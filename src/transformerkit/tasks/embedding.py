@@ -1,0 +1,54 @@
+"""Sentence embeddings with an encoder-only model: mean-pooled, L2-normalized token states (the
+pooling sentence-transformers uses for all-MiniLM-L6-v2 and most of its models)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from transformerkit.checkpoint import CheckpointError, load_model_dir
+from transformerkit.data.tokenizer import SubwordTokenizer
+from transformerkit.models.encoder_only import EncoderOnlyTransformer
+
+
+@dataclass
+class SentenceEncoder:
+    model: EncoderOnlyTransformer
+    tokenizer: SubwordTokenizer
+    max_length: int = 256
+    """Tokens per text, [CLS] and [SEP] included; longer texts are cut (as sentence-transformers does)."""
+    batch_size: int = 32
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str]) -> Tensor:
+        """(len(texts), d_model) unit vectors, in the order of ``texts``."""
+        device = next(self.model.parameters()).device
+        ids = [row[:self.max_length - 1] + row[-1:] if len(row) > self.max_length else row
+               for row in self.tokenizer.encode(texts, add_special_tokens=True)]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # little padding per batch
+        out = torch.empty(len(ids), self.model.config.d_model)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start:start + self.batch_size]
+            width = max(len(ids[i]) for i in chunk)
+            batch = torch.full((len(chunk), width), self.tokenizer.pad_id, dtype=torch.long)
+            mask = torch.zeros(len(chunk), width, dtype=torch.bool)
+            for row, i in enumerate(chunk):
+                batch[row, :len(ids[i])] = torch.tensor(ids[i])
+                mask[row, :len(ids[i])] = True
+            batch, mask = batch.to(device), mask.to(device)
+            hidden, _ = self.model(batch, attention_mask=mask)
+            out[chunk] = EncoderOnlyTransformer.mean_pooled(hidden, mask).float().cpu()
+        return out
+
+
+def load_sentence_encoder(model_dir: str | Path, max_length: int = 256, device: str | None = None) -> SentenceEncoder:
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer, _ = load_model_dir(model_dir, device)
+    if not isinstance(model, EncoderOnlyTransformer):
+        raise CheckpointError(f"{model_dir} holds a {model.model_type} model, not an encoder-only model")
+    if max_length < 2:
+        raise ValueError(f"max_length must be at least 2 ([CLS] and [SEP]), got {max_length}")
+    return SentenceEncoder(model, tokenizer, min(max_length, model.config.max_positions))
