@@ -26,7 +26,7 @@ from torch import Tensor
 from transformerkit.checkpoint import CheckpointError, atomic_directory
 from transformerkit.config import TransformerConfig
 from transformerkit.data.tokenizer import SubwordTokenizer
-from transformerkit.interop.common import check_state, read_hf_weights, write_hf_tokenizer
+from transformerkit.interop.common import check_state, read_hf_config, read_hf_weights, write_hf_tokenizer
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
 
 ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
@@ -101,13 +101,7 @@ def key_map(config: TransformerConfig) -> dict[str, str]:
 def load_hf_bert(directory: str | Path) -> EncoderOnlyTransformer:
     """An :class:`EncoderOnlyTransformer` (eval mode) with the weights of a Hugging Face BERT directory."""
     directory = Path(directory)
-    config_path = directory / "config.json"
-    if not config_path.is_file():
-        raise CheckpointError(f"{directory}: no config.json")
-    try:
-        config = config_from_hf(json.loads(config_path.read_text(encoding="utf-8")))
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{config_path}: invalid JSON ({error.msg})") from None
+    config = config_from_hf(read_hf_config(directory))
     model = EncoderOnlyTransformer(config)
     names = key_map(config)
     ours = model.state_dict()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -12,6 +13,17 @@ from torch import Tensor
 
 from transformerkit.checkpoint import CheckpointError
 from transformerkit.data.tokenizer import SubwordTokenizer
+
+
+def read_hf_config(directory: Path) -> dict[str, Any]:
+    """The values of a Hugging Face ``config.json``; a missing or invalid file raises :class:`CheckpointError`."""
+    path = directory / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{directory}: no config.json")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path}: invalid JSON ({error.msg})") from None
 
 
 def read_hf_weights(directory: Path) -> dict[str, Tensor]:

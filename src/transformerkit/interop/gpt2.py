@@ -31,7 +31,7 @@ from torch import Tensor
 from transformerkit.checkpoint import CheckpointError, atomic_directory
 from transformerkit.config import TransformerConfig
 from transformerkit.data.tokenizer import SubwordTokenizer
-from transformerkit.interop.common import check_state, read_hf_weights, write_hf_tokenizer
+from transformerkit.interop.common import check_state, read_hf_config, read_hf_weights, write_hf_tokenizer
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
 
 ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
@@ -168,13 +168,7 @@ def state_to_hf(model: DecoderOnlyTransformer) -> dict[str, Tensor]:
 def load_hf_gpt2(directory: str | Path) -> DecoderOnlyTransformer:
     """A :class:`DecoderOnlyTransformer` (eval mode) with the weights of a Hugging Face GPT-2 directory."""
     directory = Path(directory)
-    config_path = directory / "config.json"
-    if not config_path.is_file():
-        raise CheckpointError(f"{directory}: no config.json")
-    try:
-        config = config_from_hf(json.loads(config_path.read_text(encoding="utf-8")))
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{config_path}: invalid JSON ({error.msg})") from None
+    config = config_from_hf(read_hf_config(directory))
     state = check_hf_state(read_hf_weights(directory), config, str(directory))
     model = DecoderOnlyTransformer(config)
     model.load_state_dict(state_from_hf(state, config), strict=True)
