@@ -63,6 +63,7 @@ class CausalLMDecoder:
                  use_cache: bool = True) -> None:
         self.model = model
         self.mask = prompt_mask.bool()
+        self.padded = not bool(self.mask.all())  # without padding, positions follow the cache and no mask is needed
         self.cache = model.new_cache(capacity) if use_cache else None
         self.tokens: Tensor | None = None  # everything fed so far (only without a cache)
 
@@ -75,7 +76,7 @@ class CausalLMDecoder:
         if self.cache is None:
             self.tokens = tokens if self.tokens is None else torch.cat([self.tokens, tokens], dim=1)
             tokens = self.tokens
-        hidden, _ = self.model.hidden_states(tokens, self.mask, cache=self.cache)
+        hidden, _ = self.model.hidden_states(tokens, self.mask if self.padded else None, cache=self.cache)
         return self.model.logits(hidden[:, -1]).float()
 
     def select(self, rows: Tensor) -> None:

@@ -65,8 +65,11 @@ def fused_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None,
                     dropout_p: float = 0.0) -> Tensor:
     """The same function through ``F.scaled_dot_product_attention``; shapes as :func:`reference_attention`.
 
-    ``causal=True`` with no other mask and q_len == k_len takes SDPA's ``is_causal`` fast path.
+    ``causal=True`` with no other mask and q_len == k_len takes SDPA's ``is_causal`` fast path; a
+    single query (one decoding step) is the newest position, so the causal mask allows every key.
     """
+    if causal and q.shape[2] == 1:
+        causal = False
     if causal and mask is None and q.shape[2] == k.shape[2]:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
     if causal:
