@@ -169,3 +169,13 @@ def test_convert_cli_imports_and_exports(tmp_path: Path, capsys: pytest.CaptureF
     # without tokenizer files the import says what to pass
     assert main(["convert", str(directory), str(tmp_path / "no-tokenizer")]) == 2
     assert "no tokenizer.json" in capsys.readouterr().err
+
+
+def test_export_refuses_a_model_outside_gpt2s_layout(tmp_path: Path) -> None:
+    from transformerkit.config import preset
+    from transformerkit.models.decoder_only import DecoderOnlyTransformer
+
+    model = DecoderOnlyTransformer(preset("gpt-tiny", norm_position="post", positional="sinusoidal"))
+    with pytest.raises(CheckpointError, match="positional='sinusoidal' .*norm_position='post'"):
+        save_hf_gpt2(model, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

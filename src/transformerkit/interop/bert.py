@@ -26,10 +26,10 @@ from torch import Tensor
 from transformerkit.checkpoint import CheckpointError, atomic_directory
 from transformerkit.config import TransformerConfig
 from transformerkit.data.tokenizer import SubwordTokenizer
-from transformerkit.interop.common import check_state, read_hf_config, read_hf_weights, write_hf_tokenizer
+from transformerkit.interop.common import (TO_HF_ACTIVATION, activation_from_hf, check_layout, check_state,
+                                          read_hf_config, read_hf_weights, write_hf_tokenizer)
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
 
-ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
 _IGNORED = ("embeddings.position_ids",)  # a buffer older checkpoints carry
 
 
@@ -37,9 +37,7 @@ def config_from_hf(hf: dict[str, Any]) -> TransformerConfig:
     """A :class:`TransformerConfig` from a BERT ``config.json``; unsupported options raise :class:`CheckpointError`."""
     if hf.get("model_type") != "bert":
         raise CheckpointError(f"not a BERT config (model_type {hf.get('model_type')!r})")
-    activation = hf.get("hidden_act", "gelu")
-    if activation not in ACTIVATIONS:
-        raise CheckpointError(f"unsupported hidden_act {activation!r}; supported: {', '.join(ACTIVATIONS)}")
+    activation = activation_from_hf(hf.get("hidden_act", "gelu"), "hidden_act")
     if hf.get("position_embedding_type", "absolute") != "absolute":
         raise CheckpointError(f"unsupported position_embedding_type {hf['position_embedding_type']!r}")
     try:
@@ -49,7 +47,7 @@ def config_from_hf(hf: dict[str, Any]) -> TransformerConfig:
             num_heads=hf.get("num_attention_heads", 12), dropout=float(hf.get("hidden_dropout_prob", 0.1)),
             attention_dropout=float(hf.get("attention_probs_dropout_prob", 0.1)), label_smoothing=0.0,
             positional="learned", max_positions=hf.get("max_position_embeddings", 512), norm_position="post",
-            activation=ACTIVATIONS[activation],  # type: ignore[arg-type]
+            activation=activation,
             layer_norm_eps=hf.get("layer_norm_eps", 1e-12), scale_embeddings=False,
             type_vocab_size=hf.get("type_vocab_size", 2), embedding_norm=True, tie_embeddings=True,
             pad_id=hf.get("pad_token_id", 0) or 0, bos_id=0, eos_id=0)
@@ -58,18 +56,13 @@ def config_from_hf(hf: dict[str, Any]) -> TransformerConfig:
 
 
 def config_to_hf(config: TransformerConfig) -> dict[str, Any]:
-    layout = {"num_decoder_layers": 0, "positional": "learned", "norm_position": "post", "bias": True,
-              "scale_embeddings": False, "embedding_norm": True}
-    wrong = [f"{k}={getattr(config, k)!r} (BERT needs {v!r})" for k, v in layout.items() if getattr(config, k) != v]
-    if config.d_k is not None or config.d_v is not None:
-        wrong.append("d_k/d_v set (BERT needs d_model / num_heads)")
-    if wrong:
-        raise CheckpointError("the model is not in BERT's layout: " + "; ".join(wrong))
+    check_layout(config, {"num_decoder_layers": 0, "positional": "learned", "norm_position": "post", "bias": True,
+                          "scale_embeddings": False, "embedding_norm": True}, "BERT")
     return {
         "model_type": "bert", "architectures": ["BertModel"], "vocab_size": config.vocab_size,
         "hidden_size": config.d_model, "num_hidden_layers": config.num_encoder_layers,
         "num_attention_heads": config.num_heads, "intermediate_size": config.d_ff,
-        "hidden_act": {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}[config.activation],
+        "hidden_act": TO_HF_ACTIVATION[config.activation],
         "hidden_dropout_prob": config.dropout, "attention_probs_dropout_prob": config.attention_dropout,
         "max_position_embeddings": config.max_positions, "type_vocab_size": config.type_vocab_size,
         "layer_norm_eps": config.layer_norm_eps, "pad_token_id": config.pad_id,

@@ -12,7 +12,28 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from transformerkit.checkpoint import CheckpointError
+from transformerkit.config import Activation, TransformerConfig
 from transformerkit.data.tokenizer import SubwordTokenizer
+
+_FROM_HF_ACTIVATION: dict[str, Activation] = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
+                                              "relu": "relu"}
+TO_HF_ACTIVATION = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}
+
+
+def activation_from_hf(name: str, key: str) -> Activation:
+    """Our activation for a Hugging Face one (``gelu_new`` is the tanh approximation); else :class:`CheckpointError`."""
+    if name not in _FROM_HF_ACTIVATION:
+        raise CheckpointError(f"unsupported {key} {name!r}; supported: {', '.join(_FROM_HF_ACTIVATION)}")
+    return _FROM_HF_ACTIVATION[name]
+
+
+def check_layout(config: TransformerConfig, layout: dict[str, object], family: str) -> None:
+    """Raise :class:`CheckpointError` listing every field of ``config`` that differs from ``family``'s ``layout``."""
+    wrong = [f"{k}={getattr(config, k)!r} ({family} needs {v!r})" for k, v in layout.items() if getattr(config, k) != v]
+    if config.d_k is not None or config.d_v is not None:
+        wrong.append(f"d_k/d_v set ({family} needs d_model / num_heads)")
+    if wrong:
+        raise CheckpointError(f"the model is not in {family}'s layout: " + "; ".join(wrong))
 
 
 def read_hf_config(directory: Path) -> dict[str, Any]:

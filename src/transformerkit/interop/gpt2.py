@@ -31,10 +31,10 @@ from torch import Tensor
 from transformerkit.checkpoint import CheckpointError, atomic_directory
 from transformerkit.config import TransformerConfig
 from transformerkit.data.tokenizer import SubwordTokenizer
-from transformerkit.interop.common import check_state, read_hf_config, read_hf_weights, write_hf_tokenizer
+from transformerkit.interop.common import (TO_HF_ACTIVATION, activation_from_hf, check_layout, check_state,
+                                          read_hf_config, read_hf_weights, write_hf_tokenizer)
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
 
-ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
 _BUFFERS = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers some old checkpoints carry
 
 
@@ -42,9 +42,7 @@ def config_from_hf(hf: dict[str, Any]) -> TransformerConfig:
     """A :class:`TransformerConfig` from a GPT-2 ``config.json``; unsupported options raise :class:`CheckpointError`."""
     if hf.get("model_type") != "gpt2":
         raise CheckpointError(f"not a GPT-2 config (model_type {hf.get('model_type')!r})")
-    activation = hf.get("activation_function", "gelu_new")
-    if activation not in ACTIVATIONS:
-        raise CheckpointError(f"unsupported activation_function {activation!r}; supported: {', '.join(ACTIVATIONS)}")
+    activation = activation_from_hf(hf.get("activation_function", "gelu_new"), "activation_function")
     for option, supported in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False),
                               ("reorder_and_upcast_attn", False), ("add_cross_attention", False),
                               ("tie_word_embeddings", True)):
@@ -61,7 +59,7 @@ def config_from_hf(hf: dict[str, Any]) -> TransformerConfig:
             d_model=d_model, d_ff=hf.get("n_inner") or 4 * d_model, num_heads=hf.get("n_head", 12),
             dropout=float(hf.get("resid_pdrop", 0.1)), attention_dropout=float(hf.get("attn_pdrop", 0.1)),
             label_smoothing=0.0, positional="learned", max_positions=hf.get("n_positions", 1024),
-            norm_position="pre", activation=ACTIVATIONS[activation],  # type: ignore[arg-type]
+            norm_position="pre", activation=activation,
             layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5), scale_embeddings=False, tie_embeddings=True,
             pad_id=pad if pad is not None else eos, bos_id=bos if bos is not None else eos, eos_id=eos)
     except ValueError as error:
@@ -70,18 +68,12 @@ def config_from_hf(hf: dict[str, Any]) -> TransformerConfig:
 
 def config_to_hf(config: TransformerConfig) -> dict[str, Any]:
     """GPT-2 ``config.json`` values for a decoder-only config in GPT-2's layout (else :class:`CheckpointError`)."""
-    layout = {"num_encoder_layers": 0, "positional": "learned", "norm_position": "pre", "bias": True,
-              "scale_embeddings": False, "tie_embeddings": True, "tgt_vocab_size": None}
-    wrong = [f"{k}={getattr(config, k)!r} (GPT-2 needs {v!r})" for k, v in layout.items() if getattr(config, k) != v]
-    if config.d_k is not None or config.d_v is not None:
-        wrong.append("d_k/d_v set (GPT-2 needs d_model / num_heads)")
-    if wrong:
-        raise CheckpointError("the model is not in GPT-2's layout: " + "; ".join(wrong))
-    activation = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}[config.activation]
+    check_layout(config, {"num_encoder_layers": 0, "positional": "learned", "norm_position": "pre", "bias": True,
+                          "scale_embeddings": False, "tie_embeddings": True, "tgt_vocab_size": None}, "GPT-2")
     return {
         "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": config.vocab_size,
         "n_positions": config.max_positions, "n_embd": config.d_model, "n_layer": config.num_decoder_layers,
-        "n_head": config.num_heads, "n_inner": config.d_ff, "activation_function": activation,
+        "n_head": config.num_heads, "n_inner": config.d_ff, "activation_function": TO_HF_ACTIVATION[config.activation],
         "resid_pdrop": config.dropout, "embd_pdrop": config.dropout, "attn_pdrop": config.attention_dropout,
         "layer_norm_epsilon": config.layer_norm_eps, "bos_token_id": config.bos_id, "eos_token_id": config.eos_id,
         "pad_token_id": config.pad_id, "tie_word_embeddings": True,
