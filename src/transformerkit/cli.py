@@ -8,6 +8,7 @@
     transformerkit generate --model DIR --prompt TEXT [--max-new-tokens N] [--temperature T] …
     transformerkit convert IN_DIR OUT_DIR [--tokenizer DIR]   (Hugging Face GPT-2 / BERT ⇄ transformerkit)
     transformerkit embed --model DIR [--input FILE] [--output FILE.jsonl|FILE.npy]
+    transformerkit classify --model DIR [--input FILE]
     transformerkit evaluate --model DIR --data TEST [--beam N]
     transformerkit average-checkpoints --out DIR (--inputs DIR … | --run RUN --last N)
     transformerkit plot-attention --model DIR --text TEXT --out FILE.png
@@ -94,12 +95,23 @@ def train(args: argparse.Namespace) -> int:
     from transformerkit.training.trainer import Trainer
 
     run = load_recipe(args.recipe, args.set)
-    result = Trainer(run, resume=args.resume).train()
+    trainer = Trainer(run, resume=args.resume)
+    result = trainer.train()
     print(f"training stopped after {result.steps} steps ({result.stopped_because}); "
           f"model written to {result.model_dir}", file=sys.stderr)
     if result.stopped_because == "interrupted":
         print(f"resume with: transformerkit train {args.recipe} --resume", file=sys.stderr)
         return 130
+    if run.task == "classification":
+        from transformerkit.checkpoint import load_weights
+        from transformerkit.tasks.classification import ClassificationTask
+
+        assert isinstance(trainer.task, ClassificationTask)
+        load_weights(trainer.model, result.model_dir / "model.safetensors")
+        trainer.model.eval()
+        scores = {f"test_{k}": v for k, v in trainer.task.evaluate("test", trainer.autocast).items()}
+        (result.output_dir / "results.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
+        print(json.dumps(scores))
     if run.task == "translation" and run.data.test is not None:
         scores = evaluate_model(result.model_dir, run.data.test, run.data.test_target, run.data.source_field,
                                 run.data.target_field)
@@ -119,6 +131,18 @@ def translate(args: argparse.Namespace) -> int:
     for line in outputs:
         sink.write(line + "\n")
     sink.flush()
+    return 0
+
+
+def classify(args: argparse.Namespace) -> int:
+    from transformerkit.tasks.classification import load_classifier
+
+    classifier = load_classifier(args.model)
+    source = open(args.input, encoding="utf-8") if args.input else sys.stdin
+    lines = [line.rstrip("\n") for line in source]
+    for start in range(0, len(lines), 64):
+        for label, probability in classifier.classify(lines[start:start + 64]):
+            print(f"{label}\t{probability:.4f}")
     return 0
 
 
@@ -288,6 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
     converter.add_argument("--tokenizer", default=None,
                            help="directory with tokenizer.json or GPT-2's vocabulary files (default: the input's)")
     converter.set_defaults(handler=convert)
+
+    classifier = commands.add_parser("classify", help="label lines with a classification model (label<TAB>probability)")
+    classifier.add_argument("--model", required=True, help="model directory")
+    classifier.add_argument("--input", default=None, help="read this file instead of stdin")
+    classifier.set_defaults(handler=classify)
 
     embedder = commands.add_parser("embed", help="sentence embeddings (mean-pooled, L2-normalized) of lines")
     embedder.add_argument("--model", required=True, help="encoder-only model directory")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -70,6 +70,8 @@ class TransformerConfig:
     """Token types (BERT's sentence A/B segments) with a learned embedding each; 0: none."""
     embedding_norm: bool = False
     """LayerNorm over the summed input embeddings (BERT)."""
+    labels: list[str] = field(default_factory=list)
+    """Class names of a sequence-classification head on an encoder-only model (empty: no head)."""
     tie_embeddings: bool = True
     """Shared vocabulary: one matrix for both embeddings and the pre-softmax projection (§3.4).
     Separate vocabularies: the target embedding and the projection share one matrix."""

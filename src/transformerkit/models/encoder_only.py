@@ -2,6 +2,7 @@
 
     h      = Encoder(Dropout(LN(Emb(x) + P(positions) + S(token_types))), padding mask)   (batch, seq, d_model)
     pooled = tanh(W_p h[:, 0] + b_p)                                                        (batch, d_model)
+    logits = W_c Dropout(pooled) + b_c       (with ``config.labels``: sequence classification) (batch, labels)
 
 With BERT's settings (post-norm, learned positions, token types, a LayerNorm over the input
 embeddings, GELU, unscaled embeddings) the weights of Hugging Face ``BertModel`` checkpoints
@@ -35,6 +36,11 @@ class EncoderOnlyTransformer(nn.Module):
         self.embedding = builders.input_embedding(config, builders.token_embedding(config, config.vocab_size))
         self.encoder = builders.transformer_stack(config, config.num_encoder_layers, cross_attention=False)
         self.pooler = nn.Linear(config.d_model, config.d_model)
+        self.classifier = None
+        if config.labels:
+            if len(set(config.labels)) != len(config.labels):
+                raise ValueError(f"labels must be distinct, got {config.labels}")
+            self.classifier = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(config.d_model, len(config.labels)))
 
     def forward(self, ids: Tensor, attention_mask: Tensor | None = None, token_types: Tensor | None = None,
                 need_weights: bool = False) -> tuple[Tensor, list[LayerAttention]]:
@@ -53,6 +59,13 @@ class EncoderOnlyTransformer(nn.Module):
         """BERT's pooler: tanh of a linear map of the first ([CLS]) token: (batch, seq, d) → (batch, d)."""
         return torch.tanh(self.pooler(hidden[:, 0]))
 
+    def classify(self, ids: Tensor, attention_mask: Tensor | None = None, token_types: Tensor | None = None) -> Tensor:
+        """Class logits (batch, len(config.labels)) from the pooled [CLS] state (BERT's sequence classifier)."""
+        if self.classifier is None:
+            raise ValueError("the model has no classification head (config.labels is empty)")
+        hidden, _ = self(ids, attention_mask, token_types)
+        return self.classifier(self.pooled(hidden))
+
     @staticmethod
     def mean_pooled(hidden: Tensor, attention_mask: Tensor, normalize: bool = True) -> Tensor:
         """Sentence embeddings as sentence-transformers computes them: the mean of the real tokens'
@@ -65,5 +78,6 @@ class EncoderOnlyTransformer(nn.Module):
         set_attention_kernel(self, self.config, kernel)
 
     def parameter_counts(self) -> dict[str, int]:
+        heads = [self.classifier] if self.classifier is not None else []
         return parameter_counts(self, {"embeddings": [self.embedding], "encoder": [self.encoder],
-                                       "pooler": [self.pooler]})
+                                       "pooler": [self.pooler], "heads": heads})

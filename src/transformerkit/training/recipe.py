@@ -66,6 +66,27 @@ class LanguageModelData:
 
 
 @dataclass
+class ClassificationData:
+    train: str = ""
+    """Labeled texts: CSV/TSV with a header, or JSONL. Without ``valid``/``test`` files the texts
+    are split by a hash of the text (``valid_percent``, ``test_percent``)."""
+    valid: str | None = None
+    test: str | None = None
+    text_field: str = "text"
+    label_field: str = "label"
+    encoding: str = "utf-8"
+    valid_percent: float = 10.0
+    test_percent: float = 10.0
+    tokenizer: str = ""
+    """A directory holding the tokenizer (``tokenizer.json`` or ``vocab.txt``); default: ``init_from``."""
+    init_from: str | None = None
+    """A transformerkit encoder-only model directory to fine-tune (its config replaces ``model``,
+    except ``labels``, ``dropout``); None trains from scratch."""
+    max_length: int = 128
+    """Tokens per text, [CLS] and [SEP] included; longer texts are cut."""
+
+
+@dataclass
 class TrainingConfig:
     output_dir: str = "runs/translation"
     max_tokens: int = 4096
@@ -104,7 +125,7 @@ class TrainingConfig:
     progress: bool = True
 
 
-Task = Literal["translation", "language-modeling"]
+Task = Literal["translation", "language-modeling", "classification"]
 
 
 @dataclass
@@ -118,6 +139,12 @@ class RunConfig:
     decoding: GenerationConfig = field(default_factory=GenerationConfig)
 
     def validate(self) -> None:
+        self.validate_shared()
+        if self.data.vocab_size < 16:
+            raise ValueError(f"data.vocab_size must be at least 16, got {self.data.vocab_size}")
+
+    def validate_shared(self) -> None:
+        """The checks every task shares: a training file, the training and decoding sections."""
         if not self.data.train:
             raise ValueError("data.train is required")
         t = self.training
@@ -131,8 +158,6 @@ class RunConfig:
                 raise ValueError(f"training.{name} must be positive or null, got {value}")
         if t.max_steps is None and t.max_epochs is None and t.max_minutes is None:
             raise ValueError("set at least one of training.max_steps, training.max_epochs, training.max_minutes")
-        if self.data.vocab_size < 16:
-            raise ValueError(f"data.vocab_size must be at least 16, got {self.data.vocab_size}")
         try:
             self.decoding.validate()
         except ValueError as error:
@@ -160,7 +185,25 @@ class LanguageModelRun(RunConfig):
             raise ValueError(f"data.valid_fraction must be in (0, 1), got {self.data.valid_fraction}")
 
 
-RUN_CLASSES: dict[str, type[RunConfig]] = {"translation": RunConfig, "language-modeling": LanguageModelRun}
+@dataclass
+class ClassificationRun(RunConfig):
+    """A sequence-classification run (an encoder-only model with a classification head)."""
+
+    task: Task = "classification"
+    data: ClassificationData = field(default_factory=ClassificationData)  # type: ignore[assignment]
+
+    def validate(self) -> None:
+        self.validate_shared()
+        if not (self.data.tokenizer or self.data.init_from):
+            raise ValueError("set data.tokenizer (a directory with tokenizer.json or vocab.txt) or data.init_from")
+        if self.data.max_length < 2:
+            raise ValueError(f"data.max_length must be at least 2, got {self.data.max_length}")
+        if not 0 <= self.data.valid_percent + self.data.test_percent < 100:
+            raise ValueError("data.valid_percent + data.test_percent must be in [0, 100)")
+
+
+RUN_CLASSES: dict[str, type[RunConfig]] = {"translation": RunConfig, "language-modeling": LanguageModelRun,
+                                           "classification": ClassificationRun}
 
 
 def resolve_model_section(values: dict[str, Any]) -> dict[str, Any]:

@@ -33,13 +33,14 @@ from tqdm import tqdm
 
 from transformerkit.checkpoint import (CheckpointError, average_checkpoints, load_training_state, load_weights, point,
                                        save_checkpoint, save_model_dir)
+from transformerkit.tasks.classification import ClassificationTask
 from transformerkit.tasks.language_modeling import LanguageModelTask
 from transformerkit.tasks.translation import TranslationTask
 from transformerkit.training.recipe import RunConfig
 from transformerkit.training.schedule import inverse_sqrt_scheduler
 from transformerkit.training.task import TrainingTask
 
-TASKS = {"translation": TranslationTask, "language-modeling": LanguageModelTask}
+TASKS = {"translation": TranslationTask, "language-modeling": LanguageModelTask, "classification": ClassificationTask}
 
 
 @dataclass
@@ -105,6 +106,7 @@ class Trainer:
         torch.manual_seed(t.seed)
         self.task: TrainingTask = TASKS[run.task](run, self.out, resume, self.device)  # type: ignore[arg-type]
         if not resume:
+            self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "run.yaml").write_text(yaml.safe_dump(run.to_dict(), sort_keys=False), encoding="utf-8")
         self.model, self.tokenizer = self.task.model, self.task.tokenizer
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1.0, betas=t.adam_betas, eps=t.adam_eps,

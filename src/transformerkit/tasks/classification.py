@@ -1,0 +1,171 @@
+"""Sequence classification with an encoder-only model: fine-tuning (:class:`ClassificationTask`)
+and labeling text (:class:`TextClassifier`)."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import accuracy_score, f1_score
+from torch import Tensor
+
+from transformerkit.checkpoint import CheckpointError, load_model_dir
+from transformerkit.data.batching import TranslationExample, token_batches
+from transformerkit.data.labeled import LabeledCorpus, hash_split, load_labeled
+from transformerkit.data.tokenizer import SubwordTokenizer
+from transformerkit.models.encoder_only import EncoderOnlyTransformer
+from transformerkit.training.recipe import ClassificationRun
+
+
+@dataclass
+class LabeledBatch:
+    ids: Tensor
+    """(batch, longest) token ids, right-padded."""
+    mask: Tensor
+    labels: Tensor
+    """(batch,) class indices."""
+
+    @property
+    def tokens(self) -> int:
+        return len(self.labels)  # the loss sums over sequences
+
+
+def pad_right(rows: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """(batch, longest) ids and the mask of real tokens."""
+    width = max(map(len, rows))
+    ids = torch.tensor([row + [pad_id] * (width - len(row)) for row in rows])
+    return ids, ids.new_tensor([[True] * len(row) + [False] * (width - len(row)) for row in rows], dtype=torch.bool)
+
+
+def splits(run: ClassificationRun) -> dict[str, LabeledCorpus]:
+    """train / valid / test corpora: from their files, or the training file split by a hash of each text."""
+    d = run.data
+    read = lambda path: load_labeled(path, d.text_field, d.label_field, d.encoding)  # noqa: E731
+    train = read(d.train)
+    if d.valid is not None or d.test is not None:
+        return {"train": train, "valid": read(d.valid) if d.valid else LabeledCorpus(),
+                "test": read(d.test) if d.test else LabeledCorpus()}
+    parts = {name: LabeledCorpus() for name in ("train", "valid", "test")}
+    for text, label in zip(train.texts, train.labels):
+        part = parts[hash_split(text, d.valid_percent, d.test_percent)]
+        part.texts.append(text)
+        part.labels.append(label)
+    parts["train"].skipped_empty = train.skipped_empty
+    return parts
+
+
+def classification_scores(predicted: list[int], gold: list[int]) -> dict[str, float]:
+    """Accuracy and macro-averaged F1 (scikit-learn)."""
+    return {"accuracy": float(accuracy_score(gold, predicted)),
+            "macro_f1": float(f1_score(gold, predicted, average="macro", zero_division=0))}
+
+
+class ClassificationTask:
+    """Labeled texts → WordPiece → encoder-only model with a classification head; cross-entropy;
+    validation loss, accuracy and macro-F1. ``data.init_from`` fine-tunes a pretrained encoder."""
+
+    def __init__(self, run: ClassificationRun, out: Path, resume: bool, device: torch.device) -> None:
+        self.run, self.device = run, device
+        d = run.data
+        self.corpora = splits(run)
+        self.labels = sorted(set(self.corpora["train"].labels))
+        if len(self.labels) < 2:
+            raise ValueError(f"{d.train}: classification needs at least two labels, found {self.labels}")
+        self.tokenizer = SubwordTokenizer.from_directory(d.tokenizer or d.init_from or "")
+        config = run.model
+        if d.init_from is not None:
+            pretrained, _, _ = load_model_dir(d.init_from)
+            if not isinstance(pretrained, EncoderOnlyTransformer):
+                raise CheckpointError(f"{d.init_from} holds a {pretrained.model_type} model, not an encoder-only model")
+            config = pretrained.config.replace(dropout=run.model.dropout)
+        self.model = EncoderOnlyTransformer(config.replace(labels=self.labels)).to(device)
+        if d.init_from is not None and not resume:
+            missing, unexpected = self.model.load_state_dict(pretrained.state_dict(), strict=False)
+            if unexpected or any(not k.startswith("classifier.") for k in missing):
+                raise CheckpointError(f"{d.init_from} does not fit: missing {missing}, unexpected {unexpected}")
+        if self.tokenizer.vocab_size != self.model.config.vocab_size:
+            raise ValueError(f"the tokenizer has {self.tokenizer.vocab_size} tokens, the model "
+                             f"{self.model.config.vocab_size} (set model.vocab_size)")
+        self.examples = {name: self._encode(corpus) for name, corpus in self.corpora.items()}
+        self.has_validation = bool(self.examples["valid"][0])
+        self.generation = run.decoding
+        self.data_report = {f"{name}_texts": len(c.texts) for name, c in self.corpora.items()} | {
+            "skipped_empty": self.corpora["train"].skipped_empty, "labels": len(self.labels)}
+
+    def _encode(self, corpus: LabeledCorpus) -> tuple[list[list[int]], list[int]]:
+        n = self.run.data.max_length
+        ids = [row[:n - 1] + row[-1:] if len(row) > n else row
+               for row in self.tokenizer.encode(corpus.texts, add_special_tokens=True)]
+        index = {label: i for i, label in enumerate(self.labels)}
+        unknown = sorted(set(corpus.labels) - set(index))
+        if unknown:
+            raise ValueError(f"labels {unknown} do not occur in the training data")
+        return ids, [index[label] for label in corpus.labels]
+
+    def _batches(self, split: str, seed: int, epoch: int, shuffle: bool) -> list[list[int]]:
+        ids, _ = self.examples[split]
+        return token_batches([TranslationExample(row, []) for row in ids], self.run.training.max_tokens, seed, epoch,
+                             shuffle=shuffle)
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        return self._batches("train", self.run.training.seed, epoch, shuffle=True)
+
+    def _prepare(self, split: str, batch: list[int]) -> LabeledBatch:
+        ids, labels = self.examples[split]
+        padded, mask = pad_right([ids[i] for i in batch], self.tokenizer.pad_id)
+        return LabeledBatch(padded.to(self.device), mask.to(self.device),
+                            torch.tensor([labels[i] for i in batch], device=self.device))
+
+    def prepare(self, batch: list[int]) -> LabeledBatch:
+        return self._prepare("train", batch)
+
+    def loss(self, batch: LabeledBatch) -> Tensor:
+        logits = self.model.classify(batch.ids, batch.mask)
+        return F.cross_entropy(logits.float(), batch.labels, reduction="sum",
+                               label_smoothing=self.model.config.label_smoothing)
+
+    @torch.no_grad()
+    def evaluate(self, split: str, autocast: AbstractContextManager[Any]) -> dict[str, float]:
+        """Loss, accuracy and macro-F1 on ``split``."""
+        total, predicted, gold = 0.0, [], []
+        for indices in self._batches(split, 0, 0, shuffle=False):
+            batch = self._prepare(split, indices)
+            with autocast:
+                logits = self.model.classify(batch.ids, batch.mask).float()
+            total += F.cross_entropy(logits, batch.labels, reduction="sum").item()
+            predicted += logits.argmax(-1).tolist()
+            gold += batch.labels.tolist()
+        return {"loss": total / max(len(gold), 1), **classification_scores(predicted, gold)}
+
+    def validate(self, autocast: AbstractContextManager[Any]) -> dict[str, Any]:
+        return {f"valid_{k}": v for k, v in self.evaluate("valid", autocast).items()}
+
+
+@dataclass
+class TextClassifier:
+    model: EncoderOnlyTransformer
+    tokenizer: SubwordTokenizer
+    max_length: int = 512
+
+    @torch.inference_mode()
+    def classify(self, texts: list[str]) -> list[tuple[str, float]]:
+        """(label, probability) per text."""
+        device = next(self.model.parameters()).device
+        rows = [row[:self.max_length - 1] + row[-1:] if len(row) > self.max_length else row
+                for row in self.tokenizer.encode(texts, add_special_tokens=True)]
+        ids, mask = pad_right(rows, self.tokenizer.pad_id)
+        probabilities = self.model.classify(ids.to(device), mask.to(device)).float().softmax(-1)
+        best = probabilities.max(dim=-1)
+        return [(self.model.config.labels[i], p) for i, p in zip(best.indices.tolist(), best.values.tolist())]
+
+
+def load_classifier(model_dir: str | Path, device: str | None = None) -> TextClassifier:
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer, _ = load_model_dir(model_dir, device)
+    if not isinstance(model, EncoderOnlyTransformer) or not model.config.labels:
+        raise CheckpointError(f"{model_dir} holds no classification model")
+    return TextClassifier(model, tokenizer, model.config.max_positions)
