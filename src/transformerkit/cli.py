@@ -44,6 +44,12 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
+def read_lines(path: str | None) -> list[str]:
+    """The lines of ``path`` (stdin when None), without their line breaks."""
+    source = open(path, encoding="utf-8") if path else sys.stdin
+    return [line.rstrip("\n") for line in source]
+
+
 def build_config(args: argparse.Namespace) -> TransformerConfig:
     overrides = apply_overrides({}, TransformerConfig, args.set)
     if args.vocab_size is not None:
@@ -133,8 +139,7 @@ def translate(args: argparse.Namespace) -> int:
     from transformerkit.tasks.translation import load_translator
 
     translator = load_translator(args.model, beam=args.beam, length_penalty=args.length_penalty)
-    source = open(args.input, encoding="utf-8") if args.input else sys.stdin
-    lines = [line.rstrip("\n") for line in source]
+    lines = read_lines(args.input)
     outputs = translator.translate(lines)
     sink = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     for line in outputs:
@@ -147,8 +152,7 @@ def classify(args: argparse.Namespace) -> int:
     from transformerkit.tasks.classification import load_classifier
 
     classifier = load_classifier(args.model)
-    source = open(args.input, encoding="utf-8") if args.input else sys.stdin
-    lines = [line.rstrip("\n") for line in source]
+    lines = read_lines(args.input)
     for start in range(0, len(lines), 64):
         for label, probability in classifier.classify(lines[start:start + 64]):
             print(f"{label}\t{probability:.4f}")
@@ -214,8 +218,7 @@ def embed(args: argparse.Namespace) -> int:
     from transformerkit.tasks.embedding import load_sentence_encoder
 
     encoder = load_sentence_encoder(args.model, max_length=args.max_length)
-    source = open(args.input, encoding="utf-8") if args.input else sys.stdin
-    lines = [line.rstrip("\n") for line in source]
+    lines = read_lines(args.input)
     embeddings = encoder.encode(lines)
     if args.output and args.output.endswith(".npy"):
         np.save(args.output, embeddings.numpy())
