@@ -44,7 +44,12 @@ def input_embedding(config: TransformerConfig, tokens: TokenEmbedding) -> InputE
         "learned": lambda: LearnedPositionalEmbedding(config.max_positions, config.d_model),
         "rotary": lambda: None,
     }[config.positional]()
-    segments = nn.Embedding(config.type_vocab_size, config.d_model) if config.type_vocab_size else None
+    segments = None
+    if config.type_vocab_size:
+        # as small as the token embeddings: nn.Embedding's N(0, 1) would add one vector ~20× their size to
+        # every position, and the LayerNorm after the sum would then erase which token is where
+        segments = nn.Embedding(config.type_vocab_size, config.d_model)
+        nn.init.normal_(segments.weight, std=config.d_model ** -0.5)
     norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if config.embedding_norm else None
     return InputEmbedding(tokens, positional, config.dropout, segments, norm)
 
