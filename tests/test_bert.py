@@ -131,3 +131,99 @@ def test_convert_and_embed_cli(minilm: Path, tmp_path: Path) -> None:
     from transformers import AutoTokenizer
     assert AutoTokenizer.from_pretrained(tmp_path / "back")("A man")["input_ids"] == tokenizer.encode(
         ["A man"], add_special_tokens=True)[0]
+
+
+HEAD_CONFIGS = [dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64),
+                dict(hidden_size=48, num_hidden_layers=1, num_attention_heads=3, intermediate_size=96,
+                     hidden_act="relu", type_vocab_size=3, layer_norm_eps=1e-7)]
+
+
+def random_hf_model(model_class: type, shape: dict, tmp_path: Path, **extra: object) -> tuple[object, Path]:
+    """A randomly initialized Hugging Face BERT task model (biases and LayerNorms perturbed too), saved."""
+    from transformers import BertConfig
+    torch.manual_seed(0)
+    model = model_class(BertConfig(vocab_size=97, max_position_embeddings=40, **shape, **extra)).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "LayerNorm" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(tmp_path / "hf")
+    return model, tmp_path / "hf"
+
+
+def padded_ids(vocab: int = 97, types: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, vocab, (3, 11), generator=generator)
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    mask[1, 7:] = mask[2, 4:] = False
+    ids[~mask] = 0
+    return ids, mask, torch.randint(0, types, ids.shape, generator=generator)
+
+
+@pytest.mark.parametrize("shape", HEAD_CONFIGS)
+def test_question_answering_head_matches_transformers(shape: dict, tmp_path: Path) -> None:
+    from transformers import BertForQuestionAnswering
+    reference, path = random_hf_model(BertForQuestionAnswering, shape, tmp_path)
+    ours = load_hf_bert(path)
+    assert ours.config.span_head and ours.pooler is None  # HF's QA model has no pooler
+    ids, mask, types = padded_ids(types=ours.config.type_vocab_size)
+    with torch.no_grad():
+        expected = reference(ids, attention_mask=mask.long(), token_type_ids=types)
+        start, end = ours.span_logits(ids, mask, types)
+    assert torch.allclose(start[mask], expected.start_logits[mask], atol=1e-5)
+    assert torch.allclose(end[mask], expected.end_logits[mask], atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", HEAD_CONFIGS)
+def test_masked_lm_head_matches_transformers(shape: dict, tmp_path: Path) -> None:
+    from transformers import BertForMaskedLM
+    reference, path = random_hf_model(BertForMaskedLM, shape, tmp_path)
+    ours = load_hf_bert(path)
+    assert ours.config.masked_lm_head
+    assert ours.masked_lm_head.projection.weight is ours.embedding.tokens.embedding.weight  # tied
+    ids, mask, types = padded_ids(types=ours.config.type_vocab_size)
+    with torch.no_grad():
+        expected = reference(ids, attention_mask=mask.long(), token_type_ids=types).logits
+        logits = ours.masked_lm_logits(ids, mask, types)
+    assert torch.allclose(logits[mask], expected[mask], atol=1e-5)
+
+
+def test_sequence_classifier_matches_transformers_and_keeps_label_names(tmp_path: Path) -> None:
+    from transformers import BertForSequenceClassification
+    reference, path = random_hf_model(BertForSequenceClassification, HEAD_CONFIGS[0], tmp_path,
+                                      id2label={0: "negative", 1: "neutral", 2: "positive"},
+                                      label2id={"negative": 0, "neutral": 1, "positive": 2})
+    ours = load_hf_bert(path).eval()
+    assert ours.config.labels == ["negative", "neutral", "positive"]
+    ids, mask, types = padded_ids()
+    with torch.no_grad():
+        expected = reference(ids, attention_mask=mask.long(), token_type_ids=types).logits
+        assert torch.allclose(ours.classify(ids, mask, types), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("heads", [dict(span_head=True, pooler=False), dict(masked_lm_head=True, pooler=False),
+                                   dict(labels=["a", "b"])])
+def test_models_with_heads_export_to_transformers(heads: dict, tmp_path: Path) -> None:
+    import transformers
+    from transformerkit.config import preset
+    torch.manual_seed(0)
+    ours = EncoderOnlyTransformer(preset("minilm-l6", num_encoder_layers=1, d_model=32, d_ff=64, num_heads=4,
+                                         vocab_size=97, max_positions=40, **heads)).eval()
+    save_hf_bert(ours, tmp_path / "hf")
+    hf_config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    reference = getattr(transformers, hf_config["architectures"][0]).from_pretrained(tmp_path / "hf").eval()
+    ids, mask, types = padded_ids()
+    with torch.no_grad():
+        theirs = reference(ids, attention_mask=mask.long(), token_type_ids=types)
+        if heads.get("span_head"):
+            start, end = ours.span_logits(ids, mask, types)
+            assert torch.allclose(start[mask], theirs.start_logits[mask], atol=1e-5)
+            assert torch.allclose(end[mask], theirs.end_logits[mask], atol=1e-5)
+        elif heads.get("masked_lm_head"):
+            assert torch.allclose(ours.masked_lm_logits(ids, mask, types)[mask], theirs.logits[mask], atol=1e-5)
+        else:
+            assert torch.allclose(ours.classify(ids, mask, types), theirs.logits, atol=1e-5)
+    back = load_hf_bert(tmp_path / "hf")
+    assert back.config.to_dict() == {**ours.config.to_dict(), "bos_id": 0, "eos_id": 0, "label_smoothing": 0.0}
+    for key, value in ours.state_dict().items():
+        assert torch.equal(back.state_dict()[key], value), key

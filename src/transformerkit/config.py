@@ -72,6 +72,13 @@ class TransformerConfig:
     """LayerNorm over the summed input embeddings (BERT)."""
     labels: list[str] = field(default_factory=list)
     """Class names of a sequence-classification head on an encoder-only model (empty: no head)."""
+    pooler: bool = True
+    """Encoder-only: BERT's pooler (tanh of a linear map of the [CLS] state) that the sequence
+    classifier reads; Hugging Face's masked-LM and QA checkpoints have none."""
+    span_head: bool = False
+    """Encoder-only: start/end logits per token for extractive question answering."""
+    masked_lm_head: bool = False
+    """Encoder-only: BERT's masked-LM head (dense, activation, LayerNorm, tied output projection)."""
     tie_embeddings: bool = True
     """Shared vocabulary: one matrix for both embeddings and the pre-softmax projection (§3.4).
     Separate vocabularies: the target embedding and the projection share one matrix."""
@@ -140,6 +147,8 @@ class TransformerConfig:
             value = getattr(self, name)
             if not 0 <= value < min(self.vocab_size, self.target_vocab_size):
                 raise ValueError(f"{name} ({value}) must be a token id below the vocabulary size")
+        if self.labels and not self.pooler:
+            raise ValueError("a classification head (labels) reads the pooler: set pooler = true")
 
     # ---------------------------------------------------------------------------- serialization
     def to_dict(self) -> dict[str, Any]:

@@ -81,6 +81,16 @@ def check_state(state: dict[str, Tensor], expected: dict[str, tuple[int, ...]], 
     return state
 
 
+def drop_tied_output(state: dict[str, Tensor], output_key: str, embedding_key: str, context: str) -> None:
+    """Remove a stored copy of a tied output matrix from ``state``; one that differs from the
+    embedding matrix raises :class:`CheckpointError` (untied output layers are not supported)."""
+    output = state.pop(output_key, None)
+    embedding = state.get(embedding_key)
+    if output is not None and embedding is not None and not torch.equal(output, embedding):
+        raise CheckpointError(f"{context} — {output_key} differs from {embedding_key} "
+                              "(untied output layers are not supported)")
+
+
 def write_hf_tokenizer(directory: Path, tokenizer: SubwordTokenizer, max_length: int) -> None:
     """``tokenizer.json`` and a ``tokenizer_config.json`` with which ``AutoTokenizer`` loads it."""
     tokenizer.save(directory / "tokenizer.json")

@@ -32,7 +32,7 @@ from transformerkit.checkpoint import CheckpointError, atomic_directory
 from transformerkit.config import TransformerConfig
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.interop.common import (TO_HF_ACTIVATION, activation_from_hf, check_layout, check_state,
-                                          read_hf_config, read_hf_weights, write_hf_tokenizer)
+                                          drop_tied_output, read_hf_config, read_hf_weights, write_hf_tokenizer)
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
 
 _BUFFERS = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers some old checkpoints carry
@@ -107,13 +107,9 @@ def check_hf_state(state: dict[str, Tensor], config: TransformerConfig, source: 
     Missing, unexpected and mis-shaped tensors are reported together in one :class:`CheckpointError`.
     """
     normalized = {k.removeprefix("transformer."): v for k, v in state.items() if not k.endswith(_BUFFERS)}
-    lm_head = normalized.pop("lm_head.weight", None)
     context = f"{source} does not fit a GPT-2 of this config"
-    check_state(normalized, expected_hf_shapes(config), context)
-    if lm_head is not None and not torch.equal(lm_head, normalized["wte.weight"]):
-        raise CheckpointError(f"{context} — lm_head.weight differs from wte.weight "
-                              "(untied output layers are not supported)")
-    return normalized
+    drop_tied_output(normalized, "lm_head.weight", "wte.weight", context)
+    return check_state(normalized, expected_hf_shapes(config), context)
 
 
 def state_from_hf(hf_state: dict[str, Tensor], config: TransformerConfig) -> dict[str, Tensor]:

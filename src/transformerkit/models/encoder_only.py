@@ -2,7 +2,14 @@
 
     h      = Encoder(Dropout(LN(Emb(x) + P(positions) + S(token_types))), padding mask)   (batch, seq, d_model)
     pooled = tanh(W_p h[:, 0] + b_p)                                                        (batch, d_model)
-    logits = W_c Dropout(pooled) + b_c       (with ``config.labels``: sequence classification) (batch, labels)
+
+and, each when configured, a head on top:
+
+    classification (``config.labels``)    logits = W_c Dropout(pooled) + b_c            (batch, labels)
+    span (``config.span_head``)           start, end = split(h W_s + b_s)              (batch, seq) each
+    masked LM (``config.masked_lm_head``) logits = LN(act(h W_t + b_t)) Eᵀ + b_v         (batch, seq, vocab)
+
+where E is the token embedding matrix (tied, as in BERT).
 
 With BERT's settings (post-norm, learned positions, token types, a LayerNorm over the input
 embeddings, GELU, unscaled embeddings) the weights of Hugging Face ``BertModel`` checkpoints
@@ -19,6 +26,7 @@ from torch import Tensor, nn
 from transformerkit.config import AttentionKernel, TransformerConfig
 from transformerkit.models import builders
 from transformerkit.models.common import parameter_counts, set_attention_kernel
+from transformerkit.nn.feed_forward import ACTIVATIONS
 from transformerkit.nn.kv_cache import positions_after
 from transformerkit.nn.layers import LayerAttention
 
@@ -35,7 +43,10 @@ class EncoderOnlyTransformer(nn.Module):
         self.config = config
         self.embedding = builders.input_embedding(config, builders.token_embedding(config, config.vocab_size))
         self.encoder = builders.transformer_stack(config, config.num_encoder_layers, cross_attention=False)
-        self.pooler = nn.Linear(config.d_model, config.d_model)
+        self.pooler = nn.Linear(config.d_model, config.d_model) if config.pooler else None
+        self.span_head = nn.Linear(config.d_model, 2) if config.span_head else None
+        self.masked_lm_head = (MaskedLMHead(config, builders.output_projection(config, self.embedding.tokens))
+                               if config.masked_lm_head else None)
         self.classifier = None
         if config.labels:
             if len(set(config.labels)) != len(config.labels):
@@ -57,6 +68,8 @@ class EncoderOnlyTransformer(nn.Module):
 
     def pooled(self, hidden: Tensor) -> Tensor:
         """BERT's pooler: tanh of a linear map of the first ([CLS]) token: (batch, seq, d) → (batch, d)."""
+        if self.pooler is None:
+            raise ValueError("the model has no pooler (config.pooler is false)")
         return torch.tanh(self.pooler(hidden[:, 0]))
 
     def classify(self, ids: Tensor, attention_mask: Tensor | None = None, token_types: Tensor | None = None) -> Tensor:
@@ -65,6 +78,23 @@ class EncoderOnlyTransformer(nn.Module):
             raise ValueError("the model has no classification head (config.labels is empty)")
         hidden, _ = self(ids, attention_mask, token_types)
         return self.classifier(self.pooled(hidden))
+
+    def span_logits(self, ids: Tensor, attention_mask: Tensor | None = None,
+                    token_types: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Start and end logits of an answer span, (batch, seq) each (BERT's extractive QA head)."""
+        if self.span_head is None:
+            raise ValueError("the model has no span head (config.span_head is false)")
+        hidden, _ = self(ids, attention_mask, token_types)
+        start, end = self.span_head(hidden).unbind(dim=-1)
+        return start, end
+
+    def masked_lm_logits(self, ids: Tensor, attention_mask: Tensor | None = None,
+                         token_types: Tensor | None = None) -> Tensor:
+        """Vocabulary logits at every position (batch, seq, vocab) (BERT's masked-LM head)."""
+        if self.masked_lm_head is None:
+            raise ValueError("the model has no masked-LM head (config.masked_lm_head is false)")
+        hidden, _ = self(ids, attention_mask, token_types)
+        return self.masked_lm_head(hidden)
 
     @staticmethod
     def mean_pooled(hidden: Tensor, attention_mask: Tensor, normalize: bool = True) -> Tensor:
@@ -78,6 +108,24 @@ class EncoderOnlyTransformer(nn.Module):
         set_attention_kernel(self, self.config, kernel)
 
     def parameter_counts(self) -> dict[str, int]:
-        heads = [self.classifier] if self.classifier is not None else []
+        heads = [h for h in (self.classifier, self.span_head, self.masked_lm_head) if h is not None]
         return parameter_counts(self, {"embeddings": [self.embedding], "encoder": [self.encoder],
-                                       "pooler": [self.pooler], "heads": heads})
+                                       "pooler": [self.pooler] if self.pooler is not None else [], "heads": heads})
+
+
+class MaskedLMHead(nn.Module):
+    """BERT's masked-LM head: h (batch, seq, d) → LN(act(h W_t + b_t)) Eᵀ + b_v (batch, seq, vocab).
+
+    ``projection`` is the d → vocab map without bias (tied to the token embeddings by the builder).
+    """
+
+    def __init__(self, config: TransformerConfig, projection: nn.Linear) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.d_model, config.d_model)
+        self.activation = ACTIVATIONS[config.activation]
+        self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.projection = projection
+        self.bias = nn.Parameter(torch.zeros(projection.out_features))
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return self.projection(self.norm(self.activation(self.dense(hidden)))) + self.bias
