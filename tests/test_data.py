@@ -138,7 +138,7 @@ def test_catalog_pairs_reads_mo_files_with_plurals_and_context(tmp_path: Path) -
 
 def test_build_corpus_without_apt_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    with pytest.raises(RuntimeError, match="needs apt-get and dpkg-deb"):
+    with pytest.raises(DataError, match="needs apt-get and dpkg-deb"):
         gettext.build_corpus("de", tmp_path / "out", tmp_path / "cache")
 
 

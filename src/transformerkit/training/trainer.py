@@ -34,13 +34,15 @@ from tqdm import tqdm
 from transformerkit.checkpoint import (CheckpointError, average_checkpoints, load_training_state, load_weights, point,
                                        save_checkpoint, save_model_dir)
 from transformerkit.tasks.classification import ClassificationTask
+from transformerkit.tasks.question_answering import QuestionAnsweringTask
 from transformerkit.tasks.language_modeling import LanguageModelTask
 from transformerkit.tasks.translation import TranslationTask
 from transformerkit.training.recipe import RunConfig
 from transformerkit.training.schedule import inverse_sqrt_scheduler
 from transformerkit.training.task import TrainingTask
 
-TASKS = {"translation": TranslationTask, "language-modeling": LanguageModelTask, "classification": ClassificationTask}
+TASKS = {"translation": TranslationTask, "language-modeling": LanguageModelTask, "classification": ClassificationTask,
+         "question-answering": QuestionAnsweringTask}
 
 
 @dataclass

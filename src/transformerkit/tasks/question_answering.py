@@ -1,0 +1,247 @@
+"""Extractive question answering with an encoder-only model (BERT's SQuAD recipe, Devlin et al., 2019 §4.2).
+
+Input:   [CLS] question [SEP] context window [SEP]      token types 0 … 0 1 … 1
+Output:  start, end = span head logits (batch, seq) each; the answer is the context span (s, e)
+         maximizing start[s] + end[e] with s ≤ e < s + max_answer_tokens, both inside the context.
+Loss:    (CE(start, s*) + CE(end, e*)) / 2 per window; a window without the answer points at [CLS].
+
+Contexts longer than the model's input are cut into overlapping windows (``stride`` tokens shared
+by consecutive windows, as Hugging Face's ``run_qa.py`` does); a question's answer is the best span
+over all its windows.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from transformerkit.checkpoint import CheckpointError, load_model_dir
+from transformerkit.data.batching import TranslationExample, token_batches
+from transformerkit.data.squad import QAExample, load_squad, squad_scores
+from transformerkit.data.tokenizer import SubwordTokenizer
+from transformerkit.models.encoder_only import EncoderOnlyTransformer
+from transformerkit.tasks.fine_tuning import encoder_for_task, pad_right
+from transformerkit.training.recipe import QuestionAnsweringRun
+
+
+@dataclass
+class Window:
+    """One model input: a question with one window of its context."""
+
+    example: int
+    """Index of the question in its split."""
+    ids: list[int]
+    """[CLS] question [SEP] context tokens [SEP]."""
+    context_start: int
+    """Position of the first context token in ``ids``."""
+    offsets: list[tuple[int, int]]
+    """Character span in the context of each context token."""
+    start: int = 0
+    end: int = 0
+    """Token positions of the answer in ``ids`` (0, 0: [CLS], the answer is not in this window)."""
+
+    def span_text(self, context: str, start: int, end: int) -> str:
+        """The context's text from token position ``start`` to ``end`` (inclusive) of ``ids``."""
+        return context[self.offsets[start - self.context_start][0]:self.offsets[end - self.context_start][1]]
+
+
+def windows(tokenizer: SubwordTokenizer, examples: list[QAExample], max_length: int, stride: int,
+            max_question_tokens: int = 64) -> list[Window]:
+    """Every question's context cut into windows of at most ``max_length`` tokens in all, consecutive
+    windows sharing ``stride`` context tokens. A window's answer is the first of the question's
+    answers that lies wholly inside it."""
+    questions = tokenizer.tokenizer.encode_batch([e.question for e in examples], add_special_tokens=False)
+    contexts = tokenizer.tokenizer.encode_batch([e.context for e in examples], add_special_tokens=False)
+    found = []
+    for index, (example, question, context) in enumerate(zip(examples, questions, contexts)):
+        if not context.ids:
+            raise ValueError(f"question {example.id!r}: the context is empty")
+        q = question.ids[:max_question_tokens]
+        room = max_length - len(q) - 3
+        if room <= stride:
+            raise ValueError(f"max_length {max_length} leaves {room} context tokens per window after a "
+                             f"{len(q)}-token question: not more than the stride ({stride})")
+        first = 0
+        while True:
+            last = min(first + room, len(context.ids))
+            offsets = context.offsets[first:last]
+            window = Window(index, [tokenizer.bos_id, *q, tokenizer.eos_id, *context.ids[first:last], tokenizer.eos_id],
+                            len(q) + 2, offsets)
+            for answer in example.answers:
+                begin, finish = answer.start, answer.start + len(answer.text)
+                inside = [i for i, (a, b) in enumerate(offsets) if a < finish and b > begin]
+                if inside and offsets[0][0] <= begin and offsets[-1][1] >= finish:
+                    window.start, window.end = window.context_start + inside[0], window.context_start + inside[-1]
+                    break
+            found.append(window)
+            if last == len(context.ids):
+                break
+            first = last - stride
+    return found
+
+
+def best_spans(start: Tensor, end: Tensor, context_mask: Tensor, max_answer_tokens: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The best (start, end) per row and its score start[s] + end[e] over s ≤ e < s + max_answer_tokens
+    with both positions in the context. start, end, context_mask: (batch, seq) → (batch,) each."""
+    scores = start[:, :, None] + end[:, None, :]  # (batch, s, e)
+    seq = start.shape[1]
+    s, e = torch.arange(seq)[:, None], torch.arange(seq)[None, :]
+    allowed = (e >= s) & (e < s + max_answer_tokens)
+    allowed = allowed.to(start.device) & context_mask[:, :, None] & context_mask[:, None, :]
+    flat = scores.masked_fill(~allowed, float("-inf")).flatten(1)
+    best = flat.argmax(dim=1)
+    return best // seq, best % seq, flat.gather(1, best[:, None]).squeeze(1)
+
+
+@dataclass
+class SpanBatch:
+    ids: Tensor
+    mask: Tensor
+    token_types: Tensor
+    starts: Tensor
+    ends: Tensor
+    context_mask: Tensor
+    """(batch, seq) True at context tokens (where an answer may start or end)."""
+
+    @property
+    def tokens(self) -> int:
+        return len(self.starts)  # the loss sums over windows
+
+
+def span_batch(rows: list[Window], pad_id: int, device: torch.device) -> SpanBatch:
+    ids, mask = pad_right([w.ids for w in rows], pad_id)
+    positions = torch.arange(ids.shape[1])[None, :]
+    context_start = torch.tensor([w.context_start for w in rows])[:, None]
+    context_end = torch.tensor([w.context_start + len(w.offsets) for w in rows])[:, None]
+    token_types = ((positions >= context_start) & mask).long()
+    context_mask = (positions >= context_start) & (positions < context_end)
+    return SpanBatch(ids.to(device), mask.to(device), token_types.to(device),
+                     torch.tensor([w.start for w in rows], device=device),
+                     torch.tensor([w.end for w in rows], device=device), context_mask.to(device))
+
+
+@dataclass
+class Prediction:
+    text: str
+    score: float
+    """start[s] + end[e]: what ranks the spans of a question's windows."""
+    probability: float
+    """softmax(start)[s] · softmax(end)[e] over the window's tokens."""
+
+
+@torch.no_grad()
+def predict_answers(model: EncoderOnlyTransformer, examples: list[QAExample], rows: list[Window],
+                    batches: list[list[int]], pad_id: int, max_answer_tokens: int,
+                    autocast: AbstractContextManager[Any]) -> tuple[float, dict[str, Prediction]]:
+    """The span loss summed over ``rows`` (the windows of ``examples``, in ``batches`` of indices) and
+    the best span per question id."""
+    device = next(model.parameters()).device
+    total, best = 0.0, {}
+    for indices in batches:
+        batch = span_batch([rows[i] for i in indices], pad_id, device)
+        with autocast:
+            start, end = model.span_logits(batch.ids, batch.mask, batch.token_types)
+        start, end = start.float(), end.float()
+        total += ((F.cross_entropy(start, batch.starts, reduction="sum")
+                   + F.cross_entropy(end, batch.ends, reduction="sum")) / 2).item()
+        firsts, lasts, scores = best_spans(start, end, batch.context_mask, max_answer_tokens)
+        p_start = start.masked_fill(~batch.mask, float("-inf")).softmax(-1)
+        p_end = end.masked_fill(~batch.mask, float("-inf")).softmax(-1)
+        for row, i in enumerate(indices):
+            window, s, e, score = rows[i], int(firsts[row]), int(lasts[row]), float(scores[row])
+            example = examples[window.example]
+            if example.id not in best or score > best[example.id].score:
+                best[example.id] = Prediction(window.span_text(example.context, s, e), score,
+                                              float(p_start[row, s] * p_end[row, e]))
+    return total, best
+
+
+class QuestionAnsweringTask:
+    """SQuAD-format questions → windows → encoder-only model with a span head; validation loss,
+    exact match and F1 (SQuAD v1.1's definitions). ``data.init_from`` fine-tunes a pretrained encoder."""
+
+    def __init__(self, run: QuestionAnsweringRun, out: Path, resume: bool, device: torch.device) -> None:
+        self.run, self.device = run, device
+        d = run.data
+        self.examples = {"train": load_squad(d.train), "valid": load_squad(d.valid) if d.valid else [],
+                         "test": load_squad(d.test) if d.test else []}
+        if not self.examples["train"]:
+            raise ValueError(f"{d.train}: no questions")
+        self.model, self.tokenizer = encoder_for_task(run.model, d.init_from, d.tokenizer, resume, device,
+                                                      span_head=True)
+        if d.max_length > self.model.config.max_positions:
+            raise ValueError(f"data.max_length ({d.max_length}) exceeds the model's max_positions "
+                             f"({self.model.config.max_positions})")
+        self.windows = {split: windows(self.tokenizer, examples, d.max_length, d.stride, d.max_question_tokens)
+                        for split, examples in self.examples.items()}
+        self.has_validation = bool(self.examples["valid"])
+        self.generation = run.decoding
+        self.data_report = {f"{split}_questions": len(e) for split, e in self.examples.items()} | {
+            f"{split}_windows": len(w) for split, w in self.windows.items()} | {
+            "train_windows_without_answer": sum(w.start == 0 for w in self.windows["train"])}
+
+    def _batches(self, split: str, seed: int, epoch: int, shuffle: bool) -> list[list[int]]:
+        return window_batches(self.windows[split], self.run.training.max_tokens, seed, epoch, shuffle)
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        return self._batches("train", self.run.training.seed, epoch, shuffle=True)
+
+    def prepare(self, batch: list[int]) -> SpanBatch:
+        return span_batch([self.windows["train"][i] for i in batch], self.tokenizer.pad_id, self.device)
+
+    def loss(self, batch: SpanBatch) -> Tensor:
+        start, end = self.model.span_logits(batch.ids, batch.mask, batch.token_types)
+        return (F.cross_entropy(start.float(), batch.starts, reduction="sum")
+                + F.cross_entropy(end.float(), batch.ends, reduction="sum")) / 2
+
+    def evaluate(self, split: str, autocast: AbstractContextManager[Any]) -> dict[str, float]:
+        """Loss per window, and exact match and F1 (percent) of the best span per question."""
+        total, predictions = predict_answers(self.model, self.examples[split], self.windows[split],
+                                             self._batches(split, 0, 0, shuffle=False), self.tokenizer.pad_id,
+                                             self.run.data.max_answer_tokens, autocast)
+        return {"loss": total / max(len(self.windows[split]), 1),
+                **squad_scores({i: p.text for i, p in predictions.items()}, self.examples[split])}
+
+    def validate(self, autocast: AbstractContextManager[Any]) -> dict[str, Any]:
+        return {f"valid_{k}": v for k, v in self.evaluate("valid", autocast).items()}
+
+
+def window_batches(rows: list[Window], max_tokens: int, seed: int = 0, epoch: int = 0,
+                   shuffle: bool = False) -> list[list[int]]:
+    """Batches of window indices holding about ``max_tokens`` padded tokens each."""
+    return token_batches([TranslationExample(w.ids, []) for w in rows], max_tokens, seed, epoch, shuffle=shuffle)
+
+
+@dataclass
+class QuestionAnswerer:
+    model: EncoderOnlyTransformer
+    tokenizer: SubwordTokenizer
+    max_length: int = 384
+    stride: int = 128
+    max_answer_tokens: int = 30
+    max_tokens: int = 8192
+    """Padded tokens per batch."""
+
+    def predict(self, examples: list[QAExample]) -> dict[str, Prediction]:
+        """The best answer span of each question's context, by question id."""
+        rows = windows(self.tokenizer, examples, self.max_length, self.stride)
+        _, predictions = predict_answers(self.model, examples, rows, window_batches(rows, self.max_tokens),
+                                         self.tokenizer.pad_id, self.max_answer_tokens, nullcontext())
+        return predictions
+
+    def answer(self, question: str, context: str) -> Prediction:
+        return self.predict([QAExample("question", question, context)])["question"]
+
+
+def load_answerer(model_dir: str | Path, device: str | None = None, **options: int) -> QuestionAnswerer:
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer, _ = load_model_dir(model_dir, device)
+    if not isinstance(model, EncoderOnlyTransformer) or not model.config.span_head:
+        raise CheckpointError(f"{model_dir} holds no question-answering model (an encoder with a span head)")
+    return QuestionAnswerer(model.eval(), tokenizer, **{"max_length": min(384, model.config.max_positions), **options})
