@@ -244,9 +244,9 @@ class QuestionAnsweringRun(EncoderTaskRun):
         for name in ("max_length", "max_question_tokens", "max_answer_tokens"):
             if getattr(d, name) < 1:
                 raise ValueError(f"data.{name} must be a positive integer, got {getattr(d, name)}")
-        if not 0 <= d.stride < d.max_length - d.max_question_tokens - 3:
-            raise ValueError(f"data.stride ({d.stride}) must be below the context room of a window "
-                             f"(max_length - max_question_tokens - 3 = {d.max_length - d.max_question_tokens - 3})")
+        if not 0 <= d.stride < d.max_length - 4:
+            raise ValueError(f"data.stride ({d.stride}) must be in [0, max_length - 4): a window holds "
+                             "[CLS] question [SEP] context [SEP] and moves on by max_length - question - 3 - stride")
 
 
 RUN_CLASSES: dict[str, type[RunConfig]] = {"translation": RunConfig, "language-modeling": LanguageModelRun,
