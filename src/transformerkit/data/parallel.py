@@ -1,13 +1,15 @@
-"""Loaders for parallel text: TSV, a pair of aligned plain-text files, JSONL.
+"""Loaders for parallel text (translation pairs, document–summary pairs): TSV, a pair of aligned
+plain-text files, JSONL and CSV with named fields.
 
 Every loader returns a :class:`ParallelCorpus` of (source, target) strings. Empty lines (or pairs
 with an empty side) are skipped and counted. Anything else that is wrong — a line without exactly
-one tab, misaligned files, invalid UTF-8, broken JSON — raises :class:`DataError` naming the file
+one tab, misaligned files, invalid UTF-8, broken JSON, a missing column — raises :class:`DataError` naming the file
 and the line. Files ending in ``.gz`` are decompressed on the fly.
 """
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
 import json
@@ -117,14 +119,34 @@ def read_jsonl(path: str | Path, source_field: str = "source", target_field: str
 
 def load_parallel(path: str | Path, target_path: str | Path | None = None, source_field: str = "source",
                   target_field: str = "target") -> ParallelCorpus:
-    """Pick the loader: ``target_path`` given → aligned files; ``.jsonl`` → JSONL; otherwise TSV."""
+    """Pick the loader: ``target_path`` given → aligned files; ``.jsonl`` → JSONL and ``.csv`` → CSV
+    (both with the named fields); otherwise TSV."""
     path = Path(path)
     if target_path is not None:
         return read_aligned(path, target_path)
     suffixes = path.name.removesuffix(".gz")
     if suffixes.endswith(".jsonl") or suffixes.endswith(".json"):
         return read_jsonl(path, source_field, target_field)
+    if suffixes.endswith(".csv"):
+        return read_csv(path, source_field, target_field)
     return read_tsv(path)
+
+
+def read_csv(path: str | Path, source_field: str = "source", target_field: str = "target") -> ParallelCorpus:
+    """A CSV file whose header row names the two columns (quoted fields may hold commas and line breaks)."""
+    path = Path(path)
+    reader = csv.DictReader(io.StringIO("\n".join(line for _, line in _lines(path))))
+    missing = [f for f in (source_field, target_field) if f not in (reader.fieldnames or [])]
+    if missing:
+        raise DataError(f"{path}:1: no column {', '.join(map(repr, missing))} in the header {reader.fieldnames}")
+
+    def rows() -> Iterator[tuple[str, str]]:
+        for row in reader:
+            if None in row or row[source_field] is None or row[target_field] is None:
+                raise DataError(f"{path}:{reader.line_num}: the row does not have the header's columns")
+            yield row[source_field], row[target_field]
+
+    return _collect(rows())
 
 
 def write_tsv(path: str | Path, pairs: list[tuple[str, str]]) -> None:

@@ -6,11 +6,14 @@ Translation reads the beam-search fields; language models read the sampling fiel
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 
 @dataclass
 class GenerationConfig:
-    # beam search (translation)
+    task: Literal["translation", "summarization"] = "translation"
+    """What a sequence-to-sequence model was trained for: picks its scores (BLEU/chrF or ROUGE)."""
+    # beam search (translation, summarization)
     beam: int = 4
     length_penalty: float = 0.6
     """α in ((5 + |Y|) / 6)^α."""

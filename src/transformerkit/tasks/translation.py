@@ -1,5 +1,6 @@
 """Translation: training it (:class:`TranslationTask`), text in and text out (:class:`Translator`),
-BLEU/chrF, and attention heatmaps."""
+BLEU/chrF, and attention heatmaps. Summarization runs through the same classes
+(``GenerationConfig.task = "summarization"``) and is scored with ROUGE (:mod:`.summarization`)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.generation.config import GenerationConfig
 from transformerkit.generation.search import greedy_decode, translate_ids
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
+from transformerkit.tasks.summarization import rouge_scores
 from transformerkit.training.recipe import RunConfig
 from transformerkit.training.task import model_config_for, run_tokenizer
 
@@ -39,7 +41,8 @@ def encode_examples(tokenizer: SubwordTokenizer, corpus: ParallelCorpus) -> list
 
 
 class TranslationTask:
-    """Parallel text → joint BPE → encoder-decoder; label-smoothed loss; validation loss, ppl, greedy BLEU."""
+    """Parallel text → joint BPE → encoder-decoder; label-smoothed loss; validation loss, ppl, and
+    greedy BLEU/chrF (translation) or ROUGE (summarization) on a sample of the validation pairs."""
 
     def __init__(self, run: RunConfig, out: Path, resume: bool, device: torch.device) -> None:
         self.run, self.device = run, device
@@ -55,7 +58,8 @@ class TranslationTask:
         self.valid_examples = encode_examples(self.tokenizer, self.valid_corpus) if self.valid_corpus else []
         self.has_validation = bool(self.valid_examples)
         self.model = EncoderDecoderTransformer(model_config_for(run.model, self.tokenizer)).to(device)
-        self.generation = replace(run.decoding, source_lang=run.data.source_lang, target_lang=run.data.target_lang)
+        self.generation = replace(run.decoding, source_lang=run.data.source_lang, target_lang=run.data.target_lang,
+                                  task=run.task)
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         return token_batches(self.train_examples, self.run.training.max_tokens, self.run.training.seed, epoch)
@@ -92,7 +96,8 @@ class TranslationTask:
             translator = Translator(self.model, self.tokenizer, replace(self.generation, beam=1))
             with autocast:
                 hypotheses = translator.translate([s for s, _ in pairs])
-            result["valid_bleu"] = score(hypotheses, [t for _, t in pairs], self.run.data.target_lang)["bleu"]
+            scores = output_scores(hypotheses, [t for _, t in pairs], self.generation)
+            result |= {f"valid_{name}": value for name, value in scores.items() if not isinstance(value, str)}
         return result
 
 
@@ -160,7 +165,8 @@ def load_translator(model_dir: str | Path, beam: int | None = None, length_penal
 def evaluate_model(model_dir: str | Path, data: str | Path, data_target: str | Path | None = None,
                    source_field: str = "source", target_field: str = "target", beam: int | None = None,
                    hypotheses_out: str | Path | None = None) -> dict[str, float]:
-    """Translate a test set with a model directory and score it: {"bleu", "chrf", "sentences", …}."""
+    """Translate (or summarize) a test set with a model directory and score it: {"bleu", "chrf",
+    "bleu_tokenizer", …} for translation, {"rouge1", "rouge2", "rougeL", …} for summarization."""
     translator = load_translator(model_dir, beam=beam)
     corpus = load_parallel(data, data_target, source_field, target_field)
     started = time.perf_counter()
@@ -168,10 +174,16 @@ def evaluate_model(model_dir: str | Path, data: str | Path, data_target: str | P
     seconds = time.perf_counter() - started
     if hypotheses_out is not None:
         Path(hypotheses_out).write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
-    result = score(hypotheses, corpus.targets, translator.generation.target_lang)
-    return {**result, "sentences": len(hypotheses), "beam": translator.generation.beam,
-            "bleu_tokenizer": bleu_tokenizer(translator.generation.target_lang),
-            "sentences_per_second": round(len(hypotheses) / seconds, 2)}
+    return {**output_scores(hypotheses, corpus.targets, translator.generation), "sentences": len(hypotheses),
+            "beam": translator.generation.beam, "sentences_per_second": round(len(hypotheses) / seconds, 2)}
+
+
+def output_scores(hypotheses: list[str], references: list[str], generation: GenerationConfig) -> dict[str, Any]:
+    """The scores of the model's task: BLEU and chrF (with the BLEU tokenizer's name) or ROUGE-1/2/L."""
+    if generation.task == "summarization":
+        return rouge_scores(hypotheses, references)
+    return {**score(hypotheses, references, generation.target_lang),
+            "bleu_tokenizer": bleu_tokenizer(generation.target_lang)}
 
 
 def bleu_tokenizer(target_language: str) -> str:

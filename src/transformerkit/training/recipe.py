@@ -133,8 +133,8 @@ class TrainingConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     validate_every: int = 1000
     valid_bleu_sentences: int = 300
-    """Translation: validation BLEU is computed with greedy decoding on this many validation
-    sentences, taken evenly across the validation file (0: off)."""
+    """Translation (summarization): validation BLEU and chrF (ROUGE) are computed with greedy
+    decoding on this many validation pairs, taken evenly across the validation file (0: off)."""
     save_every: int | None = None
     """Steps between checkpoints (default: ``validate_every``)."""
     keep_checkpoints: int = 5
@@ -147,12 +147,13 @@ class TrainingConfig:
     progress: bool = True
 
 
-Task = Literal["translation", "language-modeling", "classification", "question-answering"]
+Task = Literal["translation", "summarization", "language-modeling", "classification", "question-answering"]
 
 
 @dataclass
 class RunConfig:
-    """A translation run (the default task)."""
+    """A translation run (the default task), or a summarization run: the same sections, with
+    (document, summary) pairs as (source, target)."""
 
     task: Task = "translation"
     data: TranslationData = field(default_factory=TranslationData)
@@ -249,8 +250,8 @@ class QuestionAnsweringRun(EncoderTaskRun):
                              "[CLS] question [SEP] context [SEP] and moves on by max_length - question - 3 - stride")
 
 
-RUN_CLASSES: dict[str, type[RunConfig]] = {"translation": RunConfig, "language-modeling": LanguageModelRun,
-                                           "classification": ClassificationRun,
+RUN_CLASSES: dict[str, type[RunConfig]] = {"translation": RunConfig, "summarization": RunConfig,
+                                           "language-modeling": LanguageModelRun, "classification": ClassificationRun,
                                            "question-answering": QuestionAnsweringRun}
 
 

@@ -41,8 +41,8 @@ from transformerkit.training.recipe import RunConfig
 from transformerkit.training.schedule import inverse_sqrt_scheduler
 from transformerkit.training.task import TrainingTask
 
-TASKS = {"translation": TranslationTask, "language-modeling": LanguageModelTask, "classification": ClassificationTask,
-         "question-answering": QuestionAnsweringTask}
+TASKS = {"translation": TranslationTask, "summarization": TranslationTask, "language-modeling": LanguageModelTask,
+         "classification": ClassificationTask, "question-answering": QuestionAnsweringTask}
 
 
 @dataclass
