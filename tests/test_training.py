@@ -141,6 +141,10 @@ def test_recipe_errors_name_the_key(tmp_path: Path) -> None:
         load_recipe(bad)
     run = load_recipe(None, ["data.train=x.tsv", "training.max_steps=5", "model.preset=small", "model.d_ff=512"])
     assert (run.model.d_model, run.model.d_ff) == (256, 512)
+    exponent = tmp_path / "exponent.yaml"  # PyYAML alone reads 1e-9 as a string (YAML 1.1)
+    exponent.write_text("data: {train: x.tsv}\ntraining: {max_steps: 5, adam_eps: 1e-9, lr_scale: 2E+0}\n")
+    run = load_recipe(exponent)
+    assert (run.training.adam_eps, run.training.lr_scale) == (1e-9, 2.0)
 
 
 def test_shipped_recipes_load() -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -134,19 +135,21 @@ def train(args: argparse.Namespace) -> int:
     run = load_recipe(args.recipe, args.set)
     trainer = Trainer(run, resume=args.resume)
     result = trainer.train()
+    trainer.dist.shutdown()
+    if not trainer.dist.is_main:  # rank 0 reports and scores the test set
+        return 0
     print(f"training stopped after {result.steps} steps ({result.stopped_because}); "
           f"model written to {result.model_dir}", file=sys.stderr)
     if result.stopped_because == "interrupted":
         print(f"resume with: transformerkit train {args.recipe} --resume", file=sys.stderr)
         return 130
     if run.task == "classification" or (run.task == "question-answering" and run.data.test):
-        from transformerkit.checkpoint import load_weights
+        from transformerkit.checkpoint import load_model_dir
         from transformerkit.tasks.classification import ClassificationTask
         from transformerkit.tasks.question_answering import QuestionAnsweringTask
 
         assert isinstance(trainer.task, (ClassificationTask, QuestionAnsweringTask))
-        load_weights(trainer.model, result.model_dir / "model.safetensors")
-        trainer.model.eval()
+        trainer.task.model, _, _ = load_model_dir(result.model_dir, trainer.device)  # the final (averaged) weights
         scores = {f"test_{k}": v for k, v in trainer.task.evaluate("test", trainer.autocast).items()}
         (result.output_dir / "results.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
         print(json.dumps(scores))
@@ -457,5 +460,6 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         return args.handler(args)
     except (UsageError, ValueError, RuntimeError, OSError) as error:
-        print(f"transformerkit: error: {error}", file=sys.stderr)
+        where = f" (rank {os.environ['RANK']})" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+        print(f"transformerkit: error{where}: {error}", file=sys.stderr)
         return 2

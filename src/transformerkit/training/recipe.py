@@ -16,6 +16,7 @@ any key; unknown keys and ill-typed values are errors that name the key.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -127,6 +128,9 @@ class TrainingConfig:
     adam_eps: float = 1e-9
     weight_decay: float = 0.0
     clip_norm: float | None = 1.0
+    distributed: Literal["ddp", "fsdp"] = "ddp"
+    """Under torchrun with several processes: DistributedDataParallel, or FSDP's ``fully_shard``
+    (each Transformer layer a shard unit) for models that do not fit one device."""
     precision: Literal["fp32", "bf16"] = "fp32"
     """bf16 runs the forward pass under torch.autocast (weights and optimizer stay fp32)."""
     seed: int = 1
@@ -255,6 +259,21 @@ RUN_CLASSES: dict[str, type[RunConfig]] = {"translation": RunConfig, "summarizat
                                            "question-answering": QuestionAnsweringRun}
 
 
+class RecipeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: ``1e-9`` is a number (YAML 1.1 wants ``1.0e-9``,
+    and PyYAML would read ``1e-9`` as the string "1e-9")."""
+
+
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                 |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                 |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                 |[-+]?\.(?:inf|Inf|INF)
+                 |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
 def resolve_model_section(values: dict[str, Any]) -> dict[str, Any]:
     """Expand ``model.preset`` into the preset's fields (explicit keys win)."""
     model = dict(values.get("model") or {})
@@ -274,7 +293,7 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
         if not path.is_file():
             raise ValueError(f"{path}: no such recipe file")
         try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            values = yaml.load(path.read_text(encoding="utf-8"), Loader=RecipeLoader) or {}
         except yaml.YAMLError as error:
             raise ValueError(f"{path}: invalid YAML ({error})") from None
         if not isinstance(values, dict):

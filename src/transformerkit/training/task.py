@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from transformerkit.config import TransformerConfig
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.generation.config import GenerationConfig
+from transformerkit.training.distributed import barrier, is_main_process
 
 
 class PreparedBatch(Protocol):
@@ -49,14 +50,15 @@ class TrainingTask(Protocol):
 
 
 def run_tokenizer(out: Path, resume: bool, train: Callable[[], SubwordTokenizer]) -> SubwordTokenizer:
-    """The run's tokenizer: learned once and saved as ``out/tokenizer.json``; a resumed run reloads it."""
+    """The run's tokenizer: learned once (by rank 0 of several processes) and saved as
+    ``out/tokenizer.json``; a resumed run, or another rank, reloads it."""
     path = out / "tokenizer.json"
-    if resume:
-        return SubwordTokenizer.load(path)
-    tokenizer = train()
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer.save(path)
-    return tokenizer
+    if not resume and is_main_process():
+        tokenizer = train()
+        out.mkdir(parents=True, exist_ok=True)
+        tokenizer.save(path)
+    barrier()
+    return SubwordTokenizer.load(path)
 
 
 def model_config_for(config: TransformerConfig, tokenizer: SubwordTokenizer) -> TransformerConfig:

@@ -29,15 +29,18 @@ from typing import Any
 
 import torch
 import yaml
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from transformerkit.checkpoint import (CheckpointError, average_checkpoints, load_training_state, load_weights, point,
-                                       save_checkpoint, save_model_dir)
+                                       save_checkpoint)
 from transformerkit.tasks.classification import ClassificationTask
 from transformerkit.tasks.question_answering import QuestionAnsweringTask
 from transformerkit.tasks.language_modeling import LanguageModelTask
 from transformerkit.tasks.translation import TranslationTask
 from transformerkit.training.recipe import RunConfig
+from transformerkit.nn.layers import TransformerLayer
+from transformerkit.training.distributed import Distributed, barrier
 from transformerkit.training.schedule import inverse_sqrt_scheduler
 from transformerkit.training.task import TrainingTask
 
@@ -67,12 +70,13 @@ class TrainResult:
     last_validation: dict[str, Any] | None
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto``: CUDA when available (this process's GPU, ``LOCAL_RANK``), else the CPU."""
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("training.device is 'cuda' but no CUDA device is available")
-    return torch.device(name)
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank)
 
 
 class _StopRequest:
@@ -93,6 +97,19 @@ class _StopRequest:
             signal.signal(s, handler)
 
 
+class _TaskLoss(nn.Module):
+    """The task's loss as a module's forward, so DDP and FSDP see one forward and backward per
+    micro-batch whichever model method the task calls."""
+
+    def __init__(self, task: TrainingTask) -> None:
+        super().__init__()
+        self.model = task.model
+        self.task = task
+
+    def forward(self, batch: Any) -> Tensor:
+        return self.task.loss(batch)
+
+
 class Trainer:
     def __init__(self, run: RunConfig, resume: bool = False) -> None:
         self.run = run
@@ -104,13 +121,19 @@ class Trainer:
                              f"or choose another training.output_dir")
         if resume and not (self.checkpoints / "latest").exists():
             raise ValueError(f"{self.out}: nothing to resume (no checkpoints/latest)")
-        self.device = pick_device(t.device)
+        self.dist = Distributed.from_environment(t.device, t.distributed)
+        self.device = pick_device(t.device, self.dist.local_rank)
         torch.manual_seed(t.seed)
         self.task: TrainingTask = TASKS[run.task](run, self.out, resume, self.device)  # type: ignore[arg-type]
-        if not resume:
+        if not resume and self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "run.yaml").write_text(yaml.safe_dump(run.to_dict(), sort_keys=False), encoding="utf-8")
         self.model, self.tokenizer = self.task.model, self.task.tokenizer
+        if resume:
+            load_weights(self.model, self.checkpoints / "latest" / "model.safetensors")
+        self.loss_module = _TaskLoss(self.task)
+        layers = [m for m in self.model.modules() if isinstance(m, TransformerLayer)]
+        self.trained = self.dist.wrap(self.loss_module, layers, self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1.0, betas=t.adam_betas, eps=t.adam_eps,
                                           weight_decay=t.weight_decay)
         self.scheduler = inverse_sqrt_scheduler(self.optimizer, self.model.config.d_model, t.warmup_steps, t.lr_scale)
@@ -122,9 +145,10 @@ class Trainer:
 
     # --------------------------------------------------------------------------- checkpoints
     def _state(self) -> dict[str, Any]:
+        """The training state, the same for any number of processes (optimizer keyed by parameter name)."""
         p = self.progress
         state: dict[str, Any] = {
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.dist.optimizer_state(self.loss_module, self.optimizer),
             "scheduler": self.scheduler.state_dict(),
             "progress": {"step": p.step, "epoch": p.epoch, "batch_in_epoch": p.batch_in_epoch,
                          "elapsed_seconds": p.elapsed_seconds, "best_valid_loss": p.best_valid_loss,
@@ -137,13 +161,17 @@ class Trainer:
         return state
 
     def _restore(self, directory: Path) -> None:
-        load_weights(self.model, directory / "model.safetensors")
+        """Optimizer, schedule, progress and RNG from a checkpoint (the weights are already loaded)."""
         state = load_training_state(directory)
         try:
-            self.optimizer.load_state_dict(state["optimizer"])
+            optimizer = state["optimizer"]
+            if all(isinstance(k, int) for k in optimizer["state"]):  # written before states were keyed by name
+                self.optimizer.load_state_dict(optimizer)
+            else:
+                self.dist.load_optimizer_state(self.loss_module, self.optimizer, optimizer)
             self.scheduler.load_state_dict(state["scheduler"])
             saved = dict(state["progress"])
-        except (KeyError, ValueError) as error:
+        except (KeyError, ValueError, RuntimeError) as error:
             raise CheckpointError(f"{directory}: training state does not fit this run ({error})") from None
         saved["history"] = json.loads(saved["history"])
         self.progress = Progress(**saved)
@@ -151,10 +179,25 @@ class Trainer:
         if "rng_cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
 
+    def _full_model(self) -> nn.Module | None:
+        """The model with all its weights on rank 0 (FSDP gathers the shards: every rank must call); None elsewhere."""
+        if not (self.dist.enabled and self.dist.strategy == "fsdp"):
+            return self.model if self.dist.is_main else None
+        state = {k.removeprefix("model."): v for k, v in self.dist.model_state(self.loss_module).items()}
+        if not self.dist.is_main:
+            return None
+        full = type(self.model)(self.model.config)
+        full.load_state_dict(state)
+        return full.to(self.device)
+
     def save(self) -> Path:
+        """Write a checkpoint (rank 0; the others wait) and return its directory."""
         directory = self.checkpoints / f"step-{self.progress.step:08d}"
-        save_checkpoint(directory, self.model, self.tokenizer, self.task.generation, self._state())
-        self._prune()
+        model, state = self._full_model(), self._state()
+        if model is not None:
+            save_checkpoint(directory, model, self.tokenizer, self.task.generation, state)
+            self._prune()
+        barrier()
         return directory
 
     def _prune(self) -> None:
@@ -168,21 +211,26 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------- loop
     def _step(self, batches: list[Any]) -> tuple[float, int]:
-        """One optimizer step over ``batches`` (gradient accumulation); returns (mean loss, target tokens)."""
-        prepared = [self.task.prepare(b) for b in batches]
-        tokens = sum(p.tokens for p in prepared)
+        """One optimizer step over ``batches`` (gradient accumulation; on several processes each takes
+        its share of every batch); returns (mean loss, target tokens), both over all processes."""
+        shares = [self.dist.share(b) for b in batches]
+        prepared = [(self.task.prepare(share), weight) for share, weight in shares]
+        local_tokens = sum(p.tokens * weight for p, weight in prepared)
+        tokens = self.dist.sum([local_tokens])[0]
+        scale = self.dist.world_size / tokens  # DDP and FSDP average the gradients over processes
         total = 0.0
-        for batch in prepared:
-            with self.autocast:
-                loss = self.task.loss(batch) / tokens
-            loss.backward()
-            total += loss.item()
+        for i, (batch, weight) in enumerate(prepared):
+            with self.dist.accumulating(self.trained, last=i == len(prepared) - 1):
+                with self.autocast:
+                    loss = self.trained(batch) * (weight * scale)
+                loss.backward()
+            total += loss.item() / self.dist.world_size
         if self.run.training.clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.run.training.clip_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return total, tokens
+        return self.dist.sum([total])[0], int(tokens)
 
     def _stop_reason(self, started: float, stop: _StopRequest) -> str | None:
         t, p = self.run.training, self.progress
@@ -198,19 +246,26 @@ class Trainer:
             return "early_stopping"
         return None
 
+    def _agreed_stop_reason(self, started: float, stop: _StopRequest) -> str | None:
+        """Rank 0's stop decision on every rank (clocks and signals differ between processes)."""
+        return self.dist.from_main(self._stop_reason(started, stop))
+
     def train(self) -> TrainResult:
         t, p = self.run.training, self.progress
         self.model.train()
-        log = JsonlLog(self.out / "log.jsonl", self.out / "tensorboard" if t.tensorboard else None)
+        log = JsonlLog(self.out / "log.jsonl", self.out / "tensorboard" if t.tensorboard else None,
+                       enabled=self.dist.is_main)
         log.write({"event": "start", "step": p.step, "task": self.run.task, **self.task.data_report,
-                   "parameters": sum(x.numel() for x in self.model.parameters()), "device": str(self.device)})
-        bar = tqdm(total=t.max_steps, initial=p.step, disable=not t.progress, unit="step", dynamic_ncols=True)
+                   "parameters": sum(x.numel() for x in self.model.parameters()), "device": str(self.device),
+                   "processes": self.dist.world_size})
+        bar = tqdm(total=t.max_steps, initial=p.step, disable=not (t.progress and self.dist.is_main), unit="step",
+                   dynamic_ncols=True)
         started = time.perf_counter()
         window_tokens, window_start, window_loss, window_steps = 0, time.perf_counter(), 0.0, 0
         last_validation: dict[str, Any] | None = p.history[-1] if p.history else None
         save_every = t.save_every or t.validate_every
         with _StopRequest() as stop:
-            reason = self._stop_reason(started, stop)
+            reason = self._agreed_stop_reason(started, stop)
             while reason is None:
                 batches = self.task.epoch_batches(p.epoch)
                 while reason is None and p.batch_in_epoch < len(batches):
@@ -234,21 +289,21 @@ class Trainer:
                     if self.task.has_validation and p.step % t.validate_every == 0:
                         last_validation = self._validate_and_track(log, started)
                         improved = last_validation["improved"]
-                    reason = self._stop_reason(started, stop)
+                    reason = self._agreed_stop_reason(started, stop)
                     if improved or p.step % save_every == 0 or reason is not None:
                         p.elapsed_seconds += time.perf_counter() - started
                         started = time.perf_counter()
                         saved = self.save()
-                        if improved:
+                        if improved and self.dist.is_main:
                             point(self.checkpoints / "best", saved)
                             self._prune()
                     window_start += time.perf_counter() - paused_at  # tokens/s counts training time only
                 if p.batch_in_epoch >= len(batches):
                     p.epoch += 1
                     p.batch_in_epoch = 0
-                    reason = reason or self._stop_reason(started, stop)
-            if not (self.checkpoints / "latest").exists() or \
-                    (self.checkpoints / "latest").resolve().name != f"step-{p.step:08d}":
+                    reason = reason or self._agreed_stop_reason(started, stop)
+            latest = self.checkpoints / "latest"
+            if self.dist.from_main(not latest.exists() or latest.resolve().name != f"step-{p.step:08d}"):
                 p.elapsed_seconds += time.perf_counter() - started
                 self.save()
         bar.close()
@@ -272,9 +327,17 @@ class Trainer:
 
     def _validate_and_track(self, log: JsonlLog, started: float) -> dict[str, Any]:
         p = self.progress
-        self.model.eval()
-        result = self.task.validate(self.autocast)
-        self.model.train()
+        result = None
+        model = self._full_model()  # FSDP: gathered from every rank's shard
+        if model is not None:  # rank 0 validates, the others wait
+            training_model, self.task.model = self.task.model, model
+            model.eval()
+            try:
+                result = self.task.validate(self.autocast)
+            finally:
+                self.task.model = training_model
+                training_model.train()
+        result = self.dist.from_main(result)
         improved = result["valid_loss"] < p.best_valid_loss
         if improved:
             p.best_valid_loss = result["valid_loss"]
@@ -285,28 +348,30 @@ class Trainer:
                   "elapsed_seconds": p.elapsed_seconds + time.perf_counter() - started}
         p.history.append(record)
         log.write(record)
-        metrics = " ".join(f"{k.removeprefix('valid_')} {v:.3f}" for k, v in result.items() if isinstance(v, float))
-        tqdm.write(f"step {p.step}: valid {metrics}" + (" (best)" if improved else ""))
-        for key, value in result.items():
-            if isinstance(value, str):
-                tqdm.write(f"{key}:\n{value}")
+        if self.dist.is_main:
+            metrics = " ".join(f"{k.removeprefix('valid_')} {v:.3f}" for k, v in result.items() if isinstance(v, float))
+            tqdm.write(f"step {p.step}: valid {metrics}" + (" (best)" if improved else ""))
+            for key, value in result.items():
+                if isinstance(value, str):
+                    tqdm.write(f"{key}:\n{value}")
         return record
 
     def finish(self) -> Path:
-        """Write ``model/``: the average of the last ``average_last`` checkpoints (or the last one)."""
-        steps = sorted(self.checkpoints.glob("step-*"))[-self.run.training.average_last:]
+        """Write ``model/`` (rank 0): the average of the last ``average_last`` checkpoints (or a copy of the last)."""
         model_dir = self.out / "model"
-        if len(steps) > 1:
-            average_checkpoints(steps, model_dir)
-        else:
-            save_model_dir(model_dir, self.model, self.tokenizer, self.task.generation)
+        if self.dist.is_main:
+            average_checkpoints(sorted(self.checkpoints.glob("step-*"))[-self.run.training.average_last:], model_dir)
+        barrier()
         return model_dir
 
 
 class JsonlLog:
     """Metrics as JSON lines, mirrored to TensorBoard when it is installed and enabled."""
 
-    def __init__(self, path: Path, tensorboard_dir: Path | None) -> None:
+    def __init__(self, path: Path, tensorboard_dir: Path | None, enabled: bool = True) -> None:
+        self.enabled = enabled
+        if not enabled:  # another process writes the log
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         self.file = path.open("a", encoding="utf-8")
         self.writer = None
@@ -315,6 +380,8 @@ class JsonlLog:
             self.writer = SummaryWriter(str(tensorboard_dir))
 
     def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         self.file.write(json.dumps({"time": time.time(), **record}) + "\n")
         self.file.flush()
         if self.writer is not None and record.get("event") in ("train", "valid"):
@@ -324,6 +391,8 @@ class JsonlLog:
             self.writer.flush()
 
     def close(self) -> None:
+        if not self.enabled:
+            return
         self.file.close()
         if self.writer is not None:
             self.writer.close()
