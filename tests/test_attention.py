@@ -41,7 +41,7 @@ def test_kernels_agree_self_attention(d_k: int, d_v: int, masking: str) -> None:
 @pytest.mark.parametrize("with_mask", [False, True])
 def test_kernels_agree_cross_attention(d_k: int, d_v: int, with_mask: bool) -> None:
     torch.manual_seed(0)
-    mha = MultiHeadAttention(d_model=32, num_heads=2, d_k=d_k, d_v=d_v).eval()
+    mha = MultiHeadAttention(d_model=32, num_heads=2, d_k=d_k, d_v=d_v, cross=True).eval()
     x, memory = torch.randn(2, 5, 32), torch.randn(2, 9, 32)
     mask = padding_mask(torch.tensor([[1] * 9, [1] * 3 + [0] * 6]), 0) if with_mask else None
     mha.kernel = "reference"
@@ -106,7 +106,7 @@ def test_cached_self_attention_equals_full(rotary: bool) -> None:
 
 def test_cross_attention_cache_projects_memory_once() -> None:
     torch.manual_seed(0)
-    mha = MultiHeadAttention(16, 2, 8, 8).eval()
+    mha = MultiHeadAttention(16, 2, 8, 8, cross=True).eval()
     x, memory = torch.randn(2, 3, 16), torch.randn(2, 5, 16)
     full, _ = mha(x, memory=memory)
     cache = KVCache(capacity=5)
@@ -118,3 +118,27 @@ def test_cross_attention_cache_projects_memory_once() -> None:
 def test_unknown_kernel_is_rejected() -> None:
     with pytest.raises(ValueError, match="kernel"):
         MultiHeadAttention(16, 2, 8, 8, kernel="flash")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("cross", [False, True])
+def test_fused_projections_load_separate_matrices_and_compute_the_formula(cross: bool) -> None:
+    """A checkpoint with separate W^Q, W^K, W^V loads into the fused projections, and the module
+    computes Concat(head_1 … head_h) W^O with head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)."""
+    torch.manual_seed(0)
+    d_model, heads, d_k, d_v = 12, 2, 4, 5
+    separate = {f"{name}.{kind}": torch.randn(heads * (d_v if name == "v_proj" else d_k), *([d_model] if kind == "weight" else []))
+                for name in ("q_proj", "k_proj", "v_proj") for kind in ("weight", "bias")}
+    separate |= {"out_proj.weight": torch.randn(d_model, heads * d_v), "out_proj.bias": torch.randn(d_model)}
+    mha = MultiHeadAttention(d_model, heads, d_k, d_v, cross=cross).eval()
+    mha.load_state_dict(separate)
+    x, memory = torch.randn(2, 3, d_model), torch.randn(2, 6, d_model)
+    source = memory if cross else x
+    project = lambda name, t: t @ separate[f"{name}.weight"].T + separate[f"{name}.bias"]  # noqa: E731
+    q, k, v = project("q_proj", x), project("k_proj", source), project("v_proj", source)
+    outputs = [torch.softmax(q[..., i * d_k:(i + 1) * d_k] @ k[..., i * d_k:(i + 1) * d_k].transpose(1, 2) / d_k ** 0.5,
+                             -1) @ v[..., i * d_v:(i + 1) * d_v] for i in range(heads)]
+    expected = project("out_proj", torch.cat(outputs, -1))
+    out, _ = mha(x, memory=memory if cross else None)
+    torch.testing.assert_close(out, expected, atol=ATOL, rtol=0)
+    with pytest.raises(ValueError, match="cross-attention needs memory, self-attention takes none"):
+        mha(x, memory=None if cross else memory)

@@ -18,7 +18,9 @@ class GenerationConfig:
     length_penalty: float = 0.6
     """α in ((5 + |Y|) / 6)^α."""
     max_length_offset: int = 50
-    """Maximum output length = source length + this."""
+    """Maximum output length = source length + this …"""
+    max_length: int | None = None
+    """… and at most this many tokens, EOS included (summaries: a few dozen); None: no cap."""
     source_lang: str = ""
     target_lang: str = ""
     """Languages of the training data (the target's picks sacreBLEU's tokenizer: ``zh`` for Chinese)."""
@@ -39,6 +41,8 @@ class GenerationConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting that is out of range."""
+        if self.max_length is not None and self.max_length < 1:
+            raise ValueError(f"max_length must be at least 1 or null, got {self.max_length}")
         if self.beam < 1:
             raise ValueError(f"beam must be at least 1, got {self.beam}")
         if self.max_new_tokens < 1:

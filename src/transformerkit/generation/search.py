@@ -10,6 +10,7 @@ penalty lp(Y) = ((5 + |Y|) / 6)^α (Wu et al., 2016; the paper uses α = 0.6, §
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -26,20 +27,22 @@ def length_penalty(length: int, alpha: float) -> float:
     return ((5 + length) / 6) ** alpha
 
 
-def max_target_lengths(src: Tensor, pad_id: int, offset: int) -> list[int]:
-    """Per sentence: source length (without padding) + ``offset`` target tokens, EOS included."""
-    return [int(n) + offset for n in (src != pad_id).sum(dim=1).tolist()]
+def max_target_lengths(src: Tensor, pad_id: int, offset: int, cap: int | None = None) -> list[int]:
+    """Per sentence: source length (without padding) + ``offset`` target tokens, EOS included, at most ``cap``."""
+    return [int(min(int(n) + offset, cap or math.inf)) for n in (src != pad_id).sum(dim=1).tolist()]
 
 
 @torch.no_grad()
-def greedy_decode(model: EncoderDecoderTransformer, src: Tensor, max_length_offset: int) -> Tensor:
+def greedy_decode(model: EncoderDecoderTransformer, src: Tensor, max_length_offset: int,
+                  max_length: int | None = None) -> Tensor:
     """The most probable next token at every step, with a key/value cache.
 
     src: (batch, src_len) → (batch, ≤ max_len) target ids without BOS, where each sentence may
-    produce its source length + ``max_length_offset`` tokens; rows that ended early are padded.
+    produce its source length + ``max_length_offset`` tokens (at most ``max_length``); rows that
+    ended early are padded.
     """
     cfg = model.config
-    limits = torch.tensor(max_target_lengths(src, cfg.pad_id, max_length_offset), device=src.device)
+    limits = torch.tensor(max_target_lengths(src, cfg.pad_id, max_length_offset, max_length), device=src.device)
     decoder = Seq2SeqDecoder(model, src, copies=1, capacity=int(limits.max()))
     bos = torch.full((src.shape[0], 1), cfg.bos_id, dtype=torch.long, device=src.device)
     steps = generate_tokens(decoder, bos, limits, TokenChooser(GenerationConfig(do_sample=False)),
@@ -122,9 +125,10 @@ def beam_search(decoder: StepDecoder, max_lengths: list[int], beam: int, bos_id:
 
 
 def translate_ids(model: EncoderDecoderTransformer, src: Tensor, beam: int = 4, alpha: float = 0.6,
-                  max_length_offset: int = 50) -> list[Hypothesis]:
-    """Beam search for a padded batch of source ids (batch, src_len); max length = source + offset."""
+                  max_length_offset: int = 50, max_length: int | None = None) -> list[Hypothesis]:
+    """Beam search for a padded batch of source ids (batch, src_len); max length = source + offset
+    (at most ``max_length``)."""
     cfg = model.config
-    limits = max_target_lengths(src, cfg.pad_id, max_length_offset)
+    limits = max_target_lengths(src, cfg.pad_id, max_length_offset, max_length)
     decoder = Seq2SeqDecoder(model, src, copies=beam, capacity=max(limits))
     return beam_search(decoder, limits, beam, cfg.bos_id, cfg.eos_id, alpha, device=src.device)

@@ -5,7 +5,7 @@ prefix is dropped):
 
     embeddings.word_embeddings / position_embeddings / token_type_embeddings / LayerNorm
         → embedding.tokens.embedding / positional.embedding / segments / norm
-    encoder.layer.{i}.attention.self.{query,key,value}   → encoder.layers.{i}.self_attention.{q,k,v}_proj
+    encoder.layer.{i}.attention.self.{query,key,value}   → encoder.layers.{i}.self_attention.qkv_proj (stacked)
     encoder.layer.{i}.attention.output.dense             → encoder.layers.{i}.self_attention.out_proj
     encoder.layer.{i}.attention.output.LayerNorm         → encoder.layers.{i}.self_attention_block.norm
     encoder.layer.{i}.intermediate.dense                 → encoder.layers.{i}.feed_forward.linear1
@@ -33,7 +33,8 @@ from transformerkit.checkpoint import CheckpointError, atomic_directory
 from transformerkit.config import TransformerConfig
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.interop.common import (TO_HF_ACTIVATION, activation_from_hf, check_layout, check_state,
-                                          drop_tied_output, read_hf_config, read_hf_weights, write_hf_tokenizer)
+                                          drop_tied_output, read_hf_config, read_hf_weights,
+                                          separate_projections, write_hf_tokenizer)
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
 
 _IGNORED = ("embeddings.position_ids",  # a buffer older checkpoints carry
@@ -139,7 +140,7 @@ def load_hf_bert(directory: str | Path) -> EncoderOnlyTransformer:
     drop_tied_output(state, _TIED_DECODER, "embeddings.word_embeddings.weight", context)
     model = EncoderOnlyTransformer(config)
     names = key_map(config)
-    ours = model.state_dict()
+    ours = separate_projections(model.state_dict())
     expected = {theirs: tuple(ours[mine].shape) for theirs, mine in names.items()}
     state = {names[k]: v for k, v in check_state(state, expected, context).items()}
     if config.masked_lm_head:
@@ -152,7 +153,7 @@ def save_hf_bert(model: EncoderOnlyTransformer, directory: str | Path, tokenizer
     """Write ``config.json`` + ``model.safetensors`` that ``BertModel.from_pretrained`` loads (and
     the tokenizer files for ``AutoTokenizer``), atomically."""
     hf_config = config_to_hf(model.config)
-    ours = model.state_dict()
+    ours = separate_projections(model.state_dict())
     state: dict[str, Tensor] = {theirs: ours[mine].detach().contiguous().clone()
                                 for theirs, mine in key_map(model.config).items()}
     if model.config.masked_lm_head:

@@ -81,6 +81,21 @@ def check_state(state: dict[str, Tensor], expected: dict[str, tuple[int, ...]], 
     return state
 
 
+def separate_projections(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``state`` with every self-attention ``qkv_proj`` split into ``q_proj``, ``k_proj``, ``v_proj``
+    (equal widths, d_k = d_v, as in BERT): the layout of checkpoints that store them apart. Such a
+    state loads back unchanged: :class:`~transformerkit.nn.attention.MultiHeadAttention` fuses them."""
+    separate = {}
+    for key, value in state.items():
+        prefix, _, kind = key.rpartition(".qkv_proj.")
+        if not _:
+            separate[key] = value
+            continue
+        for name, part in zip(("q_proj", "k_proj", "v_proj"), value.chunk(3)):
+            separate[f"{prefix}.{name}.{kind}"] = part
+    return separate
+
+
 def drop_tied_output(state: dict[str, Tensor], output_key: str, embedding_key: str, context: str) -> None:
     """Remove a stored copy of a tied output matrix from ``state``; one that differs from the
     embedding matrix raises :class:`CheckpointError` (untied output layers are not supported)."""

@@ -6,7 +6,7 @@ Hugging Face's ``GPT2LMHeadModel`` names and shapes (d = n_embd, f = n_inner):
     transformer.wpe.weight              (n_positions, d)→ embedding.positional.embedding.weight
     transformer.h.{i}.ln_1.{weight,bias}                → decoder.layers.{i}.self_attention_block.norm
     transformer.h.{i}.attn.c_attn.{weight (d, 3d), bias (3d)}
-                                                        → self_attention.{q,k,v}_proj (split, transposed)
+                                                        → self_attention.qkv_proj (transposed)
     transformer.h.{i}.attn.c_proj.{weight (d, d), bias} → self_attention.out_proj (transposed)
     transformer.h.{i}.ln_2.{weight,bias}                → decoder.layers.{i}.feed_forward_block.norm
     transformer.h.{i}.mlp.c_fc.{weight (d, f), bias}    → feed_forward.linear1 (transposed)
@@ -24,7 +24,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
@@ -114,20 +113,14 @@ def check_hf_state(state: dict[str, Tensor], config: TransformerConfig, source: 
 
 def state_from_hf(hf_state: dict[str, Tensor], config: TransformerConfig) -> dict[str, Tensor]:
     """Our state dict from a checked, normalized GPT-2 state (see :func:`check_hf_state`)."""
-    d = config.d_model
     state = {"embedding.tokens.embedding.weight": hf_state["wte.weight"],
              "embedding.positional.embedding.weight": hf_state["wpe.weight"],
              "decoder.final_norm.weight": hf_state["ln_f.weight"], "decoder.final_norm.bias": hf_state["ln_f.bias"]}
     for i in range(config.num_decoder_layers):
         state |= {ours: hf_state[theirs] for theirs, ours in _layer_map(i).items()}
         layer, attn, ff = f"decoder.layers.{i}", f"h.{i}.attn", f"h.{i}.mlp"
-        for name, weight, bias in zip(("q_proj", "k_proj", "v_proj"),
-                                      hf_state[f"{attn}.c_attn.weight"].split(d, dim=1),
-                                      hf_state[f"{attn}.c_attn.bias"].split(d)):
-            state[f"{layer}.self_attention.{name}.weight"] = weight.t()
-            state[f"{layer}.self_attention.{name}.bias"] = bias
-        for ours, theirs in (("self_attention.out_proj", f"{attn}.c_proj"), ("feed_forward.linear1", f"{ff}.c_fc"),
-                             ("feed_forward.linear2", f"{ff}.c_proj")):
+        for ours, theirs in (("self_attention.qkv_proj", f"{attn}.c_attn"), ("self_attention.out_proj", f"{attn}.c_proj"),
+                             ("feed_forward.linear1", f"{ff}.c_fc"), ("feed_forward.linear2", f"{ff}.c_proj")):
             state[f"{layer}.{ours}.weight"] = hf_state[f"{theirs}.weight"].t()
             state[f"{layer}.{ours}.bias"] = hf_state[f"{theirs}.bias"]
     state["output_projection.weight"] = state["embedding.tokens.embedding.weight"]
@@ -143,11 +136,8 @@ def state_to_hf(model: DecoderOnlyTransformer) -> dict[str, Tensor]:
     for i in range(config.num_decoder_layers):
         hf |= {theirs: ours[mine] for theirs, mine in _layer_map(i).items()}
         layer = f"decoder.layers.{i}"
-        q, k, v = (f"{layer}.self_attention.{n}" for n in ("q_proj", "k_proj", "v_proj"))
-        hf[f"h.{i}.attn.c_attn.weight"] = torch.cat([ours[f"{p}.weight"] for p in (q, k, v)]).t()
-        hf[f"h.{i}.attn.c_attn.bias"] = torch.cat([ours[f"{p}.bias"] for p in (q, k, v)])
-        for mine, theirs in (("self_attention.out_proj", f"h.{i}.attn.c_proj"), ("feed_forward.linear1", f"h.{i}.mlp.c_fc"),
-                             ("feed_forward.linear2", f"h.{i}.mlp.c_proj")):
+        for mine, theirs in (("self_attention.qkv_proj", f"h.{i}.attn.c_attn"), ("self_attention.out_proj", f"h.{i}.attn.c_proj"),
+                             ("feed_forward.linear1", f"h.{i}.mlp.c_fc"), ("feed_forward.linear2", f"h.{i}.mlp.c_proj")):
             hf[f"{theirs}.weight"] = ours[f"{layer}.{mine}.weight"].t()
             hf[f"{theirs}.bias"] = ours[f"{layer}.{mine}.bias"]
     return {f"transformer.{k}": v.detach().contiguous().clone() for k, v in hf.items()}

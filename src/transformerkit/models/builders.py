@@ -12,12 +12,12 @@ from transformerkit.nn.feed_forward import PositionwiseFeedForward
 from transformerkit.nn.layers import TransformerLayer, TransformerStack
 
 
-def attention(config: TransformerConfig, rotary: bool) -> MultiHeadAttention:
+def attention(config: TransformerConfig, rotary: bool, cross: bool = False) -> MultiHeadAttention:
     return MultiHeadAttention(
         config.d_model, config.num_heads, config.head_dim_k, config.head_dim_v,
         dropout=config.attention_dropout, bias=config.bias,
         rotary=RotaryEmbedding(config.head_dim_k, config.rotary_base) if rotary else None,
-        kernel=config.attention_kernel)
+        kernel=config.attention_kernel, cross=cross)
 
 
 def transformer_stack(config: TransformerConfig, num_layers: int, cross_attention: bool) -> TransformerStack:
@@ -30,7 +30,7 @@ def transformer_stack(config: TransformerConfig, num_layers: int, cross_attentio
             d_model=config.d_model, dropout=config.dropout, norm_position=config.norm_position,
             eps=config.layer_norm_eps,
             # queries and keys of cross-attention come from different sequences: no rotation
-            cross_attention=attention(config, rotary=False) if cross_attention else None)
+            cross_attention=attention(config, rotary=False, cross=True) if cross_attention else None)
         for _ in range(num_layers)
     ]
     return TransformerStack(layers, config.d_model, config.norm_position, config.layer_norm_eps)

@@ -84,8 +84,14 @@ def fused_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None,
 class MultiHeadAttention(nn.Module):
     """Multi-head attention with separate per-head widths d_k (queries, keys) and d_v (values).
 
-    Self-attention: ``forward(x)``; cross-attention: ``forward(x, memory=encoder_output)``
+    Self-attention: ``forward(x)``; cross-attention (``cross=True``): ``forward(x, memory=encoder_output)``
     (queries from the decoder, keys and values from the encoder, §3.2.3).
+
+    The per-head projections W_i^Q, W_i^K, W_i^V are stored side by side in one matrix, so one
+    matrix product computes them all: ``qkv_proj`` (d_model → h·(2·d_k + d_v)) in self-attention;
+    ``q_proj`` (d_model → h·d_k) and ``kv_proj`` (d_model → h·(d_k + d_v)) in cross-attention,
+    whose keys and values come from another sequence. Checkpoints with separate ``q_proj``,
+    ``k_proj``, ``v_proj`` still load (they are concatenated on load).
 
     x: (batch, q_len, d_model), memory: (batch, k_len, d_model) → (batch, q_len, d_model), and the
     attention weights (batch, heads, q_len, k_len) when ``need_weights`` (reference kernel).
@@ -96,20 +102,29 @@ class MultiHeadAttention(nn.Module):
 
     def __init__(self, d_model: int, num_heads: int, d_k: int, d_v: int, dropout: float = 0.0,
                  bias: bool = True, rotary: RotaryEmbedding | None = None,
-                 kernel: AttentionKernel = "fused") -> None:
+                 kernel: AttentionKernel = "fused", cross: bool = False) -> None:
         super().__init__()
-        self.num_heads, self.d_k, self.d_v = num_heads, d_k, d_v
-        self.q_proj = nn.Linear(d_model, num_heads * d_k, bias=bias)
-        self.k_proj = nn.Linear(d_model, num_heads * d_k, bias=bias)
-        self.v_proj = nn.Linear(d_model, num_heads * d_v, bias=bias)
+        self.num_heads, self.d_k, self.d_v, self.cross = num_heads, d_k, d_v, cross
+        self.widths = [num_heads * d_k, num_heads * d_k, num_heads * d_v]  # Q, K, V
+        if cross:
+            self.q_proj = nn.Linear(d_model, self.widths[0], bias=bias)
+            self.kv_proj = nn.Linear(d_model, self.widths[1] + self.widths[2], bias=bias)
+            parts = [(self.q_proj, self.widths[:1]), (self.kv_proj, self.widths[1:])]
+        else:
+            self.qkv_proj = nn.Linear(d_model, sum(self.widths), bias=bias)
+            parts = [(self.qkv_proj, self.widths)]
         self.out_proj = nn.Linear(num_heads * d_v, d_model, bias=bias)
+        parts.append((self.out_proj, [d_model]))
         self.dropout = dropout
         self.rotary = rotary
         self.kernel = kernel
-        for linear in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
-            nn.init.xavier_uniform_(linear.weight)
-            if bias:
-                nn.init.zeros_(linear.bias)
+        with torch.no_grad():
+            for linear, widths in parts:  # Glorot-uniform per projection, as if each were its own matrix
+                for block in linear.weight.split(widths):
+                    nn.init.xavier_uniform_(block)
+                if bias:
+                    nn.init.zeros_(linear.bias)
+        self.register_load_state_dict_pre_hook(_fuse_separate_projections)
 
     @property
     def kernel(self) -> AttentionKernel:
@@ -134,23 +149,26 @@ class MultiHeadAttention(nn.Module):
         causal: also forbid attending to later positions (self-attention).
         positions: (batch, q_len) absolute positions of ``x``'s tokens (used by rotary embeddings).
         """
-        q = self._heads(self.q_proj(x), self.d_k)
-        if memory is None:  # self-attention: keys and values from the same tokens
-            k = self._heads(self.k_proj(x), self.d_k)
-            v = self._heads(self.v_proj(x), self.d_v)
+        if (memory is not None) != self.cross:
+            raise ValueError("cross-attention needs memory, self-attention takes none")
+        if memory is None:  # self-attention: queries, keys and values from the same tokens
+            q, k, v = (self._heads(t, width) for t, width in
+                       zip(self.qkv_proj(x).split(self.widths, dim=-1), (self.d_k, self.d_k, self.d_v)))
             if self.rotary is not None:
                 if positions is None:
                     raise ValueError("rotary attention needs the tokens' positions")
                 q, k = self.rotary(q, positions), self.rotary(k, positions)
             if cache is not None:
                 k, v = cache.append(k, v)
-        elif cache is not None and cache.length:  # cross-attention, memory already projected
-            k, v = cache.keys, cache.values
         else:
-            k = self._heads(self.k_proj(memory), self.d_k)
-            v = self._heads(self.v_proj(memory), self.d_v)
-            if cache is not None:
-                cache.append(k, v)
+            q = self._heads(self.q_proj(x), self.d_k)
+            if cache is not None and cache.length:  # memory already projected
+                k, v = cache.keys, cache.values
+            else:
+                k, v = self.kv_proj(memory).split(self.widths[1:], dim=-1)
+                k, v = self._heads(k, self.d_k), self._heads(v, self.d_v)
+                if cache is not None:
+                    cache.append(k, v)
 
         dropout_p = self.dropout if self.training else 0.0
         weights = None
@@ -163,3 +181,13 @@ class MultiHeadAttention(nn.Module):
         batch, _, q_len, _ = out.shape
         out = out.transpose(1, 2).reshape(batch, q_len, self.num_heads * self.d_v)
         return self.out_proj(out), weights
+
+
+def _fuse_separate_projections(module: nn.Module, state_dict: dict[str, Tensor], prefix: str, *args: object) -> None:
+    """Load a checkpoint written with separate ``q_proj``/``k_proj``/``v_proj`` matrices: concatenate
+    them into ``qkv_proj`` (self-attention) or ``kv_proj`` (cross-attention)."""
+    fused, names = ("kv_proj", ("k_proj", "v_proj")) if getattr(module, "cross") else ("qkv_proj", ("q_proj", "k_proj", "v_proj"))
+    for kind in ("weight", "bias"):
+        keys = [f"{prefix}{name}.{kind}" for name in names]
+        if all(key in state_dict for key in keys):
+            state_dict[f"{prefix}{fused}.{kind}"] = torch.cat([state_dict.pop(key) for key in keys])

@@ -131,10 +131,11 @@ class Translator:
         g = self.generation
         with torch.inference_mode():
             if g.beam == 1:  # greedy: same result as beam 1, without the bookkeeping
-                out = greedy_decode(self.model, src, g.max_length_offset)
+                out = greedy_decode(self.model, src, g.max_length_offset, g.max_length)
                 return [row[:row.index(self.tokenizer.eos_id)] if self.tokenizer.eos_id in row else row
                         for row in out.tolist()]
-            return [h.tokens for h in translate_ids(self.model, src, g.beam, g.length_penalty, g.max_length_offset)]
+            return [h.tokens for h in translate_ids(self.model, src, g.beam, g.length_penalty, g.max_length_offset,
+                                                    g.max_length)]
 
     def translate(self, texts: list[str]) -> list[str]:
         """Translations in the order of ``texts``; a blank line stays blank."""

@@ -1,0 +1,312 @@
+"""Speed against the peers, every figure a ratio measured in the same run on the same shapes.
+
+    python benchmarks/run.py            # all rows (about 20 minutes on 2 CPU cores), writes BENCHMARKS.md
+    python benchmarks/run.py --quick    # fewer shapes and repeats (a few minutes)
+
+Each row times transformerkit and its peers interleaved (A B C A B C …) after a warm-up and
+reports the median; weights are random (speed does not depend on their values). Peers:
+``torch.nn.Transformer`` with the same embeddings and output projection, and Hugging Face
+``transformers`` (BART, GPT-2, BERT) configured to the same shapes.
+
+FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` (matrix products and attention,
+2 per multiply-add, forward and backward); the peaks are a large ``torch.mm`` and a large read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe, interleaved_medians  # noqa: E402
+
+from transformerkit.config import TransformerConfig, preset  # noqa: E402
+from transformerkit.generation.config import GenerationConfig  # noqa: E402
+from transformerkit.generation.decoders import CausalLMDecoder, Seq2SeqDecoder  # noqa: E402
+from transformerkit.generation.sampling import TokenChooser, generate_tokens  # noqa: E402
+from transformerkit.generation.search import beam_search  # noqa: E402
+from transformerkit.models.decoder_only import DecoderOnlyTransformer  # noqa: E402
+from transformerkit.models.encoder_decoder import EncoderDecoderTransformer  # noqa: E402
+from transformerkit.models.encoder_only import EncoderOnlyTransformer  # noqa: E402
+from transformerkit.nn.embedding import SinusoidalPositionalEncoding  # noqa: E402
+
+
+@dataclass
+class Row:
+    name: str
+    unit: str
+    ours: float
+    peers: dict[str, float]
+    target: dict[str, float]
+    """Wanted ratio ours / peer, by peer."""
+    note: str = ""
+
+    def cells(self) -> list[str]:
+        ratios = [f"{self.ours / v:.2f}× {name}" + (f" (target {self.target[name]:g}×)" if name in self.target else "")
+                  for name, v in self.peers.items()]
+        peers = ", ".join(f"{name} {v:,.1f}" for name, v in self.peers.items())
+        return [self.name, f"{self.ours:,.1f} {self.unit}", peers, "; ".join(ratios), self.note]
+
+
+def precision_context(precision: str) -> Callable[[], object]:
+    return (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
+
+
+# ------------------------------------------------------------------------------------ peers
+class TorchTransformerModel(nn.Module):
+    """A translation model on ``torch.nn.Transformer``: the same scaled, tied embeddings, sinusoidal
+    positions and output projection as transformerkit's, PyTorch's encoder and decoder in between."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_id)
+        self.positions = SinusoidalPositionalEncoding(config.d_model)
+        self.transformer = nn.Transformer(config.d_model, config.num_heads, config.num_encoder_layers,
+                                          config.num_decoder_layers, config.d_ff, config.dropout,
+                                          batch_first=True, norm_first=config.norm_position == "pre")
+        self.output = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.output.weight = self.embedding.weight
+
+    def embed(self, ids: Tensor) -> Tensor:
+        positions = torch.arange(ids.shape[1])[None].expand_as(ids)
+        return F.dropout(self.embedding(ids) * math.sqrt(self.config.d_model) + self.positions(positions),
+                         self.config.dropout, self.training)
+
+    def loss(self, src: Tensor, tgt_in: Tensor, tgt_out: Tensor) -> Tensor:
+        causal = nn.Transformer.generate_square_subsequent_mask(tgt_in.shape[1])
+        hidden = self.transformer(self.embed(src), self.embed(tgt_in), tgt_mask=causal, tgt_is_causal=True,
+                                  src_key_padding_mask=src == self.config.pad_id,
+                                  memory_key_padding_mask=src == self.config.pad_id)
+        return F.cross_entropy(self.output(hidden).flatten(0, 1), tgt_out.flatten(), ignore_index=self.config.pad_id,
+                               label_smoothing=self.config.label_smoothing)
+
+
+def hf_bart(config: TransformerConfig) -> nn.Module:
+    from transformers import BartConfig, BartForConditionalGeneration
+    return BartForConditionalGeneration(BartConfig(
+        vocab_size=config.vocab_size, d_model=config.d_model, encoder_layers=config.num_encoder_layers,
+        decoder_layers=config.num_decoder_layers, encoder_attention_heads=config.num_heads,
+        decoder_attention_heads=config.num_heads, encoder_ffn_dim=config.d_ff, decoder_ffn_dim=config.d_ff,
+        activation_function=config.activation, dropout=config.dropout, attention_dropout=0.0, activation_dropout=0.0,
+        max_position_embeddings=1024, pad_token_id=config.pad_id, bos_token_id=config.bos_id,
+        eos_token_id=config.eos_id, decoder_start_token_id=config.bos_id, forced_eos_token_id=None,
+        scale_embedding=True, tie_word_embeddings=True))
+
+
+# ------------------------------------------------------------------------------------ measuring
+def training_step(model: nn.Module, loss: Callable[[], Tensor], precision: str) -> Callable[[], None]:
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    autocast = precision_context(precision)
+
+    def step() -> None:
+        with autocast():
+            value = loss()
+        value.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return step
+
+
+def count_flops(run: Callable[[], None]) -> float:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        run()
+    return float(counter.get_total_flops())
+
+
+def seq2seq_training(shape: str, precision: str, batch: int, length: int, repeats: int) -> Row:
+    config = preset(shape, vocab_size=8000) if shape == "small" else preset(shape)
+    generator = torch.Generator().manual_seed(0)
+    src = torch.randint(3, config.vocab_size, (batch, length), generator=generator)
+    tgt = torch.randint(3, config.vocab_size, (batch, length + 1), generator=generator)
+    tgt_in, tgt_out = tgt[:, :-1], tgt[:, 1:]
+    torch.manual_seed(0)
+    ours = EncoderDecoderTransformer(config).train()
+    torch_model = TorchTransformerModel(config).train()
+    bart = hf_bart(config).train()
+    steps = {"transformerkit": training_step(ours, lambda: ours.loss(src, tgt_in, tgt_out), precision),
+             "nn.Transformer": training_step(torch_model, lambda: torch_model.loss(src, tgt_in, tgt_out), precision),
+             "HF BART": training_step(bart, lambda: bart(input_ids=src, decoder_input_ids=tgt_in, labels=tgt_out).loss,
+                                      precision)}
+    seconds = interleaved_medians(steps, repeats)
+    tokens = batch * length
+    rate = {k: tokens / v for k, v in seconds.items()}
+    flops = count_flops(steps["transformerkit"]) / seconds["transformerkit"]
+    return Row(f"train enc-dec {shape} ({config.d_model}, {config.num_encoder_layers}+{config.num_decoder_layers}, "
+               f"vocab {config.vocab_size}), {precision}, batch {batch}×{length}", "tgt tok/s",
+               rate["transformerkit"], {k: v for k, v in rate.items() if k != "transformerkit"},
+               {"nn.Transformer": 1.5, "HF BART": 2.0}, f"{flops / 1e9:.0f} GFLOP/s achieved")
+
+
+def decoder_training(precision: str, batch: int, length: int, repeats: int) -> Row:
+    from transformers import GPT2Config, GPT2LMHeadModel
+    config = preset("gpt-small", vocab_size=8000, max_positions=length, dropout=0.1, attention_dropout=0.1)
+    ids = torch.randint(0, config.vocab_size, (batch, length + 1), generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    ours = DecoderOnlyTransformer(config).train()
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=config.vocab_size, n_positions=length, n_embd=config.d_model,
+                                    n_layer=config.num_decoder_layers, n_head=config.num_heads,
+                                    n_inner=config.d_ff)).train()
+    steps = {"transformerkit": training_step(ours, lambda: ours.loss(ids[:, :-1], ids[:, 1:]), precision),
+             "HF GPT-2": training_step(hf, lambda: hf(ids[:, :-1], labels=ids[:, :-1]).loss, precision)}
+    seconds = interleaved_medians(steps, repeats)
+    rate = {k: batch * length / v for k, v in seconds.items()}
+    flops = count_flops(steps["transformerkit"]) / seconds["transformerkit"]
+    return Row(f"train decoder-only ({config.d_model}, {config.num_decoder_layers} layers, vocab {config.vocab_size}), "
+               f"{precision}, batch {batch}×{length}", "tok/s", rate["transformerkit"], {"HF GPT-2": rate["HF GPT-2"]},
+               {"HF GPT-2": 2.0}, f"{flops / 1e9:.0f} GFLOP/s achieved")
+
+
+def greedy_generation(batch: int, new_tokens: int, repeats: int, bandwidth: float) -> Row:
+    import tempfile
+
+    from transformers import GPT2LMHeadModel
+
+    from transformerkit.interop.gpt2 import save_hf_gpt2
+    torch.manual_seed(0)
+    ours = DecoderOnlyTransformer(preset("gpt2")).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        save_hf_gpt2(ours, Path(tmp) / "hf")
+        hf = GPT2LMHeadModel.from_pretrained(Path(tmp) / "hf").eval()
+    prompt = torch.randint(0, 50000, (batch, 16), generator=torch.Generator().manual_seed(batch))
+    mask = torch.ones_like(prompt, dtype=torch.bool)
+    greedy = TokenChooser(GenerationConfig())
+
+    def ours_run() -> None:
+        decoder = CausalLMDecoder(ours, mask, 16 + new_tokens)
+        with torch.inference_mode():
+            list(generate_tokens(decoder, prompt, new_tokens, greedy, None, 50256))
+
+    def hf_run() -> None:
+        with torch.inference_mode():
+            hf.generate(prompt, attention_mask=mask.long(), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                        do_sample=False, pad_token_id=50256)
+
+    seconds = interleaved_medians({"transformerkit": ours_run, "HF generate": hf_run}, repeats)
+    rate = {k: batch * new_tokens / v for k, v in seconds.items()}
+    weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters())
+    traffic = weight_bytes * rate["transformerkit"] / batch  # the weights are read once per step
+    return Row(f"greedy generation, GPT-2 124M shape, fp32, KV cache, batch {batch}, {new_tokens} new tokens",
+               "tok/s", rate["transformerkit"], {"HF generate": rate["HF generate"]},
+               {"HF generate": 2.5} if batch == 1 else {},
+               f"weights read at {traffic / 1e9:.1f} GB/s = {traffic / bandwidth:.0%} of measured bandwidth")
+
+
+def beam_generation(batch: int, new_tokens: int, repeats: int) -> Row:
+    config = preset("base", vocab_size=8000, dropout=0.0)
+    src = torch.randint(3, 8000, (batch, 32), generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    ours = EncoderDecoderTransformer(config).eval()
+    bart = hf_bart(config).eval()
+
+    def ours_run() -> None:  # EOS never wins (eos_id -1): every sentence takes exactly new_tokens steps
+        decoder = Seq2SeqDecoder(ours, src, copies=4, capacity=new_tokens)
+        with torch.inference_mode():
+            beam_search(decoder, [new_tokens] * batch, 4, config.bos_id, -1, 0.6)
+
+    def hf_run() -> None:
+        with torch.inference_mode():
+            bart.generate(src, attention_mask=(src != 0).long(), num_beams=4, max_new_tokens=new_tokens,
+                          min_new_tokens=new_tokens, do_sample=False, early_stopping=False)
+
+    seconds = interleaved_medians({"transformerkit": ours_run, "HF BART generate": hf_run}, repeats)
+    rate = {k: batch / v for k, v in seconds.items()}
+    return Row(f"beam search 4, batch {batch}, {new_tokens} new tokens, d512 6+6 vocab 8000, fp32", "sentences/s",
+               rate["transformerkit"], {"HF BART generate": rate["HF BART generate"]}, {"HF BART generate": 2.0})
+
+
+def bert_forward(precision: str, batch: int, length: int, repeats: int) -> Row:
+    from transformers import BertConfig, BertModel
+    config = preset("bert-base", dropout=0.0, attention_dropout=0.0)
+    ids = torch.randint(1, config.vocab_size, (batch, length), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    mask[batch // 2:, length // 2:] = False  # half the batch is padded to half length
+    torch.manual_seed(0)
+    ours = EncoderOnlyTransformer(config).eval()
+    hf = BertModel(BertConfig(attn_implementation="sdpa")).eval()
+    autocast = precision_context(precision)
+
+    def ours_run() -> None:
+        with torch.inference_mode(), autocast():
+            ours(ids, mask)
+
+    def hf_run() -> None:
+        with torch.inference_mode(), autocast():
+            hf(ids, attention_mask=mask.long())
+
+    seconds = interleaved_medians({"transformerkit": ours_run, "HF BertModel": hf_run}, repeats)
+    rate = {k: batch * length / v for k, v in seconds.items()}
+    return Row(f"BERT-base encoder forward, {precision}, batch {batch}×{length}", "tok/s", rate["transformerkit"],
+               {"HF BertModel": rate["HF BertModel"]}, {"HF BertModel": 1.3})
+
+
+def peaks(size: int = 2048) -> tuple[float, float, float]:
+    """Measured matmul GFLOP/s (fp32, bf16) and read bandwidth (bytes/s)."""
+    result = []
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        seconds = interleaved_medians({"mm": lambda: torch.mm(a, b)}, repeats=5)["mm"]
+        result.append(2 * size ** 3 / seconds)
+    big = torch.ones(256 * 1024 * 1024 // 4)  # 256 MiB
+    seconds = interleaved_medians({"read": lambda: big.sum()}, repeats=5)["read"]
+    return result[0], result[1], big.numel() * 4 / seconds
+
+
+def markdown(rows: list[Row], machine: str, fp32: float, bf16: float, bandwidth: float, seconds: float) -> str:
+    lines = ["| row | transformerkit | peers | ratio | notes |", "|---|---:|---|---|---|"]
+    lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
+    return (f"Machine: {machine}.\n\nMeasured peaks: fp32 `torch.mm` {fp32 / 1e9:.0f} GFLOP/s, bf16 {bf16 / 1e9:.0f} "
+            f"GFLOP/s (2048³), memory read {bandwidth / 1e9:.1f} GB/s (sum of 256 MiB). Whole run: "
+            f"{seconds / 60:.1f} min.\n\n" + "\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer shapes and repeats (a few minutes)")
+    parser.add_argument("--out", default=None, help="write the table to this Markdown file (default: print only)")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    repeats = 3 if args.quick else 5
+    machine = describe()
+    fp32, bf16, bandwidth = peaks()
+    print(f"machine: {machine}\npeaks: fp32 {fp32 / 1e9:.0f} GFLOP/s, bf16 {bf16 / 1e9:.0f} GFLOP/s, "
+          f"read {bandwidth / 1e9:.1f} GB/s", flush=True)
+    jobs: list[Callable[[], Row]] = [
+        lambda: seq2seq_training("small", "fp32", 16, 64, repeats),
+        lambda: seq2seq_training("small", "bf16", 16, 64, repeats),
+        lambda: decoder_training("fp32", 8, 128, repeats),
+        lambda: greedy_generation(1, 32 if args.quick else 64, repeats, bandwidth),
+        lambda: greedy_generation(8, 32 if args.quick else 64, repeats, bandwidth),
+        lambda: beam_generation(8, 16 if args.quick else 64, 1 if args.quick else 3),
+        lambda: bert_forward("fp32", 8, 128, repeats),
+    ]
+    if not args.quick:
+        jobs[2:2] = [lambda: seq2seq_training("base", "fp32", 16, 64, 3),
+                     lambda: seq2seq_training("base", "bf16", 16, 64, 3)]
+        jobs.insert(-1, lambda: decoder_training("bf16", 8, 128, repeats))
+        jobs.append(lambda: bert_forward("bf16", 8, 128, repeats))
+    rows = []
+    for job in jobs:
+        row = job()
+        rows.append(row)
+        print(" | ".join(row.cells()), flush=True)
+    table = markdown(rows, machine, fp32, bf16, bandwidth, time.perf_counter() - started)
+    print("\n" + table)
+    if args.out:
+        Path(args.out).write_text(table, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
