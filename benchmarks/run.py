@@ -119,6 +119,12 @@ def training_step(model: nn.Module, loss: Callable[[], Tensor], precision: str) 
     return step
 
 
+def smoothed_loss(logits: Tensor, targets: Tensor, config: TransformerConfig) -> Tensor:
+    """The loss transformerkit trains with (label smoothing ε_ls), applied to a peer's logits: the same work."""
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=config.pad_id,
+                           label_smoothing=config.label_smoothing)
+
+
 def count_flops(run: Callable[[], None]) -> float:
     counter = FlopCounterMode(display=False)
     with counter:
@@ -131,15 +137,15 @@ def seq2seq_training(shape: str, precision: str, batch: int, length: int, repeat
     generator = torch.Generator().manual_seed(0)
     src = torch.randint(3, config.vocab_size, (batch, length), generator=generator)
     tgt = torch.randint(3, config.vocab_size, (batch, length + 1), generator=generator)
-    tgt_in, tgt_out = tgt[:, :-1], tgt[:, 1:]
+    tgt_in, tgt_out = tgt[:, :-1].contiguous(), tgt[:, 1:].contiguous()
     torch.manual_seed(0)
     ours = EncoderDecoderTransformer(config).train()
     torch_model = TorchTransformerModel(config).train()
     bart = hf_bart(config).train()
     steps = {"transformerkit": training_step(ours, lambda: ours.loss(src, tgt_in, tgt_out), precision),
              "nn.Transformer": training_step(torch_model, lambda: torch_model.loss(src, tgt_in, tgt_out), precision),
-             "HF BART": training_step(bart, lambda: bart(input_ids=src, decoder_input_ids=tgt_in, labels=tgt_out).loss,
-                                      precision)}
+             "HF BART": training_step(bart, lambda: smoothed_loss(bart(input_ids=src, decoder_input_ids=tgt_in).logits,
+                                                                  tgt_out, config), precision)}
     seconds = interleaved_medians(steps, repeats)
     tokens = batch * length
     rate = {k: tokens / v for k, v in seconds.items()}
@@ -152,15 +158,16 @@ def seq2seq_training(shape: str, precision: str, batch: int, length: int, repeat
 
 def decoder_training(precision: str, batch: int, length: int, repeats: int) -> Row:
     from transformers import GPT2Config, GPT2LMHeadModel
-    config = preset("gpt-small", vocab_size=8000, max_positions=length, dropout=0.1, attention_dropout=0.1)
+    config = preset("gpt2", num_decoder_layers=6, d_model=512, d_ff=2048, num_heads=8, max_positions=length)
     ids = torch.randint(0, config.vocab_size, (batch, length + 1), generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     ours = DecoderOnlyTransformer(config).train()
     hf = GPT2LMHeadModel(GPT2Config(vocab_size=config.vocab_size, n_positions=length, n_embd=config.d_model,
                                     n_layer=config.num_decoder_layers, n_head=config.num_heads,
                                     n_inner=config.d_ff)).train()
-    steps = {"transformerkit": training_step(ours, lambda: ours.loss(ids[:, :-1], ids[:, 1:]), precision),
-             "HF GPT-2": training_step(hf, lambda: hf(ids[:, :-1], labels=ids[:, :-1]).loss, precision)}
+    inputs, targets = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
+    steps = {"transformerkit": training_step(ours, lambda: ours.loss(inputs, targets), precision),
+             "HF GPT-2": training_step(hf, lambda: smoothed_loss(hf(inputs).logits, targets, config), precision)}
     seconds = interleaved_medians(steps, repeats)
     rate = {k: batch * length / v for k, v in seconds.items()}
     flops = count_flops(steps["transformerkit"]) / seconds["transformerkit"]
@@ -211,10 +218,18 @@ def beam_generation(batch: int, new_tokens: int, repeats: int) -> Row:
     ours = EncoderDecoderTransformer(config).eval()
     bart = hf_bart(config).eval()
 
-    def ours_run() -> None:  # EOS never wins (eos_id -1): every sentence takes exactly new_tokens steps
-        decoder = Seq2SeqDecoder(ours, src, copies=4, capacity=new_tokens)
+    class NoEarlyEnd(Seq2SeqDecoder):
+        """EOS only at the length limit (as HF's min_new_tokens): every sentence takes new_tokens steps."""
+
+        def step(self, tokens: Tensor) -> Tensor:
+            logits = super().step(tokens)
+            logits[:, config.eos_id] = float("-inf")
+            return logits
+
+    def ours_run() -> None:
+        decoder = NoEarlyEnd(ours, src, copies=4, capacity=new_tokens)
         with torch.inference_mode():
-            beam_search(decoder, [new_tokens] * batch, 4, config.bos_id, -1, 0.6)
+            beam_search(decoder, [new_tokens] * batch, 4, config.bos_id, config.eos_id, 0.6)
 
     def hf_run() -> None:
         with torch.inference_mode():
