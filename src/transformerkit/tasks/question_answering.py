@@ -175,6 +175,8 @@ class QuestionAnsweringTask:
             raise ValueError(f"{d.train}: no questions")
         self.model, self.tokenizer = encoder_for_task(run.model, d.init_from, d.tokenizer, resume, device,
                                                       span_head=True)
+        if self.model.pooler is not None:  # the span head reads every token, not the pooled [CLS]:
+            self.model.pooler.requires_grad_(False)  # frozen, so DDP does not wait for its gradients
         if d.max_length > self.model.config.max_positions:
             raise ValueError(f"data.max_length ({d.max_length}) exceeds the model's max_positions "
                              f"({self.model.config.max_positions})")
