@@ -18,6 +18,7 @@ from transformerkit.checkpoint import CheckpointError, load_model_dir
 from transformerkit.data.text import block_starts, blocks, contiguous_split, read_text
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.generation.config import GenerationConfig
+from transformerkit.generation.layout import use_decoding_layout
 from transformerkit.generation.decoders import CausalLMDecoder
 from transformerkit.generation.sampling import TokenChooser, generate_tokens
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
@@ -199,6 +200,8 @@ def load_generator(model_dir: str | Path, device: str | None = None, **overrides
     model, tokenizer, generation = load_model_dir(model_dir, device)
     if not isinstance(model, DecoderOnlyTransformer):
         raise CheckpointError(f"{model_dir} holds a {model.model_type} model, not a language model")
+    if model.output_projection.weight.device.type == "cpu":
+        use_decoding_layout(model)  # faster one-token steps on CPUs (same arithmetic)
     generation = replace(generation, **{k: v for k, v in overrides.items() if v is not None})
     generation.validate()
     return TextGenerator(model, tokenizer, generation)
