@@ -194,14 +194,19 @@ class TextGenerator:
         return outputs
 
 
-def load_generator(model_dir: str | Path, device: str | None = None, **overrides: Any) -> TextGenerator:
-    """A :class:`TextGenerator` for a model directory; ``overrides`` change its generation defaults."""
+def load_generator(model_dir: str | Path, device: str | None = None, decoding_layout: bool = False,
+                   **overrides: Any) -> TextGenerator:
+    """A :class:`TextGenerator` for a model directory; ``overrides`` change its generation defaults.
+
+    ``decoding_layout`` stores the weights for one-token products on a CPU
+    (:mod:`transformerkit.generation.layout`): faster for one prompt, slower from ~8 prompts at once.
+    """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer, generation = load_model_dir(model_dir, device)
     if not isinstance(model, DecoderOnlyTransformer):
         raise CheckpointError(f"{model_dir} holds a {model.model_type} model, not a language model")
-    if model.output_projection.weight.device.type == "cpu":
-        use_decoding_layout(model)  # faster one-token steps on CPUs (same arithmetic)
+    if decoding_layout and model.output_projection.weight.device.type == "cpu":
+        use_decoding_layout(model)
     generation = replace(generation, **{k: v for k, v in overrides.items() if v is not None})
     generation.validate()
     return TextGenerator(model, tokenizer, generation)
