@@ -84,6 +84,9 @@ def test_generate_cli_streams_a_continuation(text_file: Path, tmp_path: Path, ca
                  "--sample", "--seed", "3", "--top-k", "5"]) == 0
     assert capsys.readouterr().out == first  # seeded
     assert first.startswith("Shall I") and len(first) == len("Shall I") + 7 + 1
+    assert main(["generate", "--model", str(model_dir), "--prompt", "Shall I", "--max-new-tokens", "7",
+                 "--dtype", "bf16"]) == 0  # bf16 weights: a continuation of the same length
+    assert len(capsys.readouterr().out) == len("Shall I") + 7 + 1
     assert main(["generate", "--model", str(model_dir), "--temperature", "0"]) == 2
     assert "temperature must be positive" in capsys.readouterr().err
     assert main(["translate", "--model", str(model_dir)]) == 2

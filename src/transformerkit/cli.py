@@ -200,7 +200,7 @@ def generate(args: argparse.Namespace) -> int:
     from transformerkit.tasks.language_modeling import load_generator
 
     do_sample = False if args.greedy else (True if args.sample else None)
-    generator = load_generator(args.model, decoding_layout=True,  # one prompt: one-row products
+    generator = load_generator(args.model, decoding_layout=True, dtype=args.dtype,  # one prompt: one-row products
                                max_new_tokens=args.max_new_tokens, do_sample=do_sample, temperature=args.temperature,
                                top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
                                stop=args.stop or None, seed=args.seed)
@@ -395,6 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     generator.add_argument("--repetition-penalty", type=float, default=None, help="CTRL penalty θ (1: none)")
     generator.add_argument("--stop", action="append", default=[], help="end at this string (repeatable)")
     generator.add_argument("--seed", type=int, default=None, help="random seed for sampling")
+    generator.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
+                           help="bf16: weights in bfloat16, faster and approximate (see BENCHMARKS.md)")
     generator.set_defaults(handler=generate)
 
     converter = commands.add_parser("convert", help="import a Hugging Face GPT-2 or BERT directory, or export one")

@@ -5,9 +5,9 @@ the weights. ``nn.Linear`` stores W as (out, in) and computes x · Wᵀ; for a s
 then reads W across its rows' strides. Stored transposed, (in, out) and contiguous — GPT-2's
 ``Conv1D`` layout — the same product x · W streams W in order. Measured on a 2-core AMD EPYC
 (fp32, GPT-2 124M shapes, weights not in cache): 1.1–1.5× faster GEMVs, and the 50,257 × 768
-LM head 9.4 → 5.5 ms per token; batch-1 greedy decoding 1.25–1.30× faster. From about 8 rows
-at once the (out, in) layout is faster again, so ``transformerkit generate`` (one prompt) uses
-this layout and batched generation does not. The arithmetic is the same up to summation order.
+LM head 9.4 → 5.5 ms per token; batch-1 greedy decoding 1.15–1.30× faster. At 8 rows the two
+layouts are within noise, so ``transformerkit generate`` (one prompt) uses this layout and
+batched generation does not. The arithmetic is the same up to summation order.
 
 :func:`use_decoding_layout` swaps every ``nn.Linear`` of a model for a :class:`DecodingLinear`
 (in place, for inference); ``state_dict()`` still gives the (out, in) weights.
