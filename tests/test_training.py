@@ -81,6 +81,32 @@ def test_resume_is_bit_identical(small_corpus: Path, tmp_path: Path) -> None:
     assert model.config.vocab_size == 300
 
 
+def test_a_checkpoint_with_separate_qkv_projections_resumes(small_corpus: Path, tmp_path: Path) -> None:
+    """Checkpoints written before Q, K, V were fused (weights and Adam moments per projection) resume exactly."""
+    from safetensors.torch import save_file
+
+    from transformerkit.interop.common import separate_projections
+    straight = tmp_path / "a"
+    Trainer(load_recipe(None, recipe_overrides(small_corpus, straight, **{"training.max_steps": 6}))).train()
+    old = tmp_path / "b"
+    Trainer(load_recipe(None, recipe_overrides(small_corpus, old, **{"training.max_steps": 3}))).train()
+    checkpoint = (old / "checkpoints" / "latest").resolve()
+    save_file(separate_projections(weights(checkpoint)), str(checkpoint / "model.safetensors"))
+    state = torch.load(checkpoint / "training_state.pt", weights_only=True)
+    moments = state["optimizer"]["state"]
+    for name in [n for n in moments if ".self_attention.qkv_proj." in n]:
+        parts = {key: value.chunk(3) if value.dim() else [value] * 3 for key, value in moments.pop(name).items()}
+        for i, projection in enumerate(("q_proj", "k_proj", "v_proj")):
+            moments[name.replace("qkv_proj", projection)] = {key: chunks[i] for key, chunks in parts.items()}
+    for group in state["optimizer"]["param_groups"]:
+        group["params"] = list(moments)
+    torch.save(state, checkpoint / "training_state.pt")
+    Trainer(load_recipe(None, recipe_overrides(small_corpus, old, **{"training.max_steps": 6})), resume=True).train()
+    a, b = weights(straight / "checkpoints" / "step-00000006"), weights(old / "checkpoints" / "step-00000006")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
 def test_model_directory_round_trip_and_strict_loading(tmp_path: Path) -> None:
     tokenizer = SubwordTokenizer.train(["Open the file", "Datei öffnen"] * 10, vocab_size=40, min_frequency=1)
     torch.manual_seed(0)

@@ -18,6 +18,8 @@ Masks are boolean, broadcastable to (batch, heads, query_len, key_len), ``True``
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +31,7 @@ from transformerkit.nn.kv_cache import KVCache
 from transformerkit.nn.masks import causal_mask, merge_masks
 
 KERNELS: tuple[AttentionKernel, ...] = ("fused", "reference")
+T = TypeVar("T")
 
 
 def _guard_empty_rows(mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -183,11 +186,22 @@ class MultiHeadAttention(nn.Module):
         return self.out_proj(out), weights
 
 
+_FUSED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "kv_proj": ("k_proj", "v_proj")}
+
+
+def fuse_legacy_projections(wanted: Iterable[str], values: dict[str, T], combine: Callable[[list[T]], T]) -> None:
+    """Combine, in place, entries keyed by the separate ``q_proj``/``k_proj``/``v_proj`` names of
+    older checkpoints under the fused names in ``wanted`` (``….qkv_proj.weight``, ``….kv_proj.bias``,
+    …): weights and biases are stacked by :func:`torch.cat`; optimizer states entry by entry."""
+    for name in wanted:
+        for fused, parts in _FUSED.items():
+            prefix, found, kind = f".{name}".rpartition(f".{fused}.")
+            old = [f"{prefix}.{part}.{kind}"[1:] for part in parts]
+            if found and name not in values and all(key in values for key in old):
+                values[name] = combine([values.pop(key) for key in old])
+
+
 def _fuse_separate_projections(module: nn.Module, state_dict: dict[str, Tensor], prefix: str, *args: object) -> None:
-    """Load a checkpoint written with separate ``q_proj``/``k_proj``/``v_proj`` matrices: concatenate
-    them into ``qkv_proj`` (self-attention) or ``kv_proj`` (cross-attention)."""
-    fused, names = ("kv_proj", ("k_proj", "v_proj")) if getattr(module, "cross") else ("qkv_proj", ("q_proj", "k_proj", "v_proj"))
-    for kind in ("weight", "bias"):
-        keys = [f"{prefix}{name}.{kind}" for name in names]
-        if all(key in state_dict for key in keys):
-            state_dict[f"{prefix}{fused}.{kind}"] = torch.cat([state_dict.pop(key) for key in keys])
+    """Load a checkpoint written with separate ``q_proj``/``k_proj``/``v_proj`` matrices (a load pre-hook)."""
+    wanted = [f"{prefix}{name}" for name, _ in module.named_parameters() if name.startswith(tuple(_FUSED))]
+    fuse_legacy_projections(wanted, state_dict, torch.cat)

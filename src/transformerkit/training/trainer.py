@@ -39,6 +39,7 @@ from transformerkit.tasks.question_answering import QuestionAnsweringTask
 from transformerkit.tasks.language_modeling import LanguageModelTask
 from transformerkit.tasks.translation import TranslationTask
 from transformerkit.training.recipe import RunConfig
+from transformerkit.nn.attention import fuse_legacy_projections
 from transformerkit.nn.layers import TransformerLayer
 from transformerkit.training.distributed import Distributed, barrier
 from transformerkit.training.schedule import inverse_sqrt_scheduler
@@ -95,6 +96,11 @@ class _StopRequest:
     def __exit__(self, *exc: Any) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
+
+
+def _stack_optimizer_states(parts: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """Adam's state of separate Q/K/V projections as the fused projection's: moments stacked, one step count."""
+    return {key: torch.cat([p[key] for p in parts]) if parts[0][key].dim() else parts[0][key] for key in parts[0]}
 
 
 class _TaskLoss(nn.Module):
@@ -168,6 +174,11 @@ class Trainer:
             if all(isinstance(k, int) for k in optimizer["state"]):  # written before states were keyed by name
                 self.optimizer.load_state_dict(optimizer)
             else:
+                names = [f"model.{name}" for name, p in self.model.named_parameters() if p.requires_grad]
+                fuse_legacy_projections(names, optimizer["state"], _stack_optimizer_states)
+                for group in optimizer["param_groups"]:
+                    if any(name not in group["params"] for name in names):  # renamed by the fusion
+                        group["params"] = names
                 self.dist.load_optimizer_state(self.loss_module, self.optimizer, optimizer)
             self.scheduler.load_state_dict(state["scheduler"])
             saved = dict(state["progress"])
