@@ -22,6 +22,7 @@ import transformers
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.interop.bert import load_hf_bert
 from transformerkit.interop.gpt2 import load_hf_gpt2
+from transformerkit.interop.vit import load_hf_vit
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
 
 SENTENCES = ["The Transformer relies entirely on attention.", "A short one.",
@@ -59,7 +60,7 @@ def random_hf(model_class: type, config: object, directory: Path) -> torch.nn.Mo
     model = model_class(config).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("bias") or "LayerNorm" in name or name.startswith("ln"):
+            if name.endswith("bias") or "layernorm" in name.lower() or name.startswith("ln"):
                 p.add_(torch.randn_like(p) * 0.1)
     model.save_pretrained(directory)
     return model
@@ -112,9 +113,25 @@ def gpt2_rows(tmp: Path) -> list[tuple[str, float]]:
     return rows
 
 
+def vit_rows(tmp: Path) -> list[tuple[str, float]]:
+    rows = []
+    for layers, width, heads, image, patch, channels in ((2, 64, 4, 28, 7, 1), (3, 96, 6, 32, 8, 3)):
+        config = transformers.ViTConfig(hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads,
+                                        intermediate_size=2 * width, image_size=image, patch_size=patch,
+                                        num_channels=channels, num_labels=10)
+        name = f"vit-{layers}"
+        reference = random_hf(transformers.ViTForImageClassification, config, tmp / name)
+        images = torch.randn(4, channels, image, image, generator=torch.Generator().manual_seed(3))
+        with torch.no_grad():
+            rows.append((f"ViTForImageClassification: logits (random {layers}×{width}, {image}×{image}×{channels}, "
+                         f"{patch}×{patch} patches)",
+                         max_delta(load_hf_vit(tmp / name).classify(images), reference(pixel_values=images).logits)))
+    return rows
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        rows = minilm_rows() + head_rows(Path(tmp)) + gpt2_rows(Path(tmp))
+        rows = minilm_rows() + head_rows(Path(tmp)) + gpt2_rows(Path(tmp)) + vit_rows(Path(tmp))
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, fp32, CPU\n")
     print("| output vs transformers | max abs difference |\n|---|---|")
     for name, delta in rows:

@@ -4,7 +4,8 @@ A **model directory** is what a user moves and shares (Hugging Face's convention
 
     config.json             the TransformerConfig, plus "model_type" (which model family)
     model.safetensors       the weights (tied matrices stored once)
-    tokenizer.json          the Hugging Face tokenizer
+    tokenizer.json          the Hugging Face tokenizer (text models), or
+    preprocessor_config.json  what turns images into inputs (vision and image-generation models)
     generation_config.json  decoding defaults (beam size, length penalty, max length offset)
 
 A **training checkpoint** is a model directory plus ``training_state.pt``: optimizer, schedule,
@@ -31,16 +32,22 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
 from transformerkit.config import TransformerConfig
+from transformerkit.data.image_processing import (PREPROCESSOR_CONFIG, ImageProcessor, PixelTokenizer,
+                                                  load_image_preprocessor)
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.generation.config import GenerationConfig
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
+from transformerkit.models.vision import VisionTransformer
 from transformerkit.typed_config import from_mapping
 
-Model = Union[EncoderDecoderTransformer, DecoderOnlyTransformer, EncoderOnlyTransformer]
+Model = Union[EncoderDecoderTransformer, DecoderOnlyTransformer, EncoderOnlyTransformer, VisionTransformer]
 MODEL_CLASSES: dict[str, type[Model]] = {
-    cls.model_type: cls for cls in (EncoderDecoderTransformer, DecoderOnlyTransformer, EncoderOnlyTransformer)}
+    cls.model_type: cls
+    for cls in (EncoderDecoderTransformer, DecoderOnlyTransformer, EncoderOnlyTransformer, VisionTransformer)}
+Preprocessor = Union[SubwordTokenizer, ImageProcessor, PixelTokenizer]
+"""What turns a model's raw input (text or images) into ids or tensors: saved beside its weights."""
 TRAINING_STATE = "training_state.pt"
 
 
@@ -87,7 +94,7 @@ def point(link: Path, target: Path) -> None:
     os.replace(tmp, link)
 
 
-def write_model_files(directory: Path, model: Model, tokenizer: SubwordTokenizer,
+def write_model_files(directory: Path, model: Model, tokenizer: Preprocessor,
                       generation: GenerationConfig) -> None:
     """Write the four files of a model directory into ``directory`` (which must exist)."""
     config = {"model_type": model.model_type, **model.config.to_dict()}
@@ -95,10 +102,10 @@ def write_model_files(directory: Path, model: Model, tokenizer: SubwordTokenizer
     (directory / "generation_config.json").write_text(json.dumps(asdict(generation), indent=2) + "\n",
                                                       encoding="utf-8")
     save_model(model, str(directory / "model.safetensors"))
-    tokenizer.save(directory / "tokenizer.json")
+    tokenizer.save(directory / ("tokenizer.json" if isinstance(tokenizer, SubwordTokenizer) else PREPROCESSOR_CONFIG))
 
 
-def save_model_dir(directory: Path, model: Model, tokenizer: SubwordTokenizer,
+def save_model_dir(directory: Path, model: Model, tokenizer: Preprocessor,
                    generation: GenerationConfig) -> None:
     with atomic_directory(directory) as tmp:
         write_model_files(tmp, model, tokenizer, generation)
@@ -135,20 +142,36 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
         raise CheckpointError(f"{path} does not fit the model: {error}") from None
 
 
+def load_preprocessor(directory: Path, config: TransformerConfig) -> Preprocessor:
+    """The tokenizer (``tokenizer.json``) or image processor (``preprocessor_config.json``) of a
+    model directory, checked against the model's vocabulary or channels."""
+    if (directory / "tokenizer.json").is_file():
+        preprocessor: Preprocessor = SubwordTokenizer.load(directory / "tokenizer.json")
+    elif (directory / PREPROCESSOR_CONFIG).is_file():
+        try:
+            preprocessor = load_image_preprocessor(directory / PREPROCESSOR_CONFIG)
+        except ValueError as error:
+            raise CheckpointError(str(error)) from None
+    else:
+        raise CheckpointError(f"{directory}: no tokenizer.json or {PREPROCESSOR_CONFIG}")
+    if isinstance(preprocessor, ImageProcessor):
+        if preprocessor.num_channels != config.num_channels:
+            raise CheckpointError(f"{directory}: the image processor takes {preprocessor.num_channels} channels, "
+                                  f"the model {config.num_channels}")
+    elif preprocessor.vocab_size != config.vocab_size:
+        raise CheckpointError(f"{directory}: tokenizer has {preprocessor.vocab_size} tokens, "
+                              f"the model {config.vocab_size}")
+    return preprocessor
+
+
 def load_model_dir(directory: str | Path, device: torch.device | str = "cpu"
-                   ) -> tuple[Model, SubwordTokenizer, GenerationConfig]:
-    """The model (in eval mode), tokenizer and decoding defaults saved in ``directory``."""
+                   ) -> tuple[Model, Preprocessor, GenerationConfig]:
+    """The model (in eval mode), tokenizer or image processor, and decoding defaults saved in ``directory``."""
     directory = Path(directory)
     model_class, config = read_model_config(directory)
     model = model_class(config)
     load_weights(model, directory / "model.safetensors")
-    tokenizer_path = directory / "tokenizer.json"
-    if not tokenizer_path.is_file():
-        raise CheckpointError(f"{directory}: no tokenizer.json")
-    tokenizer = SubwordTokenizer.load(tokenizer_path)
-    if tokenizer.vocab_size != config.vocab_size:
-        raise CheckpointError(f"{directory}: tokenizer has {tokenizer.vocab_size} tokens, "
-                              f"the model {config.vocab_size}")
+    tokenizer = load_preprocessor(directory, config)
     generation_path = directory / "generation_config.json"
     generation = GenerationConfig()
     if generation_path.is_file():
@@ -156,7 +179,7 @@ def load_model_dir(directory: str | Path, device: torch.device | str = "cpu"
     return model.to(device).eval(), tokenizer, generation
 
 
-def save_checkpoint(directory: Path, model: Model, tokenizer: SubwordTokenizer,
+def save_checkpoint(directory: Path, model: Model, tokenizer: Preprocessor,
                     generation: GenerationConfig, training_state: dict[str, Any]) -> None:
     """A model directory plus ``training_state.pt``, atomically; then ``latest`` points at it."""
     with atomic_directory(directory) as tmp:

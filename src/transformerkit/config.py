@@ -71,7 +71,7 @@ class TransformerConfig:
     embedding_norm: bool = False
     """LayerNorm over the summed input embeddings (BERT)."""
     labels: list[str] = field(default_factory=list)
-    """Class names of a sequence-classification head on an encoder-only model (empty: no head)."""
+    """Class names of a classification head on an encoder-only or vision model (empty: no head)."""
     pooler: bool = True
     """Encoder-only: BERT's pooler (tanh of a linear map of the [CLS] state) that the sequence
     classifier reads; Hugging Face's masked-LM and QA checkpoints have none."""
@@ -82,6 +82,12 @@ class TransformerConfig:
     tie_embeddings: bool = True
     """Shared vocabulary: one matrix for both embeddings and the pre-softmax projection (§3.4).
     Separate vocabularies: the target embedding and the projection share one matrix."""
+    image_size: int = 0
+    """Vision models (ViT): height = width of the input images in pixels; 0 in text models."""
+    patch_size: int = 16
+    """Vision models: each P×P patch of the image is one token."""
+    num_channels: int = 3
+    """Vision models: colour channels of the input images (1: grayscale)."""
     attention_kernel: AttentionKernel = "fused"
     pad_id: int = 0
     bos_id: int = 1
@@ -117,7 +123,7 @@ class TransformerConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        for name in ("num_encoder_layers", "num_decoder_layers", "type_vocab_size"):
+        for name in ("num_encoder_layers", "num_decoder_layers", "type_vocab_size", "image_size"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {getattr(self, name)}")
         if self.num_encoder_layers + self.num_decoder_layers == 0:
@@ -147,8 +153,15 @@ class TransformerConfig:
             value = getattr(self, name)
             if not 0 <= value < min(self.vocab_size, self.target_vocab_size):
                 raise ValueError(f"{name} ({value}) must be a token id below the vocabulary size")
-        if self.labels and not self.pooler:
-            raise ValueError("a classification head (labels) reads the pooler: set pooler = true")
+        if self.image_size:
+            if self.patch_size <= 0 or self.num_channels <= 0:
+                raise ValueError(f"patch_size and num_channels must be positive, got {self.patch_size} and "
+                                 f"{self.num_channels}")
+            if self.image_size % self.patch_size:
+                raise ValueError(f"image_size ({self.image_size}) must be a multiple of patch_size "
+                                 f"({self.patch_size})")
+        if self.labels and not self.pooler and not self.image_size:
+            raise ValueError("a text classification head (labels) reads the pooler: set pooler = true")
 
     # ---------------------------------------------------------------------------- serialization
     def to_dict(self) -> dict[str, Any]:
@@ -185,8 +198,16 @@ _BERT = {"num_decoder_layers": 0, "vocab_size": 30522, "max_positions": 512, "po
          "type_vocab_size": 2, "embedding_norm": True, "dropout": 0.1, "attention_dropout": 0.1,
          "label_smoothing": 0.0, "pad_id": 0, "bos_id": 0, "eos_id": 0}
 
-# The paper's models (§6.1, Table 3), GPT-2's four sizes, BERT shapes, and small ones that train
-# in minutes on a CPU.
+# ViT's layout (Dosovitskiy et al., 2021): an encoder-only pre-norm stack over image patches with a
+# class token and learned positions, erf GELU, LayerNorm ε 1e-12, no pooler (the classifier reads
+# the final LayerNorm of the class token), as Hugging Face's ViTForImageClassification.
+_VIT = {"num_decoder_layers": 0, "vocab_size": 1, "positional": "learned", "norm_position": "pre",
+        "activation": "gelu", "layer_norm_eps": 1e-12, "scale_embeddings": False, "pooler": False,
+        "dropout": 0.0, "attention_dropout": 0.0, "label_smoothing": 0.0, "pad_id": 0, "bos_id": 0, "eos_id": 0,
+        "image_size": 224, "patch_size": 16, "num_channels": 3}
+
+# The paper's models (§6.1, Table 3), GPT-2's four sizes, BERT and ViT shapes, and small ones that
+# train in minutes on a CPU.
 PRESETS: dict[str, dict[str, Any]] = {
     "base": {},
     "big": {"d_model": 1024, "d_ff": 4096, "num_heads": 16, "dropout": 0.3},
@@ -200,6 +221,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gpt2-xl": {**_GPT2, "num_decoder_layers": 48, "d_model": 1600, "d_ff": 6400, "num_heads": 25},
     "bert-base": {**_BERT, "num_encoder_layers": 12, "d_model": 768, "d_ff": 3072, "num_heads": 12},
     "minilm-l6": {**_BERT, "num_encoder_layers": 6, "d_model": 384, "d_ff": 1536, "num_heads": 12},
+    "vit-tiny-16": {**_VIT, "num_encoder_layers": 12, "d_model": 192, "d_ff": 768, "num_heads": 3},
+    "vit-small-16": {**_VIT, "num_encoder_layers": 12, "d_model": 384, "d_ff": 1536, "num_heads": 6},
+    "vit-base-16": {**_VIT, "num_encoder_layers": 12, "d_model": 768, "d_ff": 3072, "num_heads": 12},
+    # ViT layout for 28×28 grayscale images (MNIST, Fashion-MNIST): 4×4 patches → 49 tokens + class token
+    "vit-28": {**_VIT, "num_encoder_layers": 6, "d_model": 192, "d_ff": 384, "num_heads": 3,
+               "image_size": 28, "patch_size": 4, "num_channels": 1, "dropout": 0.1},
+    "vit-28-tiny": {**_VIT, "num_encoder_layers": 2, "d_model": 32, "d_ff": 64, "num_heads": 2,
+                    "image_size": 28, "patch_size": 7, "num_channels": 1},
     # GPT-2 layout at CPU sizes (vocabulary and ids come from the tokenizer when training)
     "gpt-small": {**_GPT2, "num_decoder_layers": 6, "d_model": 384, "d_ff": 1536, "num_heads": 6,
                   "max_positions": 256, "dropout": 0.2, "attention_dropout": 0.0},

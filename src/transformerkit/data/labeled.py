@@ -76,9 +76,10 @@ def load_labeled(path: str | Path, text_field: str = "text", label_field: str = 
     return corpus
 
 
-def hash_split(text: str, valid_percent: float, test_percent: float) -> str:
-    """``train`` / ``valid`` / ``test`` from a SHA-256 of the text (the same on every machine)."""
-    bucket = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") % 10000 / 100
+def hash_split(content: str | bytes, valid_percent: float, test_percent: float) -> str:
+    """``train`` / ``valid`` / ``test`` from a SHA-256 of a text or an image's bytes (the same on every machine)."""
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    bucket = int.from_bytes(hashlib.sha256(data).digest()[:8], "big") % 10000 / 100
     if bucket < test_percent:
         return "test"
     return "valid" if bucket < test_percent + valid_percent else "train"

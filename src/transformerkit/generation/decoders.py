@@ -85,3 +85,18 @@ class CausalLMDecoder:
             self.cache.reorder(rows)
         if self.tokens is not None:
             self.tokens = self.tokens.index_select(0, rows)
+
+
+class VocabularyPrefix:
+    """A :class:`StepDecoder` whose next token is one of the first ``size`` ids only: the logits of
+    the others are dropped (an image model's grey levels, never its class tokens)."""
+
+    def __init__(self, decoder: StepDecoder, size: int) -> None:
+        self.decoder = decoder
+        self.size = size
+
+    def step(self, tokens: Tensor) -> Tensor:
+        return self.decoder.step(tokens)[:, :self.size]
+
+    def select(self, rows: Tensor) -> None:
+        self.decoder.select(rows)

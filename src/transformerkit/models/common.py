@@ -16,14 +16,15 @@ def set_attention_kernel(model: nn.Module, config: TransformerConfig, kernel: At
     config.attention_kernel = kernel
 
 
-def parameter_counts(model: nn.Module, parts: dict[str, list[nn.Module]]) -> dict[str, int]:
-    """Trainable parameters per named part (each shared tensor counted once, in the first part that has it)."""
+def parameter_counts(model: nn.Module, parts: dict[str, list[nn.Module | nn.Parameter]]) -> dict[str, int]:
+    """Trainable parameters per named part, each a list of modules or single parameters (each shared
+    tensor counted once, in the first part that has it)."""
     seen: set[int] = set()
     counts: dict[str, int] = {}
     for name, modules in parts.items():
         total = 0
         for module in modules:
-            for p in module.parameters():
+            for p in ([module] if isinstance(module, nn.Parameter) else module.parameters()):
                 if id(p) not in seen:
                     seen.add(id(p))
                     total += p.numel()

@@ -126,3 +126,19 @@ class InputEmbedding(nn.Module):
         if self.norm is not None:
             x = self.norm(x)
         return self.dropout(x)
+
+
+class PatchEmbedding(nn.Module):
+    """An image as a sequence of patch tokens (ViT, Dosovitskiy et al., 2021): each P×P patch is
+    flattened and mapped linearly to d_model, which is a convolution with kernel and stride P.
+
+    images: (batch, channels, H, W) → (batch, (H/P)·(W/P), d_model), patches in raster order.
+    """
+
+    def __init__(self, num_channels: int, patch_size: int, d_model: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.projection = nn.Conv2d(num_channels, d_model, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.projection(images).flatten(2).transpose(1, 2)

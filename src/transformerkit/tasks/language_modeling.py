@@ -205,8 +205,9 @@ def load_generator(model_dir: str | Path, device: str | None = None, decoding_la
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer, generation = load_model_dir(model_dir, device)
-    if not isinstance(model, DecoderOnlyTransformer):
-        raise CheckpointError(f"{model_dir} holds a {model.model_type} model, not a language model")
+    if not isinstance(model, DecoderOnlyTransformer) or not isinstance(tokenizer, SubwordTokenizer):
+        kind = "an image generation" if isinstance(model, DecoderOnlyTransformer) else f"a {model.model_type}"
+        raise CheckpointError(f"{model_dir} holds {kind} model, not a language model")
     if dtype == "bf16":
         model.to(torch.bfloat16)
     if decoding_layout and model.output_projection.weight.device.type == "cpu":

@@ -110,6 +110,38 @@ class QuestionAnsweringData(EncoderTaskData):
 
 
 @dataclass
+class ImageData:
+    """What the image tasks' data sections share (sources: :func:`transformerkit.data.images.load_images`)."""
+
+    train: str = ""
+    """An MNIST-layout directory (Fashion-MNIST), a class-folder directory, a pixel CSV, or ``sklearn:digits``."""
+    test: str | None = None
+    """A separate test source; default: the source's own test split (MNIST layout), else ``test_percent`` of ``train``."""
+    valid_percent: float = 10.0
+    """Share of the training images held out for validation (by a hash of each image)."""
+    test_percent: float = 10.0
+    """Share held out for testing when there is no test split."""
+    batch_size: int = 128
+    """Images per batch."""
+
+
+@dataclass
+class ImageClassificationData(ImageData):
+    shift: int = 2
+    """Augmentation: move each training image by up to this many pixels in x and y (zero-padded); 0: off."""
+    flip: bool = False
+    """Augmentation: mirror half the training images left-right (clothes: yes; digits: no)."""
+
+
+@dataclass
+class ImageGenerationData(ImageData):
+    image_size: int = 14
+    """Generated images are image_size × image_size (the data is area-downsampled to it)."""
+    levels: int = 4
+    """Grey levels per pixel (the model's pixel vocabulary)."""
+
+
+@dataclass
 class TrainingConfig:
     output_dir: str = "runs/translation"
     max_tokens: int = 4096
@@ -151,7 +183,8 @@ class TrainingConfig:
     progress: bool = True
 
 
-Task = Literal["translation", "summarization", "language-modeling", "classification", "question-answering"]
+Task = Literal["translation", "summarization", "language-modeling", "classification", "question-answering",
+               "image-classification", "image-generation"]
 
 
 @dataclass
@@ -254,9 +287,52 @@ class QuestionAnsweringRun(EncoderTaskRun):
                              "[CLS] question [SEP] context [SEP] and moves on by max_length - question - 3 - stride")
 
 
+class ImageRun(RunConfig):
+    """A run on labeled images."""
+
+    def validate_images(self) -> None:
+        self.validate_shared()
+        d = self.data
+        if d.batch_size < 1:  # type: ignore[attr-defined]
+            raise ValueError(f"data.batch_size must be a positive integer, got {d.batch_size}")  # type: ignore[attr-defined]
+        if not 0 <= d.valid_percent + d.test_percent < 100:  # type: ignore[attr-defined]
+            raise ValueError("data.valid_percent + data.test_percent must be in [0, 100)")
+
+
+@dataclass
+class ImageClassificationRun(ImageRun):
+    """Image classification with a vision Transformer (``model.preset: vit-28`` or any ``vit-*``)."""
+
+    task: Task = "image-classification"
+    data: ImageClassificationData = field(default_factory=ImageClassificationData)  # type: ignore[assignment]
+
+    def validate(self) -> None:
+        self.validate_images()
+        if not self.model.image_size:
+            raise ValueError("model.image_size is 0: image classification needs a vision model (model.preset: vit-…)")
+        if self.data.shift < 0:
+            raise ValueError(f"data.shift must be 0 or positive, got {self.data.shift}")
+
+
+@dataclass
+class ImageGenerationRun(ImageRun):
+    """A class-conditional autoregressive image model: a decoder-only Transformer over pixel tokens."""
+
+    task: Task = "image-generation"
+    data: ImageGenerationData = field(default_factory=ImageGenerationData)  # type: ignore[assignment]
+
+    def validate(self) -> None:
+        self.validate_images()
+        if self.data.image_size < 1 or not 2 <= self.data.levels <= 256:
+            raise ValueError(f"data.image_size must be positive and data.levels in [2, 256], got "
+                             f"{self.data.image_size} and {self.data.levels}")
+
+
 RUN_CLASSES: dict[str, type[RunConfig]] = {"translation": RunConfig, "summarization": RunConfig,
                                            "language-modeling": LanguageModelRun, "classification": ClassificationRun,
-                                           "question-answering": QuestionAnsweringRun}
+                                           "question-answering": QuestionAnsweringRun,
+                                           "image-classification": ImageClassificationRun,
+                                           "image-generation": ImageGenerationRun}
 
 
 class RecipeLoader(yaml.SafeLoader):

@@ -35,6 +35,8 @@ from tqdm import tqdm
 from transformerkit.checkpoint import (CheckpointError, average_checkpoints, load_training_state, load_weights, point,
                                        save_checkpoint)
 from transformerkit.tasks.classification import ClassificationTask
+from transformerkit.tasks.image_classification import ImageClassificationTask
+from transformerkit.tasks.image_generation import ImageGenerationTask
 from transformerkit.tasks.question_answering import QuestionAnsweringTask
 from transformerkit.tasks.language_modeling import LanguageModelTask
 from transformerkit.tasks.translation import TranslationTask
@@ -46,7 +48,8 @@ from transformerkit.training.schedule import inverse_sqrt_scheduler
 from transformerkit.training.task import TrainingTask
 
 TASKS = {"translation": TranslationTask, "summarization": TranslationTask, "language-modeling": LanguageModelTask,
-         "classification": ClassificationTask, "question-answering": QuestionAnsweringTask}
+         "classification": ClassificationTask, "question-answering": QuestionAnsweringTask,
+         "image-classification": ImageClassificationTask, "image-generation": ImageGenerationTask}
 
 
 @dataclass

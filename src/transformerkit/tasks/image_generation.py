@@ -1,0 +1,180 @@
+"""Class-conditional image generation with a decoder-only Transformer over pixel tokens: training
+(:class:`ImageGenerationTask`), sampling (:class:`ImageGenerator`) and measuring the samples.
+
+An image is a sequence (:class:`~transformerkit.data.image_processing.PixelTokenizer`): its class
+token, then its S² grey levels in raster order. The model is trained to predict each pixel from
+the class and the pixels before it,
+
+    log p(x | c) = Σ_t log p(x_t | c, x_<t),   bits per pixel = −log₂ p(x | c) / S²,
+
+with the next-token distribution restricted to the grey levels. Sampling is the language models'
+loop (:func:`~transformerkit.generation.sampling.generate_tokens`: temperature, top-k, top-p,
+KV cache) started from the class token.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from transformerkit.checkpoint import CheckpointError, load_model_dir
+from transformerkit.data.image_processing import PixelTokenizer
+from transformerkit.data.images import DataError, ImageSet, image_splits
+from transformerkit.generation.config import GenerationConfig
+from transformerkit.generation.decoders import CausalLMDecoder, VocabularyPrefix
+from transformerkit.generation.sampling import TokenChooser, generate_tokens
+from transformerkit.models.decoder_only import DecoderOnlyTransformer
+from transformerkit.training.recipe import ImageGenerationRun
+
+
+@dataclass
+class PixelBatch:
+    sequences: Tensor
+    """(batch, 1 + S²): the class token, then the pixels."""
+
+    @property
+    def tokens(self) -> int:
+        return self.sequences.numel() - len(self.sequences)  # the loss sums over pixels
+
+
+def pixel_nll(model: DecoderOnlyTransformer, sequences: Tensor, levels: int, label_smoothing: float = 0.0) -> Tensor:
+    """−log p(pixel | class, earlier pixels) in nats, summed: sequences (batch, 1 + S²) → scalar.
+    The distribution is over the grey levels only (the first ``levels`` logits)."""
+    logits = model(sequences[:, :-1])[..., :levels]
+    return F.cross_entropy(logits.flatten(0, 1).float(), sequences[:, 1:].flatten(), reduction="sum",
+                           label_smoothing=label_smoothing)
+
+
+class ImageGenerationTask:
+    """Labeled grayscale images → pixel sequences → a decoder-only model; validation bits per pixel."""
+
+    def __init__(self, run: ImageGenerationRun, out: Path, resume: bool, device: torch.device) -> None:
+        self.run, self.device = run, device
+        d = run.data
+        splits = image_splits(d.train, d.test, d.valid_percent, d.test_percent, d.image_size)
+        if splits["train"].images.shape[1] != 1:
+            raise DataError(f"{d.train}: image generation takes grayscale images, these have "
+                            f"{splits['train'].images.shape[1]} channels")
+        self.tokenizer = PixelTokenizer(d.image_size, d.levels, splits["train"].classes)
+        self.sequences = {name: self.tokenizer.encode(images.images, images.labels) for name, images in splits.items()}
+        t = self.tokenizer
+        config = run.model.replace(vocab_size=t.vocab_size, tgt_vocab_size=None, max_positions=1 + t.pixels,
+                                   pad_id=0, bos_id=t.levels, eos_id=0)
+        self.model = DecoderOnlyTransformer(config).to(device)
+        self.generation = run.decoding
+        self.has_validation = len(self.sequences["valid"]) > 0
+        self.data_report = {f"{name}_images": len(images) for name, images in splits.items()} | {
+            "classes": len(t.labels), "pixels": t.pixels, "levels": t.levels}
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        order = list(range(len(self.sequences["train"])))
+        random.Random(f"{self.run.training.seed}-{epoch}").shuffle(order)
+        size = self.run.data.batch_size
+        return [order[i:i + size] for i in range(0, len(order), size)]
+
+    def prepare(self, batch: list[int]) -> PixelBatch:
+        return PixelBatch(self.sequences["train"][torch.tensor(batch)].to(self.device))
+
+    def loss(self, batch: PixelBatch) -> Tensor:
+        return pixel_nll(self.model, batch.sequences, self.tokenizer.levels, self.model.config.label_smoothing)
+
+    @torch.no_grad()
+    def evaluate(self, split: str, autocast: AbstractContextManager[Any]) -> dict[str, float]:
+        """Negative log-likelihood on ``split``: nats and bits per pixel."""
+        return bits_per_pixel(self.model, self.tokenizer, self.sequences[split], self.run.data.batch_size, autocast)
+
+    def validate(self, autocast: AbstractContextManager[Any]) -> dict[str, Any]:
+        return {f"valid_{k}": v for k, v in self.evaluate("valid", autocast).items()}
+
+
+@torch.no_grad()
+def bits_per_pixel(model: DecoderOnlyTransformer, tokenizer: PixelTokenizer, sequences: Tensor, batch_size: int,
+                   autocast: AbstractContextManager[Any]) -> dict[str, float]:
+    """``loss`` (nats per pixel) and ``bits_per_pixel`` of sequences (N, 1 + S²)."""
+    device = next(model.parameters()).device
+    total = 0.0
+    for start in range(0, len(sequences), batch_size):
+        with autocast:
+            total += pixel_nll(model, sequences[start:start + batch_size].to(device), tokenizer.levels).item()
+    nats = total / max(sequences.numel() - len(sequences), 1)
+    return {"loss": nats, "bits_per_pixel": nats / math.log(2)}
+
+
+@dataclass
+class ImageGenerator:
+    """Class indices in, sampled images out (batched, with a key/value cache). One random stream
+    (seeded by ``generation.seed``) runs through all calls."""
+
+    model: DecoderOnlyTransformer
+    tokenizer: PixelTokenizer
+    generation: GenerationConfig
+
+    def __post_init__(self) -> None:
+        self.chooser = TokenChooser(self.generation, next(self.model.parameters()).device)
+
+    def class_index(self, name: str) -> int:
+        """A class by name or index (``"Sneaker"`` or ``"7"``); unknown ones raise ``ValueError``."""
+        labels = self.tokenizer.labels
+        if name in labels:
+            return labels.index(name)
+        if name.isdigit() and int(name) < len(labels):
+            return int(name)
+        raise ValueError(f"unknown class {name!r}; the model's classes: "
+                         + ", ".join(f"{i} {label}" for i, label in enumerate(labels)))
+
+    @torch.inference_mode()
+    def generate(self, classes: list[int]) -> Tensor:
+        """One image per class index: uint8 (len(classes), 1, S, S)."""
+        device = next(self.model.parameters()).device
+        t = self.tokenizer
+        first = t.class_token(torch.tensor(classes, device=device))[:, None]
+        decoder = CausalLMDecoder(self.model, torch.ones_like(first, dtype=torch.bool), capacity=1 + t.pixels)
+        steps = generate_tokens(VocabularyPrefix(decoder, t.levels), first, t.pixels, self.chooser, eos_id=None,
+                                pad_id=0)
+        return t.decode(torch.stack(list(steps), dim=1).cpu())
+
+
+def load_image_generator(model_dir: str | Path, device: str | None = None, **overrides: Any) -> ImageGenerator:
+    """An :class:`ImageGenerator` for a model directory; ``overrides`` change its sampling settings."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer, generation = load_model_dir(model_dir, device)
+    if not isinstance(tokenizer, PixelTokenizer) or not isinstance(model, DecoderOnlyTransformer):
+        raise CheckpointError(f"{model_dir} holds no image generation model")
+    generation = replace(generation, **{k: v for k, v in overrides.items() if v is not None})
+    generation.validate()
+    return ImageGenerator(model, tokenizer, generation)
+
+
+def class_consistency(generator: ImageGenerator, classifier: Any, per_class: int, batch_size: int = 100,
+                      reference: ImageSet | None = None) -> dict[str, Any]:
+    """The share of generated images that ``classifier`` (an
+    :class:`~transformerkit.tasks.image_classification.ImageClassifier`) assigns to the class they
+    were conditioned on, overall and per class; with ``reference`` (real images) also the share for
+    those images after the same downsampling and quantization (the ceiling for the samples)."""
+    classes = [c for c in range(len(generator.tokenizer.labels)) for _ in range(per_class)]
+    predicted: list[int] = []
+    for start in range(0, len(classes), batch_size):
+        images = generator.generate(classes[start:start + batch_size])
+        predicted += classifier.probabilities(images).argmax(-1).tolist()
+    hits = [p == c for p, c in zip(predicted, classes)]
+    result: dict[str, Any] = {
+        "class_consistency": sum(hits) / len(hits), "samples": len(hits),
+        "per_class": {label: sum(hits[i * per_class:(i + 1) * per_class]) / per_class
+                      for i, label in enumerate(generator.tokenizer.labels)}}
+    if reference is not None:
+        t = generator.tokenizer
+        quantized = t.decode(t.quantize(reference.images))
+        correct = 0
+        for start in range(0, len(reference), batch_size):
+            guess = classifier.probabilities(quantized[start:start + batch_size]).argmax(-1).cpu()
+            correct += int((guess == reference.labels[start:start + batch_size]).sum())
+        result["real_quantized_consistency"] = correct / len(reference)
+    return result
