@@ -38,6 +38,7 @@ from transformerkit.generation.layout import use_decoding_layout  # noqa: E402
 from transformerkit.generation.decoders import CausalLMDecoder, Seq2SeqDecoder  # noqa: E402
 from transformerkit.generation.sampling import TokenChooser, generate_tokens  # noqa: E402
 from transformerkit.generation.search import beam_search  # noqa: E402
+from transformerkit.memory import retain_freed_memory  # noqa: E402
 from transformerkit.models.decoder_only import DecoderOnlyTransformer  # noqa: E402
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer  # noqa: E402
 from transformerkit.models.encoder_only import EncoderOnlyTransformer  # noqa: E402
@@ -300,7 +301,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer shapes and repeats (a few minutes)")
     parser.add_argument("--out", default=None, help="write the table to this Markdown file (default: print only)")
+    parser.add_argument("--malloc-default", action="store_true",
+                        help="keep glibc's default malloc thresholds (see transformerkit/memory.py)")
     args = parser.parse_args()
+    if not args.malloc_default:
+        retain_freed_memory()  # as the transformerkit command does; peers share the process and the setting
     started = time.perf_counter()
     repeats = 3 if args.quick else 5
     machine = describe()

@@ -142,3 +142,42 @@ def test_fused_projections_load_separate_matrices_and_compute_the_formula(cross:
     torch.testing.assert_close(out, expected, atol=ATOL, rtol=0)
     with pytest.raises(ValueError, match="cross-attention needs memory, self-attention takes none"):
         mha(x, memory=None if cross else memory)
+
+
+def test_auto_kernel_takes_the_formula_for_bf16_training_on_a_cpu_only() -> None:
+    from transformerkit.nn.attention import formula_is_faster
+
+    q = torch.randn(2, 2, 5, 8)
+    assert not formula_is_faster(q)  # fp32: the fused kernel
+    assert formula_is_faster(q.bfloat16())
+    with torch.no_grad():
+        assert not formula_is_faster(q.bfloat16())  # inference: the fused kernel
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(d_model=32, num_heads=4, d_k=8, d_v=8)  # default kernel: auto
+    assert mha.kernel == "auto"
+    x = torch.randn(2, 6, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto, weights = mha(x, causal=True)
+        mha.kernel = "reference"
+        reference, _ = mha(x, causal=True)
+    assert weights is None and torch.equal(auto, reference)  # the same computation
+
+
+def test_dropout_keeps_each_element_with_probability_one_minus_p_and_rescales() -> None:
+    from transformerkit.nn.dropout import Dropout, dropout
+
+    torch.manual_seed(0)
+    x = torch.ones(400, 1000)
+    y = dropout(x, 0.1)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.9) < 0.003  # 400,000 draws: σ ≈ 0.0005
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.9))
+    lanes = kept.flatten()[:399_996].view(-1, 4).float().mean(dim=0)  # each 16-bit lane of a draw is uniform
+    assert (lanes - 0.9).abs().max() < 0.006
+    torch.manual_seed(0)
+    assert torch.equal(dropout(x, 0.1), y)  # the default generator's seed decides
+    layer = Dropout(0.3).eval()
+    assert layer(x) is x and isinstance(layer, torch.nn.Dropout)
+    x.requires_grad_(True)
+    dropout(x, 0.5).sum().backward()
+    assert set(x.grad.unique().tolist()) <= {0.0, 2.0}

@@ -41,6 +41,7 @@ from typing import NoReturn
 import torch
 
 from transformerkit.config import PRESETS, TransformerConfig, preset
+from transformerkit.memory import retain_freed_memory
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
@@ -605,6 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    retain_freed_memory()  # training and decoding reuse their large buffers step after step
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

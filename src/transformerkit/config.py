@@ -31,7 +31,7 @@ from transformerkit.typed_config import check_types, from_mapping
 Positional = Literal["sinusoidal", "learned", "rotary"]
 NormPosition = Literal["post", "pre"]
 Activation = Literal["relu", "gelu", "gelu_tanh"]
-AttentionKernel = Literal["fused", "reference"]
+AttentionKernel = Literal["auto", "fused", "reference"]
 
 
 @dataclass
@@ -88,7 +88,9 @@ class TransformerConfig:
     """Vision models: each P×P patch of the image is one token."""
     num_channels: int = 3
     """Vision models: colour channels of the input images (1: grayscale)."""
-    attention_kernel: AttentionKernel = "fused"
+    attention_kernel: AttentionKernel = "auto"
+    """``fused`` (PyTorch's scaled_dot_product_attention), ``reference`` (the formula), or ``auto``:
+    the one measured faster for the device, precision and mode (:mod:`transformerkit.nn.attention`)."""
     pad_id: int = 0
     bos_id: int = 1
     eos_id: int = 2

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from transformerkit.config import AttentionKernel, TransformerConfig
 from transformerkit.models import builders
 from transformerkit.models.common import parameter_counts, set_attention_kernel
+from transformerkit.nn.dropout import Dropout
 from transformerkit.nn.feed_forward import ACTIVATIONS
 from transformerkit.nn.kv_cache import positions_after
 from transformerkit.nn.layers import LayerAttention
@@ -51,7 +52,7 @@ class EncoderOnlyTransformer(nn.Module):
         if config.labels:
             if len(set(config.labels)) != len(config.labels):
                 raise ValueError(f"labels must be distinct, got {config.labels}")
-            self.classifier = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(config.d_model, len(config.labels)))
+            self.classifier = nn.Sequential(Dropout(config.dropout), nn.Linear(config.d_model, len(config.labels)))
 
     def forward(self, ids: Tensor, attention_mask: Tensor | None = None, token_types: Tensor | None = None,
                 need_weights: bool = False) -> tuple[Tensor, list[LayerAttention]]:

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from transformerkit.config import AttentionKernel, TransformerConfig
 from transformerkit.models import builders
 from transformerkit.models.common import parameter_counts, set_attention_kernel
+from transformerkit.nn.dropout import Dropout
 from transformerkit.nn.embedding import LearnedPositionalEmbedding, PatchEmbedding
 from transformerkit.nn.layers import LayerAttention
 
@@ -45,7 +46,7 @@ class VisionTransformer(nn.Module):
         self.class_token = nn.Parameter(torch.zeros(1, 1, config.d_model))
         nn.init.trunc_normal_(self.class_token, std=0.02)
         self.positions = LearnedPositionalEmbedding(self.num_patches + 1, config.d_model)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.encoder = builders.transformer_stack(config, config.num_encoder_layers, cross_attention=False)
         self.classifier = nn.Linear(config.d_model, len(config.labels)) if config.labels else None
 

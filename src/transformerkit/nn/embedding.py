@@ -12,6 +12,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from transformerkit.nn.dropout import Dropout
+
 
 class TokenEmbedding(nn.Module):
     """Token embedding scaled by sqrt(d_model) (§3.4: "we multiply those weights by √d_model").
@@ -115,7 +117,7 @@ class InputEmbedding(nn.Module):
         self.positional = positional
         self.segments = segments
         self.norm = norm
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, ids: Tensor, positions: Tensor, token_types: Tensor | None = None) -> Tensor:
         x = self.tokens(ids)

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from transformerkit.config import NormPosition
 from transformerkit.nn.attention import MultiHeadAttention
+from transformerkit.nn.dropout import Dropout
 from transformerkit.nn.feed_forward import PositionwiseFeedForward
 from transformerkit.nn.kv_cache import DecoderCache, LayerCache
 
@@ -37,7 +38,7 @@ class ResidualNorm(nn.Module):
         if norm_position not in ("post", "pre"):
             raise ValueError(f"norm_position must be 'post' or 'pre', got {norm_position!r}")
         self.norm = nn.LayerNorm(d_model, eps=eps)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.pre_norm = norm_position == "pre"
 
     def before(self, x: Tensor) -> Tensor:
