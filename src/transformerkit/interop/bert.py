@@ -33,8 +33,8 @@ from transformerkit.checkpoint import CheckpointError, atomic_directory
 from transformerkit.config import TransformerConfig
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.interop.common import (TO_HF_ACTIVATION, activation_from_hf, check_layout, check_state,
-                                          drop_tied_output, read_hf_config, read_hf_weights,
-                                          separate_projections, write_hf_tokenizer)
+                                          drop_tied_output, encoder_layer_pairs, read_hf_config, read_hf_weights,
+                                          separate_projections, weights_and_biases, write_hf_tokenizer)
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
 
 _IGNORED = ("embeddings.position_ids",  # a buffer older checkpoints carry
@@ -114,19 +114,12 @@ def key_map(config: TransformerConfig) -> dict[str, str]:
         names["cls.predictions.bias"] = "masked_lm_head.bias"
         pairs |= {"cls.predictions.transform.dense": "masked_lm_head.dense",
                   "cls.predictions.transform.LayerNorm": "masked_lm_head.norm"}
-    for i in range(config.num_encoder_layers):
-        theirs, ours = f"encoder.layer.{i}", f"encoder.layers.{i}"
-        pairs |= {f"{theirs}.attention.self.query": f"{ours}.self_attention.q_proj",
-                  f"{theirs}.attention.self.key": f"{ours}.self_attention.k_proj",
-                  f"{theirs}.attention.self.value": f"{ours}.self_attention.v_proj",
-                  f"{theirs}.attention.output.dense": f"{ours}.self_attention.out_proj",
-                  f"{theirs}.attention.output.LayerNorm": f"{ours}.self_attention_block.norm",
-                  f"{theirs}.intermediate.dense": f"{ours}.feed_forward.linear1",
-                  f"{theirs}.output.dense": f"{ours}.feed_forward.linear2",
-                  f"{theirs}.output.LayerNorm": f"{ours}.feed_forward_block.norm"}
-    for theirs, ours in pairs.items():
-        names |= {f"{theirs}.weight": f"{ours}.weight", f"{theirs}.bias": f"{ours}.bias"}
-    return names
+    pairs |= encoder_layer_pairs(config.num_encoder_layers, "encoder.layer", {
+        "self_attention.q_proj": "attention.self.query", "self_attention.k_proj": "attention.self.key",
+        "self_attention.v_proj": "attention.self.value", "self_attention.out_proj": "attention.output.dense",
+        "self_attention_block.norm": "attention.output.LayerNorm", "feed_forward.linear1": "intermediate.dense",
+        "feed_forward.linear2": "output.dense", "feed_forward_block.norm": "output.LayerNorm"})
+    return names | weights_and_biases(pairs)
 
 
 def load_hf_bert(directory: str | Path) -> EncoderOnlyTransformer:

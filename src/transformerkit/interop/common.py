@@ -81,6 +81,19 @@ def check_state(state: dict[str, Tensor], expected: dict[str, tuple[int, ...]], 
     return state
 
 
+def encoder_layer_pairs(num_layers: int, theirs: str, parts: dict[str, str]) -> dict[str, str]:
+    """Hugging Face module name → ours for every layer of an encoder stack: ``parts`` maps each of
+    our layer's modules (``self_attention.q_proj``, …, ``feed_forward_block.norm``) to the
+    checkpoint's name inside layer ``{theirs}.{i}``."""
+    return {f"{theirs}.{i}.{their_part}": f"encoder.layers.{i}.{our_part}"
+            for i in range(num_layers) for our_part, their_part in parts.items()}
+
+
+def weights_and_biases(modules: dict[str, str]) -> dict[str, str]:
+    """Module name pairs → the pairs of their ``.weight`` and ``.bias`` tensors."""
+    return {f"{theirs}.{kind}": f"{ours}.{kind}" for theirs, ours in modules.items() for kind in ("weight", "bias")}
+
+
 def separate_projections(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """``state`` with every self-attention ``qkv_proj`` split into ``q_proj``, ``k_proj``, ``v_proj``
     (equal widths, d_k = d_v, as in BERT): the layout of checkpoints that store them apart. Such a

@@ -34,7 +34,8 @@ from transformerkit.checkpoint import CheckpointError, atomic_directory
 from transformerkit.config import TransformerConfig
 from transformerkit.data.image_processing import PREPROCESSOR_CONFIG, ImageProcessor
 from transformerkit.interop.common import (TO_HF_ACTIVATION, activation_from_hf, check_layout, check_state,
-                                          read_hf_config, read_hf_weights, separate_projections)
+                                          encoder_layer_pairs, read_hf_config, read_hf_weights,
+                                          separate_projections, weights_and_biases)
 from transformerkit.models.vision import VisionTransformer
 
 _IGNORED = ("embeddings.mask_token",  # ViTForMaskedImageModeling's
@@ -103,19 +104,12 @@ def key_map(config: TransformerConfig) -> dict[str, str]:
     pairs = {"embeddings.patch_embeddings.projection": "patches.projection", "layernorm": "encoder.final_norm"}
     if config.labels:
         pairs["classifier"] = "classifier"
-    for i in range(config.num_encoder_layers):
-        theirs, ours = f"encoder.layer.{i}", f"encoder.layers.{i}"
-        pairs |= {f"{theirs}.attention.attention.query": f"{ours}.self_attention.q_proj",
-                  f"{theirs}.attention.attention.key": f"{ours}.self_attention.k_proj",
-                  f"{theirs}.attention.attention.value": f"{ours}.self_attention.v_proj",
-                  f"{theirs}.attention.output.dense": f"{ours}.self_attention.out_proj",
-                  f"{theirs}.layernorm_before": f"{ours}.self_attention_block.norm",
-                  f"{theirs}.intermediate.dense": f"{ours}.feed_forward.linear1",
-                  f"{theirs}.output.dense": f"{ours}.feed_forward.linear2",
-                  f"{theirs}.layernorm_after": f"{ours}.feed_forward_block.norm"}
-    for theirs, ours in pairs.items():
-        names |= {f"{theirs}.weight": f"{ours}.weight", f"{theirs}.bias": f"{ours}.bias"}
-    return names
+    pairs |= encoder_layer_pairs(config.num_encoder_layers, "encoder.layer", {
+        "self_attention.q_proj": "attention.attention.query", "self_attention.k_proj": "attention.attention.key",
+        "self_attention.v_proj": "attention.attention.value", "self_attention.out_proj": "attention.output.dense",
+        "self_attention_block.norm": "layernorm_before", "feed_forward.linear1": "intermediate.dense",
+        "feed_forward.linear2": "output.dense", "feed_forward_block.norm": "layernorm_after"})
+    return names | weights_and_biases(pairs)
 
 
 def load_hf_vit(directory: str | Path) -> VisionTransformer:
