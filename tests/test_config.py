@@ -11,7 +11,8 @@ from transformerkit.cli import main
 from transformerkit.config import TransformerConfig, preset
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
 from transformerkit.typed_config import apply_overrides
-from transformerkit.training.schedule import inverse_sqrt_lr, inverse_sqrt_scheduler
+from transformerkit.training.recipe import load_recipe
+from transformerkit.training.schedule import cosine_lr, inverse_sqrt_lr, inverse_sqrt_scheduler
 
 
 @pytest.mark.parametrize("changes,argument", [
@@ -111,3 +112,14 @@ def test_inverse_sqrt_schedule_is_the_paper_formula() -> None:
         assert optimizer.param_groups[0]["lr"] == pytest.approx(inverse_sqrt_lr(step, d_model, warmup))
         optimizer.step()
         scheduler.step()
+
+
+def test_cosine_schedule_warms_up_like_the_paper_then_decays_to_zero() -> None:
+    d_model, warmup, total = 256, 100, 1100
+    peak = inverse_sqrt_lr(warmup, d_model, warmup, 0.5)
+    assert cosine_lr(50, d_model, warmup, total, 0.5) == pytest.approx(inverse_sqrt_lr(50, d_model, warmup, 0.5))
+    assert cosine_lr(warmup + 500, d_model, warmup, total, 0.5) == pytest.approx(peak / 2)
+    assert cosine_lr(total, d_model, warmup, total, 0.5) == pytest.approx(0.0, abs=1e-12)
+    assert cosine_lr(total + 50, d_model, warmup, total, 0.5) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="training.schedule cosine decays to 0 at training.max_steps"):
+        load_recipe(None, ["data.train=x.tsv", "training.schedule=cosine", "training.max_minutes=5"])

@@ -154,6 +154,9 @@ class TrainingConfig:
     max_minutes: float | None = None
     """Wall-clock budget; training stops at the first step past it (resumed runs count the time before)."""
     warmup_steps: int = 4000
+    schedule: Literal["inverse-sqrt", "cosine"] = "inverse-sqrt"
+    """``inverse-sqrt``: the paper's (§5.3); ``cosine``: the same warm-up and peak, then a cosine decay
+    to 0 at ``max_steps`` (which it needs)."""
     lr_scale: float = 1.0
     """Multiplier on lrate = d_model^-0.5 · min(step^-0.5, step · warmup^-1.5)."""
     adam_betas: tuple[float, float] = (0.9, 0.98)
@@ -216,6 +219,8 @@ class RunConfig:
             value = getattr(t, name)
             if value is not None and value <= 0:
                 raise ValueError(f"training.{name} must be positive or null, got {value}")
+        if t.schedule == "cosine" and t.max_steps is None:
+            raise ValueError("training.schedule cosine decays to 0 at training.max_steps: set it")
         if t.max_steps is None and t.max_epochs is None and t.max_minutes is None:
             raise ValueError("set at least one of training.max_steps, training.max_epochs, training.max_minutes")
         try:

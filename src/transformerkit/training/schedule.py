@@ -1,12 +1,15 @@
-"""The learning-rate schedule of §5.3.
+"""Learning-rate schedules: the paper's (§5.3), and a cosine decay for runs of a known length.
 
-    lrate = d_model^-0.5 · min(step^-0.5, step · warmup_steps^-1.5)
+    inverse-sqrt:  lrate = d_model^-0.5 · min(step^-0.5, step · warmup_steps^-1.5)
+    cosine:        the same linear warm-up to the same peak d_model^-0.5 · warmup_steps^-0.5, then
+                   peak · ½ (1 + cos(π · (step − warmup) / (total − warmup))), reaching 0 at ``total``
 
-Linear warm-up for ``warmup_steps`` steps, then decay proportional to the inverse square root of
-the step number. Used as a multiplier on an optimizer whose base learning rate is ``scale``.
+Both are multiplied by ``scale`` (``training.lr_scale``) and drive an optimizer created with ``lr=1.0``.
 """
 
 from __future__ import annotations
+
+import math
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
@@ -18,9 +21,22 @@ def inverse_sqrt_lr(step: int, d_model: int, warmup_steps: int, scale: float = 1
     return scale * d_model ** -0.5 * min(step ** -0.5, step * warmup_steps ** -1.5)
 
 
-def inverse_sqrt_scheduler(optimizer: Optimizer, d_model: int, warmup_steps: int, scale: float = 1.0) -> LambdaLR:
-    """A ``LambdaLR`` giving :func:`inverse_sqrt_lr`; create the optimizer with ``lr=1.0``."""
+def cosine_lr(step: int, d_model: int, warmup_steps: int, total_steps: int, scale: float = 1.0) -> float:
+    """Linear warm-up to the paper's peak, then a cosine decay to 0 at ``total_steps`` (step counted from 1)."""
+    step = max(step, 1)
+    if step <= warmup_steps:
+        return inverse_sqrt_lr(step, d_model, warmup_steps, scale)
+    progress = min(1.0, (step - warmup_steps) / max(total_steps - warmup_steps, 1))
+    return inverse_sqrt_lr(warmup_steps, d_model, warmup_steps, scale) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def inverse_sqrt_scheduler(optimizer: Optimizer, d_model: int, warmup_steps: int, scale: float = 1.0,
+                           total_steps: int | None = None) -> LambdaLR:
+    """A ``LambdaLR`` giving :func:`inverse_sqrt_lr`, or :func:`cosine_lr` when ``total_steps`` is
+    given; create the optimizer with ``lr=1.0``."""
     if warmup_steps <= 0:
         raise ValueError(f"warmup_steps must be a positive integer, got {warmup_steps}")
     # LambdaLR calls the function with the number of steps taken so far (0 before the first)
+    if total_steps is not None:
+        return LambdaLR(optimizer, lambda taken: cosine_lr(taken + 1, d_model, warmup_steps, total_steps, scale))
     return LambdaLR(optimizer, lambda taken: inverse_sqrt_lr(taken + 1, d_model, warmup_steps, scale))

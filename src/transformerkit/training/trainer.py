@@ -145,7 +145,8 @@ class Trainer:
         self.trained = self.dist.wrap(self.loss_module, layers, self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1.0, betas=t.adam_betas, eps=t.adam_eps,
                                           weight_decay=t.weight_decay)
-        self.scheduler = inverse_sqrt_scheduler(self.optimizer, self.model.config.d_model, t.warmup_steps, t.lr_scale)
+        self.scheduler = inverse_sqrt_scheduler(self.optimizer, self.model.config.d_model, t.warmup_steps, t.lr_scale,
+                                                total_steps=t.max_steps if t.schedule == "cosine" else None)
         self.progress = Progress()
         if resume:
             self._restore(self.checkpoints / "latest")
