@@ -1,13 +1,15 @@
 """Training recipes: one YAML file says which task, what data, which model, how to train and decode.
 
-    task:      translation                                # or language-modeling
+    task:      translation     # summarization, language-modeling, classification, question-answering,
+                               # image-classification, image-generation
     data:      {train: …, valid: …, test: …, target_lang: de, vocab_size: 8000}
     model:     {preset: small, dropout: 0.1, …}          # any TransformerConfig field
     training:  {max_tokens: 4096, max_minutes: 15, …}    # §5.3–5.4 defaults
     decoding:  {beam: 4, length_penalty: 0.6, …}         # GenerationConfig
 
-The ``data`` section depends on the task (:class:`TranslationData`, :class:`LanguageModelData`);
-the other sections are the same for every task.
+The ``data`` section depends on the task (:class:`TranslationData`, :class:`LanguageModelData`,
+:class:`ClassificationData`, :class:`QuestionAnsweringData`, :class:`ImageClassificationData`,
+:class:`ImageGenerationData`); the other sections are the same for every task.
 
 ``transformerkit train RECIPE.yaml --set training.max_steps=100 --set model.preset=tiny`` edits
 any key; unknown keys and ill-typed values are errors that name the key.
