@@ -203,6 +203,14 @@ def run_args(out: Path, **values: object) -> list[str]:
     return args
 
 
+def train_on_digits(out: Path, *extra: str, **settings: object) -> int:
+    """``transformerkit train`` on scikit-learn's digits with ``settings`` (an empty recipe plus --set)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    empty = out.parent / "empty.yaml"
+    empty.write_text("{}\n")
+    return main(["train", str(empty), *run_args(out, **settings), *extra])
+
+
 VIT_DIGITS = {"task": "image-classification", "model.preset": "vit-28-tiny", "model.image_size": 8,
               "model.patch_size": 2, "model.d_model": 48, "model.d_ff": 96, "training.warmup_steps": 20,
               "training.lr_scale": 0.05,  # peak lr 48^-0.5 · 20^-0.5 · 0.05 ≈ 1.6e-3
@@ -212,9 +220,7 @@ VIT_DIGITS = {"task": "image-classification", "model.preset": "vit-28-tiny", "mo
 @pytest.fixture(scope="module")
 def vit_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("vit") / "run"
-    empty = out.parent / "empty.yaml"
-    empty.write_text("{}\n")
-    assert main(["train", str(empty), *run_args(out, **VIT_DIGITS, **{"training.max_steps": 150})]) == 0
+    assert train_on_digits(out, **VIT_DIGITS, **{"training.max_steps": 150}) == 0
     return out
 
 
@@ -227,13 +233,10 @@ def test_vit_learns_digits_and_scores_the_test_split(vit_digits: Path) -> None:
 
 
 def test_image_classification_resumes_exactly(tmp_path: Path) -> None:
-    empty = tmp_path / "empty.yaml"
-    empty.write_text("{}\n")
     settings = {**VIT_DIGITS, "data.shift": 1, "data.flip": True, "training.validate_every": 100}
-    assert main(["train", str(empty), *run_args(tmp_path / "straight", **settings, **{"training.max_steps": 6})]) == 0
-    assert main(["train", str(empty), *run_args(tmp_path / "split", **settings, **{"training.max_steps": 3})]) == 0
-    assert main(["train", str(empty), *run_args(tmp_path / "split", **settings, **{"training.max_steps": 6}),
-                 "--resume"]) == 0
+    assert train_on_digits(tmp_path / "straight", **settings, **{"training.max_steps": 6}) == 0
+    assert train_on_digits(tmp_path / "split", **settings, **{"training.max_steps": 3}) == 0
+    assert train_on_digits(tmp_path / "split", "--resume", **settings, **{"training.max_steps": 6}) == 0
     straight = load_file(str(tmp_path / "straight" / "model" / "model.safetensors"))
     resumed = load_file(str(tmp_path / "split" / "model" / "model.safetensors"))
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
@@ -278,9 +281,7 @@ GENERATOR_DIGITS = {"task": "image-generation", "model.preset": "gpt-tiny", "dat
 @pytest.fixture(scope="module")
 def generator_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("pixels") / "run"
-    empty = out.parent / "empty.yaml"
-    empty.write_text("{}\n")
-    assert main(["train", str(empty), *run_args(out, **GENERATOR_DIGITS, **{"training.max_steps": 80})]) == 0
+    assert train_on_digits(out, **GENERATOR_DIGITS, **{"training.max_steps": 80}) == 0
     return out
 
 
