@@ -9,7 +9,8 @@ reports the median; weights are random (speed does not depend on their values). 
 ``transformers`` (BART, GPT-2, BERT) configured to the same shapes.
 
 FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` (matrix products and attention,
-2 per multiply-add, forward and backward); the peaks are a large ``torch.mm`` and a large read.
+2 per multiply-add, forward and backward); the peaks are large fp32
+(MKL and oneDNN) and bf16 products and a large read.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from machine import describe, interleaved_medians  # noqa: E402
 
 from transformerkit.config import TransformerConfig, preset  # noqa: E402
 from transformerkit.generation.config import GenerationConfig  # noqa: E402
-from transformerkit.generation.layout import use_decoding_layout  # noqa: E402
 from transformerkit.generation.decoders import CausalLMDecoder, Seq2SeqDecoder  # noqa: E402
 from transformerkit.generation.sampling import TokenChooser, generate_tokens  # noqa: E402
 from transformerkit.generation.search import beam_search  # noqa: E402
@@ -43,6 +43,7 @@ from transformerkit.models.decoder_only import DecoderOnlyTransformer  # noqa: E
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer  # noqa: E402
 from transformerkit.models.encoder_only import EncoderOnlyTransformer  # noqa: E402
 from transformerkit.nn.embedding import SinusoidalPositionalEncoding  # noqa: E402
+from transformerkit.nn.linear import onednn_products  # noqa: E402
 
 
 @dataclass
@@ -60,6 +61,31 @@ class Row:
                   for name, v in self.peers.items()]
         peers = ", ".join(f"{name} {v:,.1f}" for name, v in self.peers.items())
         return [self.name, f"{self.ours:,.1f} {self.unit}", peers, "; ".join(ratios), self.note]
+
+
+@dataclass
+class Peaks:
+    """The machine's measured ceilings: matmul FLOP/s by kernel and precision, read bytes/s."""
+    fp32_mkl: float
+    fp32_onednn: float
+    bf16: float
+    bandwidth: float
+
+    def matmul(self, precision: str) -> float:
+        """The best measured matmul rate for a precision (fp32: oneDNN's, what nn/linear.py uses)."""
+        return self.bf16 if precision == "bf16" else self.fp32_onednn
+
+    def achieved(self, flops_per_second: float, precision: str) -> str:
+        return (f"{flops_per_second / 1e9:.0f} GFLOP/s achieved = "
+                f"{flops_per_second / self.matmul(precision):.0%} of the {precision} peak")
+
+
+def with_mkl_products(run: Callable[[], None]) -> Callable[[], None]:
+    """``run`` with transformerkit's fp32 linear maps on ``F.linear`` (MKL) instead of oneDNN (nn/linear.py)."""
+    def mkl_run() -> None:
+        with onednn_products(False):
+            run()
+    return mkl_run
 
 
 def precision_context(precision: str) -> Callable[[], object]:
@@ -129,13 +155,15 @@ def smoothed_loss(logits: Tensor, targets: Tensor, config: TransformerConfig) ->
 
 
 def count_flops(run: Callable[[], None]) -> float:
+    """FLOPs of one call; on MKL products, which the counter sees (it has no formula for oneDNN's op)."""
     counter = FlopCounterMode(display=False)
-    with counter:
+    with counter, onednn_products(False):
         run()
     return float(counter.get_total_flops())
 
 
-def seq2seq_training(shape: str, precision: str, batch: int, length: int, repeats: int) -> Row:
+def seq2seq_training(shape: str, precision: str, batch: int, length: int, repeats: int,
+                     peaks: Peaks) -> Row:
     config = preset(shape, vocab_size=8000) if shape == "small" else preset(shape)
     generator = torch.Generator().manual_seed(0)
     src = torch.randint(3, config.vocab_size, (batch, length), generator=generator)
@@ -149,6 +177,8 @@ def seq2seq_training(shape: str, precision: str, batch: int, length: int, repeat
              "nn.Transformer": training_step(torch_model, lambda: torch_model.loss(src, tgt_in, tgt_out), precision),
              "HF BART": training_step(bart, lambda: smoothed_loss(bart(input_ids=src, decoder_input_ids=tgt_in).logits,
                                                                   tgt_out, config), precision)}
+    if precision == "fp32":
+        steps["transformerkit, MKL products"] = with_mkl_products(steps["transformerkit"])
     seconds = interleaved_medians(steps, repeats)
     tokens = batch * length
     rate = {k: tokens / v for k, v in seconds.items()}
@@ -156,10 +186,10 @@ def seq2seq_training(shape: str, precision: str, batch: int, length: int, repeat
     return Row(f"train enc-dec {shape} ({config.d_model}, {config.num_encoder_layers}+{config.num_decoder_layers}, "
                f"vocab {config.vocab_size}), {precision}, batch {batch}×{length}", "tgt tok/s",
                rate["transformerkit"], {k: v for k, v in rate.items() if k != "transformerkit"},
-               {"nn.Transformer": 1.5, "HF BART": 2.0}, f"{flops / 1e9:.0f} GFLOP/s achieved")
+               {"nn.Transformer": 1.5, "HF BART": 2.0}, peaks.achieved(flops, precision))
 
 
-def decoder_training(precision: str, batch: int, length: int, repeats: int) -> Row:
+def decoder_training(precision: str, batch: int, length: int, repeats: int, peaks: Peaks) -> Row:
     from transformers import GPT2Config, GPT2LMHeadModel
     config = preset("gpt2", num_decoder_layers=6, d_model=512, d_ff=2048, num_heads=8, max_positions=length)
     ids = torch.randint(0, config.vocab_size, (batch, length + 1), generator=torch.Generator().manual_seed(0))
@@ -171,12 +201,15 @@ def decoder_training(precision: str, batch: int, length: int, repeats: int) -> R
     inputs, targets = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
     steps = {"transformerkit": training_step(ours, lambda: ours.loss(inputs, targets), precision),
              "HF GPT-2": training_step(hf, lambda: smoothed_loss(hf(inputs).logits, targets, config), precision)}
+    if precision == "fp32":
+        steps["transformerkit, MKL products"] = with_mkl_products(steps["transformerkit"])
     seconds = interleaved_medians(steps, repeats)
     rate = {k: batch * length / v for k, v in seconds.items()}
     flops = count_flops(steps["transformerkit"]) / seconds["transformerkit"]
     return Row(f"train decoder-only ({config.d_model}, {config.num_decoder_layers} layers, vocab {config.vocab_size}), "
-               f"{precision}, batch {batch}×{length}", "tok/s", rate["transformerkit"], {"HF GPT-2": rate["HF GPT-2"]},
-               {"HF GPT-2": 2.0}, f"{flops / 1e9:.0f} GFLOP/s achieved")
+               f"{precision}, batch {batch}×{length}", "tok/s", rate["transformerkit"],
+               {k: v for k, v in rate.items() if k != "transformerkit"},
+               {"HF GPT-2": 2.0}, peaks.achieved(flops, precision))
 
 
 def greedy_generation(batch: int, new_tokens: int, repeats: int, bandwidth: float) -> Row:
@@ -194,8 +227,6 @@ def greedy_generation(batch: int, new_tokens: int, repeats: int, bandwidth: floa
     mask = torch.ones_like(prompt, dtype=torch.bool)
     greedy = TokenChooser(GenerationConfig())
 
-    laid_out = use_decoding_layout(copy.deepcopy(ours))  # what `transformerkit generate` runs on a CPU
-
     def run(model: DecoderOnlyTransformer) -> Callable[[], None]:
         def generate() -> None:
             decoder = CausalLMDecoder(model, mask, 16 + new_tokens)
@@ -208,9 +239,10 @@ def greedy_generation(batch: int, new_tokens: int, repeats: int, bandwidth: floa
             hf.generate(prompt, attention_mask=mask.long(), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                         do_sample=False, pad_token_id=50256)
 
-    candidates = {"transformerkit": run(laid_out), "HF generate": hf_run, "transformerkit, nn.Linear layout": run(ours)}
+    candidates = {"transformerkit": run(ours), "HF generate": hf_run,
+                  "transformerkit, MKL products": with_mkl_products(run(ours))}
     if batch == 1:  # the opt-in approximation: bf16 weights (`generate --dtype bf16`)
-        candidates["transformerkit bf16 weights"] = run(use_decoding_layout(copy.deepcopy(ours).to(torch.bfloat16)))
+        candidates["transformerkit bf16 weights"] = run(copy.deepcopy(ours).to(torch.bfloat16))
     seconds = interleaved_medians(candidates, repeats)
     rate = {k: batch * new_tokens / v for k, v in seconds.items()}
     weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters())
@@ -246,10 +278,12 @@ def beam_generation(batch: int, new_tokens: int, repeats: int) -> Row:
             bart.generate(src, attention_mask=(src != 0).long(), num_beams=4, max_new_tokens=new_tokens,
                           min_new_tokens=new_tokens, do_sample=False, early_stopping=False)
 
-    seconds = interleaved_medians({"transformerkit": ours_run, "HF BART generate": hf_run}, repeats)
+    seconds = interleaved_medians({"transformerkit": ours_run, "HF BART generate": hf_run,
+                                   "transformerkit, MKL products": with_mkl_products(ours_run)}, repeats)
     rate = {k: batch / v for k, v in seconds.items()}
     return Row(f"beam search 4, batch {batch}, {new_tokens} new tokens, d512 6+6 vocab 8000, fp32", "sentences/s",
-               rate["transformerkit"], {"HF BART generate": rate["HF BART generate"]}, {"HF BART generate": 2.0})
+               rate["transformerkit"], {k: v for k, v in rate.items() if k != "transformerkit"},
+               {"HF BART generate": 2.0})
 
 
 def bert_forward(precision: str, batch: int, length: int, repeats: int) -> Row:
@@ -271,29 +305,34 @@ def bert_forward(precision: str, batch: int, length: int, repeats: int) -> Row:
         with torch.inference_mode(), autocast():
             hf(ids, attention_mask=mask.long())
 
-    seconds = interleaved_medians({"transformerkit": ours_run, "HF BertModel": hf_run}, repeats)
+    runs = {"transformerkit": ours_run, "HF BertModel": hf_run}
+    if precision == "fp32":
+        runs["transformerkit, MKL products"] = with_mkl_products(ours_run)
+    seconds = interleaved_medians(runs, repeats)
     rate = {k: batch * length / v for k, v in seconds.items()}
     return Row(f"BERT-base encoder forward, {precision}, batch {batch}×{length}", "tok/s", rate["transformerkit"],
-               {"HF BertModel": rate["HF BertModel"]}, {"HF BertModel": 1.3})
+               {k: v for k, v in rate.items() if k != "transformerkit"}, {"HF BertModel": 1.3})
 
 
-def peaks(size: int = 2048) -> tuple[float, float, float]:
-    """Measured matmul GFLOP/s (fp32, bf16) and read bandwidth (bytes/s)."""
-    result = []
-    for dtype in (torch.float32, torch.bfloat16):
-        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-        seconds = interleaved_medians({"mm": lambda: torch.mm(a, b)}, repeats=5)["mm"]
-        result.append(2 * size ** 3 / seconds)
-    big = torch.ones(256 * 1024 * 1024 // 4)  # 256 MiB
-    seconds = interleaved_medians({"read": lambda: big.sum()}, repeats=5)["read"]
-    return result[0], result[1], big.numel() * 4 / seconds
+def measure_peaks(size: int = 2048) -> Peaks:
+    """fp32 ``torch.mm`` (MKL) and oneDNN, bf16 ``torch.mm`` (oneDNN) on size³ products; a 256 MiB sum."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a16, b16 = a.bfloat16(), b.bfloat16()
+    seconds = interleaved_medians({"mkl": lambda: torch.mm(a, b),
+                                   "onednn": lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], ""),
+                                   "bf16": lambda: torch.mm(a16, b16)}, repeats=5)
+    big = torch.ones(256 * 1024 * 1024 // 4)
+    read = interleaved_medians({"read": lambda: big.sum()}, repeats=5)["read"]
+    flops = 2 * size ** 3
+    return Peaks(flops / seconds["mkl"], flops / seconds["onednn"], flops / seconds["bf16"], big.numel() * 4 / read)
 
 
-def markdown(rows: list[Row], machine: str, fp32: float, bf16: float, bandwidth: float, seconds: float) -> str:
+def markdown(rows: list[Row], machine: str, peaks: Peaks, seconds: float) -> str:
     lines = ["| row | transformerkit | peers | ratio | notes |", "|---|---:|---|---|---|"]
     lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
-    return (f"Machine: {machine}.\n\nMeasured peaks: fp32 `torch.mm` {fp32 / 1e9:.0f} GFLOP/s, bf16 {bf16 / 1e9:.0f} "
-            f"GFLOP/s (2048³), memory read {bandwidth / 1e9:.1f} GB/s (sum of 256 MiB). Whole run: "
+    return (f"Machine: {machine}.\n\nMeasured peaks (2048³ products): fp32 {peaks.fp32_mkl / 1e9:.0f} GFLOP/s "
+            f"with `torch.mm` (MKL), {peaks.fp32_onednn / 1e9:.0f} GFLOP/s with oneDNN; bf16 {peaks.bf16 / 1e9:.0f} "
+            f"GFLOP/s; memory read {peaks.bandwidth / 1e9:.1f} GB/s (sum of 256 MiB). Whole run: "
             f"{seconds / 60:.1f} min.\n\n" + "\n".join(lines) + "\n")
 
 
@@ -309,29 +348,28 @@ def main() -> None:
     started = time.perf_counter()
     repeats = 3 if args.quick else 5
     machine = describe()
-    fp32, bf16, bandwidth = peaks()
-    print(f"machine: {machine}\npeaks: fp32 {fp32 / 1e9:.0f} GFLOP/s, bf16 {bf16 / 1e9:.0f} GFLOP/s, "
-          f"read {bandwidth / 1e9:.1f} GB/s", flush=True)
+    peaks = measure_peaks()
+    print(f"machine: {machine}\npeaks: {peaks}", flush=True)
     jobs: list[Callable[[], Row]] = [
-        lambda: seq2seq_training("small", "fp32", 16, 64, repeats),
-        lambda: seq2seq_training("small", "bf16", 16, 64, repeats),
-        lambda: decoder_training("fp32", 8, 128, repeats),
-        lambda: greedy_generation(1, 32 if args.quick else 64, repeats, bandwidth),
-        lambda: greedy_generation(8, 32 if args.quick else 64, repeats, bandwidth),
+        lambda: seq2seq_training("small", "fp32", 16, 64, repeats, peaks),
+        lambda: seq2seq_training("small", "bf16", 16, 64, repeats, peaks),
+        lambda: decoder_training("fp32", 8, 128, repeats, peaks),
+        lambda: greedy_generation(1, 32 if args.quick else 64, repeats, peaks.bandwidth),
+        lambda: greedy_generation(8, 32 if args.quick else 64, repeats, peaks.bandwidth),
         lambda: beam_generation(8, 16 if args.quick else 64, 1 if args.quick else 3),
         lambda: bert_forward("fp32", 8, 128, repeats),
     ]
     if not args.quick:
-        jobs[2:2] = [lambda: seq2seq_training("base", "fp32", 16, 64, 3),
-                     lambda: seq2seq_training("base", "bf16", 16, 64, 3)]
-        jobs.insert(-1, lambda: decoder_training("bf16", 8, 128, repeats))
+        jobs[2:2] = [lambda: seq2seq_training("base", "fp32", 16, 64, 3, peaks),
+                     lambda: seq2seq_training("base", "bf16", 16, 64, 3, peaks)]
+        jobs.insert(-1, lambda: decoder_training("bf16", 8, 128, repeats, peaks))
         jobs.append(lambda: bert_forward("bf16", 8, 128, repeats))
     rows = []
     for job in jobs:
         row = job()
         rows.append(row)
         print(" | ".join(row.cells()), flush=True)
-    table = markdown(rows, machine, fp32, bf16, bandwidth, time.perf_counter() - started)
+    table = markdown(rows, machine, peaks, time.perf_counter() - started)
     print("\n" + table)
     if args.out:
         Path(args.out).write_text(table, encoding="utf-8")

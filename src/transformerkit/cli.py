@@ -255,10 +255,10 @@ def generate(args: argparse.Namespace) -> int:
     from transformerkit.tasks.language_modeling import load_generator
 
     do_sample = False if args.greedy else (True if args.sample else None)
-    generator = load_generator(args.model, decoding_layout=True, dtype=args.dtype,  # one prompt: one-row products
-                               max_new_tokens=args.max_new_tokens, do_sample=do_sample, temperature=args.temperature,
-                               top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
-                               stop=args.stop or None, seed=args.seed)
+    generator = load_generator(args.model, dtype=args.dtype, max_new_tokens=args.max_new_tokens,
+                               do_sample=do_sample, temperature=args.temperature, top_k=args.top_k,
+                               top_p=args.top_p, repetition_penalty=args.repetition_penalty, stop=args.stop or None,
+                               seed=args.seed)
     sys.stdout.write(args.prompt)
     for pieces in generator.stream([args.prompt]):
         sys.stdout.write(pieces[0])

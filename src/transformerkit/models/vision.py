@@ -26,6 +26,7 @@ from transformerkit.models.common import parameter_counts, set_attention_kernel
 from transformerkit.nn.dropout import Dropout
 from transformerkit.nn.embedding import LearnedPositionalEmbedding, PatchEmbedding
 from transformerkit.nn.layers import LayerAttention
+from transformerkit.nn.linear import Linear
 
 
 class VisionTransformer(nn.Module):
@@ -48,7 +49,7 @@ class VisionTransformer(nn.Module):
         self.positions = LearnedPositionalEmbedding(self.num_patches + 1, config.d_model)
         self.dropout = Dropout(config.dropout)
         self.encoder = builders.transformer_stack(config, config.num_encoder_layers, cross_attention=False)
-        self.classifier = nn.Linear(config.d_model, len(config.labels)) if config.labels else None
+        self.classifier = Linear(config.d_model, len(config.labels)) if config.labels else None
 
     @property
     def num_patches(self) -> int:

@@ -32,6 +32,7 @@ from transformerkit.config import AttentionKernel
 from transformerkit.nn.dropout import dropout
 from transformerkit.nn.embedding import RotaryEmbedding
 from transformerkit.nn.kv_cache import KVCache
+from transformerkit.nn.linear import Linear
 from transformerkit.nn.masks import causal_mask, merge_masks
 
 KERNELS: tuple[AttentionKernel, ...] = ("auto", "fused", "reference")
@@ -122,13 +123,13 @@ class MultiHeadAttention(nn.Module):
         self.num_heads, self.d_k, self.d_v, self.cross = num_heads, d_k, d_v, cross
         self.widths = [num_heads * d_k, num_heads * d_k, num_heads * d_v]  # Q, K, V
         if cross:
-            self.q_proj = nn.Linear(d_model, self.widths[0], bias=bias)
-            self.kv_proj = nn.Linear(d_model, self.widths[1] + self.widths[2], bias=bias)
+            self.q_proj = Linear(d_model, self.widths[0], bias=bias)
+            self.kv_proj = Linear(d_model, self.widths[1] + self.widths[2], bias=bias)
             parts = [(self.q_proj, self.widths[:1]), (self.kv_proj, self.widths[1:])]
         else:
-            self.qkv_proj = nn.Linear(d_model, sum(self.widths), bias=bias)
+            self.qkv_proj = Linear(d_model, sum(self.widths), bias=bias)
             parts = [(self.qkv_proj, self.widths)]
-        self.out_proj = nn.Linear(num_heads * d_v, d_model, bias=bias)
+        self.out_proj = Linear(num_heads * d_v, d_model, bias=bias)
         parts.append((self.out_proj, [d_model]))
         self.dropout = dropout
         self.rotary = rotary

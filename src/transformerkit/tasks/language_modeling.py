@@ -18,7 +18,6 @@ from transformerkit.checkpoint import CheckpointError, load_model_dir
 from transformerkit.data.text import block_starts, blocks, contiguous_split, read_text
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.generation.config import GenerationConfig
-from transformerkit.generation.layout import use_decoding_layout
 from transformerkit.generation.decoders import CausalLMDecoder
 from transformerkit.generation.sampling import TokenChooser, generate_tokens
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
@@ -194,12 +193,10 @@ class TextGenerator:
         return outputs
 
 
-def load_generator(model_dir: str | Path, device: str | None = None, decoding_layout: bool = False,
+def load_generator(model_dir: str | Path, device: str | None = None,
                    dtype: Literal["fp32", "bf16"] = "fp32", **overrides: Any) -> TextGenerator:
     """A :class:`TextGenerator` for a model directory; ``overrides`` change its generation defaults.
 
-    ``decoding_layout`` stores the weights for one-token products on a CPU
-    (:mod:`transformerkit.generation.layout`): faster for one prompt; no gain for batches.
     ``dtype="bf16"`` casts the weights to bfloat16: half the bytes to read per token, an
     approximation (measured in BENCHMARKS.md: 99.2 % of next-token argmaxes unchanged).
     """
@@ -210,8 +207,6 @@ def load_generator(model_dir: str | Path, device: str | None = None, decoding_la
         raise CheckpointError(f"{model_dir} holds {kind} model, not a language model")
     if dtype == "bf16":
         model.to(torch.bfloat16)
-    if decoding_layout and model.output_projection.weight.device.type == "cpu":
-        use_decoding_layout(model)
     generation = replace(generation, **{k: v for k, v in overrides.items() if v is not None})
     generation.validate()
     return TextGenerator(model, tokenizer, generation)
