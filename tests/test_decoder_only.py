@@ -152,6 +152,28 @@ def test_generation_with_and_without_the_cache_agrees() -> None:
     assert torch.equal(runs[0], runs[1])
 
 
+def test_the_decoding_layout_computes_the_same_model() -> None:
+    import copy
+
+    from transformerkit.generation.layout import DecodingLinear, use_decoding_layout
+    model, tokenizer = tiny_lm()
+    laid_out = use_decoding_layout(copy.deepcopy(model))
+    assert not any(isinstance(m, torch.nn.Linear) for m in laid_out.modules())
+    assert any(isinstance(m, DecodingLinear) for m in laid_out.modules())
+    state, original = laid_out.state_dict(), model.state_dict()
+    assert state.keys() == original.keys() and all(torch.equal(state[k], original[k]) for k in state)
+    ids, mask = left_padded([[5, 6, 7, 8, 9, 10, 11, 12], [7, 8, 9]], pad=0)
+    with torch.no_grad():
+        assert torch.allclose(laid_out(ids, attention_mask=mask)[mask], model(ids, attention_mask=mask)[mask],
+                              atol=1e-5)
+    config = GenerationConfig(max_new_tokens=16)
+    prompts = ["Whether 'tis", "the"]
+    assert TextGenerator(laid_out, tokenizer, config).generate(prompts) == \
+        TextGenerator(model, tokenizer, config).generate(prompts)
+    in_bf16 = use_decoding_layout(copy.deepcopy(model).to(torch.bfloat16))  # F.linear reads (out, in) faster
+    assert not any(isinstance(m, DecodingLinear) for m in in_bf16.modules())
+
+
 def test_onednn_and_mkl_products_generate_the_same_text() -> None:
     from transformerkit.nn.linear import onednn_products
     model, tokenizer = tiny_lm()

@@ -44,7 +44,10 @@ class OneDNNLinearFunction(torch.autograd.Function):
     """y = x Wᵀ + b with its gradients as oneDNN products.
 
     With g = ∂L/∂y (rows flattened to (n, out)): ∂L/∂x = g W, ∂L/∂W = gᵀ x, ∂L/∂b = Σ_rows g.
-    The transposes are strided views, not copies: oneDNN reads them in place.
+    The transposes are strided views. oneDNN reads a strided weight operand in place but copies a
+    strided input operand, so ∂L/∂W is arranged to copy the smaller of gᵀ (n × out) and xᵀ (n × in):
+    for the (d_model → vocab) projection, gᵀ x costs 15.7 ms and (xᵀ g)ᵀ 9.5 ms (n = 1024, 256 →
+    8,000); the gradient then stays a transposed view until autograd accumulates it.
     """
 
     @staticmethod
@@ -63,7 +66,11 @@ class OneDNNLinearFunction(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = _onednn_matmul(rows, weight.t()).view(x.shape)           # g W: (n, in)
         if ctx.needs_input_grad[1]:
-            grad_weight = _onednn_matmul(rows.t(), x.reshape(-1, x.shape[-1]).t())  # gᵀ x: (out, in)
+            inputs = x.reshape(-1, x.shape[-1])                                   # (n, in)
+            if weight.shape[0] > weight.shape[1]:  # out > in: let oneDNN copy xᵀ, the smaller operand
+                grad_weight = _onednn_matmul(inputs.t(), rows.t()).t()           # (xᵀ g)ᵀ: (out, in)
+            else:
+                grad_weight = _onednn_matmul(rows.t(), inputs.t())               # gᵀ x: (out, in)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = rows.sum(0)
         return grad_x, grad_weight, grad_bias
@@ -91,9 +98,12 @@ def onednn_products(enabled: bool) -> Iterator[None]:
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """y = x Wᵀ + b. x: (..., in), weight: (out, in), bias: (out,) → (..., out); oneDNN for fp32 on CPU."""
-    if uses_onednn(x, weight):
+    if not uses_onednn(x, weight):
+        return F.linear(x, weight, bias)
+    operands = (x, weight) if bias is None else (x, weight, bias)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in operands):
         return OneDNNLinearFunction.apply(x, weight, bias)
-    return F.linear(x, weight, bias)
+    return _onednn_matmul(x, weight, bias)  # inference: no autograd node
 
 
 class Linear(nn.Linear):

@@ -30,6 +30,7 @@ from transformerkit.data.image_processing import PixelTokenizer
 from transformerkit.data.images import DataError, ImageSet, image_splits
 from transformerkit.generation.config import GenerationConfig
 from transformerkit.generation.decoders import CausalLMDecoder, VocabularyPrefix
+from transformerkit.generation.layout import use_decoding_layout
 from transformerkit.generation.sampling import TokenChooser, generate_tokens
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
 from transformerkit.training.recipe import ImageGenerationRun
@@ -148,6 +149,7 @@ def load_image_generator(model_dir: str | Path, device: str | None = None, **ove
     model, tokenizer, generation = load_model_dir(model_dir, device)
     if not isinstance(tokenizer, PixelTokenizer) or not isinstance(model, DecoderOnlyTransformer):
         raise CheckpointError(f"{model_dir} holds no image generation model")
+    use_decoding_layout(model)
     generation = replace(generation, **{k: v for k, v in overrides.items() if v is not None})
     generation.validate()
     return ImageGenerator(model, tokenizer, generation)

@@ -19,6 +19,7 @@ from transformerkit.data.text import block_starts, blocks, contiguous_split, rea
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.generation.config import GenerationConfig
 from transformerkit.generation.decoders import CausalLMDecoder
+from transformerkit.generation.layout import use_decoding_layout
 from transformerkit.generation.sampling import TokenChooser, generate_tokens
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
 from transformerkit.training.recipe import LanguageModelRun
@@ -207,6 +208,7 @@ def load_generator(model_dir: str | Path, device: str | None = None,
         raise CheckpointError(f"{model_dir} holds {kind} model, not a language model")
     if dtype == "bf16":
         model.to(torch.bfloat16)
+    use_decoding_layout(model)  # fp32 on a CPU only
     generation = replace(generation, **{k: v for k, v in overrides.items() if v is not None})
     generation.validate()
     return TextGenerator(model, tokenizer, generation)

@@ -22,6 +22,7 @@ from transformerkit.data.batching import TranslationBatch, TranslationExample, c
 from transformerkit.data.parallel import ParallelCorpus, load_parallel
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.generation.config import GenerationConfig
+from transformerkit.generation.layout import use_decoding_layout
 from transformerkit.generation.search import greedy_decode, translate_ids
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
 from transformerkit.tasks.summarization import rouge_scores
@@ -154,6 +155,7 @@ def load_translator(model_dir: str | Path, beam: int | None = None, length_penal
     model, tokenizer, generation = load_model_dir(model_dir, device)
     if not isinstance(model, EncoderDecoderTransformer):
         raise CheckpointError(f"{model_dir} holds a {model.model_type} model, not a translation model")
+    use_decoding_layout(model)
     if beam is not None:
         if beam < 1:
             raise ValueError(f"beam must be at least 1, got {beam}")
