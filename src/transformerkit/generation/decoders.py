@@ -39,15 +39,23 @@ class Seq2SeqDecoder:
         self.memory = memory.repeat_interleave(copies, dim=0)
         self.src_mask = src_mask.repeat_interleave(copies, dim=0)
         self.cache = model.new_cache(capacity, self.memory)
+        self.source_of_row = torch.arange(self.memory.shape[0], device=src.device) // copies  # source sentence
 
     def step(self, tokens: Tensor) -> Tensor:
         hidden, _ = self.model.decode(tokens, self.memory, self.src_mask, cache=self.cache)
         return self.model.logits(hidden[:, -1]).float()
 
     def select(self, rows: Tensor) -> None:
-        self.memory = self.memory.index_select(0, rows)
-        self.src_mask = self.src_mask.index_select(0, rows)
-        self.cache.reorder(rows)
+        """Keep ``rows``. Where each kept row comes from a row of the same source sentence (beam
+        search re-ranking its hypotheses), the source-side state — memory, mask and the
+        cross-attention caches, equal across a sentence's copies — stays as it is."""
+        sources = self.source_of_row.index_select(0, rows)
+        same_sources = torch.equal(sources, self.source_of_row)
+        if not same_sources:
+            self.memory = self.memory.index_select(0, rows)
+            self.src_mask = self.src_mask.index_select(0, rows)
+            self.source_of_row = sources
+        self.cache.reorder(rows, cross_attention=not same_sources)
 
 
 class CausalLMDecoder:
