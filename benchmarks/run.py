@@ -242,9 +242,9 @@ def greedy_generation(batch: int, new_tokens: int, repeats: int, bandwidth: floa
 
     laid_out = use_decoding_layout(copy.deepcopy(ours))  # as `transformerkit generate` loads it on a CPU
     candidates = {"transformerkit": run(laid_out), "HF generate": hf_run,
-                  "transformerkit, MKL products": with_mkl_products(run(laid_out))}
+                  "transformerkit, plain weights": run(ours)}
     if batch == 1:  # the opt-in approximation: bf16 weights (`generate --dtype bf16`)
-        candidates["transformerkit bf16 weights"] = run(copy.deepcopy(ours).to(torch.bfloat16))
+        candidates["transformerkit bf16 weights"] = run(use_decoding_layout(copy.deepcopy(ours).to(torch.bfloat16)))
     seconds = interleaved_medians(candidates, repeats)
     rate = {k: batch * new_tokens / v for k, v in seconds.items()}
     weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters())
@@ -259,7 +259,8 @@ def beam_generation(batch: int, new_tokens: int, repeats: int) -> Row:
     config = preset("base", vocab_size=8000, dropout=0.0)
     src = torch.randint(3, 8000, (batch, 32), generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
-    ours = use_decoding_layout(EncoderDecoderTransformer(config).eval())  # as `transformerkit translate` loads it
+    plain = EncoderDecoderTransformer(config).eval()
+    ours = use_decoding_layout(copy.deepcopy(plain))  # as `transformerkit translate` loads it
     bart = hf_bart(config).eval()
 
     class NoEarlyEnd(Seq2SeqDecoder):
@@ -270,18 +271,20 @@ def beam_generation(batch: int, new_tokens: int, repeats: int) -> Row:
             logits[:, config.eos_id] = float("-inf")
             return logits
 
-    def ours_run() -> None:
-        decoder = NoEarlyEnd(ours, src, copies=4, capacity=new_tokens)
-        with torch.inference_mode():
-            beam_search(decoder, [new_tokens] * batch, 4, config.bos_id, config.eos_id, 0.6)
+    def run(model: EncoderDecoderTransformer) -> Callable[[], None]:
+        def search() -> None:
+            decoder = NoEarlyEnd(model, src, copies=4, capacity=new_tokens)
+            with torch.inference_mode():
+                beam_search(decoder, [new_tokens] * batch, 4, config.bos_id, config.eos_id, 0.6)
+        return search
 
     def hf_run() -> None:
         with torch.inference_mode():
             bart.generate(src, attention_mask=(src != 0).long(), num_beams=4, max_new_tokens=new_tokens,
                           min_new_tokens=new_tokens, do_sample=False, early_stopping=False)
 
-    seconds = interleaved_medians({"transformerkit": ours_run, "HF BART generate": hf_run,
-                                   "transformerkit, MKL products": with_mkl_products(ours_run)}, repeats)
+    seconds = interleaved_medians({"transformerkit": run(ours), "HF BART generate": hf_run,
+                                   "transformerkit, plain weights": run(plain)}, repeats)
     rate = {k: batch / v for k, v in seconds.items()}
     return Row(f"beam search 4, batch {batch}, {new_tokens} new tokens, d512 6+6 vocab 8000, fp32", "sentences/s",
                rate["transformerkit"], {k: v for k, v in rate.items() if k != "transformerkit"},

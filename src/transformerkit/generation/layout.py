@@ -15,8 +15,10 @@ rows    768 → 2,304      768 → 3,072      3,072 → 768      768 → 50,257
 32      0.52 → 0.32      0.67 → 0.43      0.81 → 0.48      11.49 → 9.21
 ======  ===============  ===============  ===============  ===============
 
-The arithmetic is the same up to summation order. :func:`use_decoding_layout` swaps every
-``nn.Linear`` of an fp32 CPU model for a :class:`DecodingLinear` (in place, for inference: the
+bf16 weights (the opt-in ``transformerkit generate --dtype bf16``) gain as much: 768 → 50,257 at
+one row, ``F.linear`` 2.52 ms → blocked 1.26 ms. The arithmetic is the same up to summation
+order. :func:`use_decoding_layout` swaps every ``nn.Linear`` of an fp32 or bf16 CPU model for a
+:class:`DecodingLinear` (in place, for inference: the
 blocked weight serves this one product and nothing else, so the model can no longer be trained,
 moved or cast); ``state_dict()`` still gives the (out, in) weights. The loaders of generating
 tasks (:func:`~transformerkit.tasks.translation.load_translator`,
@@ -37,7 +39,7 @@ PACKED_FOR_ROWS = 32
 
 
 class DecodingLinear(nn.Module):
-    """y = x Wᵀ + b with W in oneDNN's blocked layout. x: (..., in), fp32 → (..., out)."""
+    """y = x Wᵀ + b with W in oneDNN's blocked layout. x: (..., in), the weight's dtype → (..., out)."""
 
     def __init__(self, module: nn.Linear) -> None:
         super().__init__()
@@ -56,10 +58,10 @@ def _as_linear_state(module: DecodingLinear, state: dict[str, Any], prefix: str,
 
 
 def use_decoding_layout(model: nn.Module) -> nn.Module:
-    """Replace every ``nn.Linear`` of an fp32 CPU ``model`` (in place) by a :class:`DecodingLinear`;
-    for inference. Other models (bf16, CUDA, no oneDNN) are returned unchanged."""
+    """Replace every ``nn.Linear`` of an fp32 or bf16 CPU ``model`` (in place) by a
+    :class:`DecodingLinear`; for inference. Other models (CUDA, no oneDNN) are returned unchanged."""
     weight = next(model.parameters())
-    if weight.device.type != "cpu" or weight.dtype != torch.float32 or not ONEDNN_AVAILABLE:
+    if weight.device.type != "cpu" or weight.dtype not in (torch.float32, torch.bfloat16) or not ONEDNN_AVAILABLE:
         return model
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):

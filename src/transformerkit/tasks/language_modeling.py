@@ -208,7 +208,7 @@ def load_generator(model_dir: str | Path, device: str | None = None,
         raise CheckpointError(f"{model_dir} holds {kind} model, not a language model")
     if dtype == "bf16":
         model.to(torch.bfloat16)
-    use_decoding_layout(model)  # fp32 on a CPU only
+    use_decoding_layout(model)
     generation = replace(generation, **{k: v for k, v in overrides.items() if v is not None})
     generation.validate()
     return TextGenerator(model, tokenizer, generation)
