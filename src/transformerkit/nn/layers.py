@@ -23,6 +23,7 @@ from transformerkit.nn.attention import MultiHeadAttention
 from transformerkit.nn.dropout import Dropout
 from transformerkit.nn.feed_forward import PositionwiseFeedForward
 from transformerkit.nn.kv_cache import DecoderCache, LayerCache
+from transformerkit.nn.packing import TokenPacking, packing_for
 
 
 class ResidualNorm(nn.Module):
@@ -60,7 +61,8 @@ class LayerAttention:
 class TransformerLayer(nn.Module):
     """Self-attention, optional cross-attention, feed-forward; each in a :class:`ResidualNorm`.
 
-    x: (batch, seq, d_model), memory: (batch, mem_len, d_model) → (batch, seq, d_model).
+    x: (batch, seq, d_model), memory: (batch, mem_len, d_model) → (batch, seq, d_model); with
+    ``packing`` x is the packed real tokens (tokens, d_model) and so is the result.
     """
 
     def __init__(self, self_attention: MultiHeadAttention, feed_forward: PositionwiseFeedForward,
@@ -78,10 +80,12 @@ class TransformerLayer(nn.Module):
     def forward(self, x: Tensor, mask: Tensor | None = None, causal: bool = False,
                 memory: Tensor | None = None, memory_mask: Tensor | None = None,
                 positions: Tensor | None = None, cache: LayerCache | None = None,
-                need_weights: bool = False) -> tuple[Tensor, LayerAttention | None]:
+                need_weights: bool = False,
+                packing: TokenPacking | None = None) -> tuple[Tensor, LayerAttention | None]:
         y, self_weights = self.self_attention(
             self.self_attention_block.before(x), mask=mask, causal=causal, positions=positions,
-            cache=cache.self_attention if cache is not None else None, need_weights=need_weights)
+            cache=cache.self_attention if cache is not None else None, need_weights=need_weights,
+            packing=packing)
         x = self.self_attention_block.after(x, y)
 
         cross_weights = None
@@ -102,7 +106,9 @@ class TransformerStack(nn.Module):
     """N identical layers (§3.1), plus a final LayerNorm in pre-norm stacks.
 
     x: (batch, seq, d_model) → (batch, seq, d_model), and one :class:`LayerAttention` per layer
-    when ``need_weights``.
+    when ``need_weights``. A self-attention stack given a key padding mask (batch, 1, 1, seq) with
+    pads computes on the real tokens only (:mod:`transformerkit.nn.packing`); its outputs at pad
+    positions are then zero.
     """
 
     def __init__(self, layers: list[TransformerLayer], d_model: int, norm_position: NormPosition = "post",
@@ -117,13 +123,16 @@ class TransformerStack(nn.Module):
                 need_weights: bool = False) -> tuple[Tensor, list[LayerAttention]]:
         if cache is not None and len(cache.layers) != len(self.layers):
             raise ValueError(f"cache has {len(cache.layers)} layers, the stack has {len(self.layers)}")
+        packing = packing_for(x, mask) if memory is None and cache is None else None
+        if packing is not None:
+            x = packing.pack(x)
         attention: list[LayerAttention] = []
         for i, layer in enumerate(self.layers):
             x, weights = layer(x, mask=mask, causal=causal, memory=memory, memory_mask=memory_mask,
                                positions=positions, cache=cache.layers[i] if cache is not None else None,
-                               need_weights=need_weights)
+                               need_weights=need_weights, packing=packing)
             if weights is not None:
                 attention.append(weights)
         if self.final_norm is not None:
             x = self.final_norm(x)
-        return x, attention
+        return (x if packing is None else packing.unpack(x)), attention
