@@ -2,7 +2,8 @@
 
     python benchmarks/bf16_accuracy.py --model runs/shakespeare-char/model --text data/shakespeare/valid.txt
 
-Scores the first ``--blocks`` blocks of ``--text`` with the model in fp32 and in bf16 and prints
+Scores the first ``--blocks`` blocks of ``--text`` with the model in fp32 and in bf16, each in the
+decoding layout ``transformerkit generate`` loads it with (:mod:`transformerkit.generation.layout`), and prints
 the largest logit difference, the share of positions whose most probable next token is the same,
 and the mean negative log-likelihood of each (nats per token).
 """
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from transformerkit.checkpoint import load_model_dir
+from transformerkit.generation.layout import use_decoding_layout
 
 
 def main() -> None:
@@ -32,8 +34,8 @@ def main() -> None:
     usable = (len(ids) - 1) // block * block
     inputs, targets = ids[:usable].view(-1, block), ids[1:usable + 1].view(-1, block)
     with torch.inference_mode():
-        full = model(inputs).float()
-        half = copy.deepcopy(model).to(torch.bfloat16)(inputs).float()
+        half = use_decoding_layout(copy.deepcopy(model).to(torch.bfloat16))(inputs).float()
+        full = use_decoding_layout(model)(inputs).float()
     nll = {name: F.cross_entropy(logits.flatten(0, 1), targets.flatten()).item()
            for name, logits in (("fp32", full), ("bf16", half))}
     print(f"{targets.numel()} positions: max |Δ logit| {(full - half).abs().max().item():.3f}, "
