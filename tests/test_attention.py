@@ -54,6 +54,22 @@ def test_kernels_agree_cross_attention(d_k: int, d_v: int, with_mask: bool) -> N
         assert torch.all(weights[1, :, :, 3:] == 0)
 
 
+@pytest.mark.parametrize("kernel", ["fused", "reference"])
+def test_rows_sharing_a_memory_row_attend_as_if_it_were_repeated(kernel: str) -> None:
+    """Grouped cross-attention (a sentence's beams over one row of encoder output) = repeated memory."""
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(d_model=32, num_heads=2, d_k=8, d_v=24, cross=True, kernel=kernel).eval()
+    x, memory = torch.randn(6, 2, 32), torch.randn(2, 9, 32)  # 3 query rows per memory row
+    mask = padding_mask(torch.tensor([[1] * 9, [1] * 3 + [0] * 6]), 0)
+    shared, shared_weights = mha(x, memory=memory, mask=mask, need_weights=True)
+    repeated, repeated_weights = mha(x, memory=memory.repeat_interleave(3, 0), mask=mask.repeat_interleave(3, 0),
+                                     need_weights=True)
+    torch.testing.assert_close(shared, repeated, atol=ATOL, rtol=0)
+    torch.testing.assert_close(shared_weights, repeated_weights, atol=ATOL, rtol=0)
+    with pytest.raises(ValueError, match="equal groups"):
+        mha(torch.randn(5, 2, 32), memory=memory)
+
+
 def test_reference_kernel_is_the_formula() -> None:
     torch.manual_seed(0)
     q, k, v = torch.randn(1, 1, 3, 4), torch.randn(1, 1, 5, 4), torch.randn(1, 1, 5, 6)

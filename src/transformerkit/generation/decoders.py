@@ -30,32 +30,40 @@ class StepDecoder(Protocol):
 
 
 class Seq2SeqDecoder:
-    """The encoder-decoder as a :class:`StepDecoder`, each source sentence repeated ``copies`` times."""
+    """The encoder-decoder as a :class:`StepDecoder`: ``copies`` rows (beams) per source sentence.
+
+    The source is encoded once and its memory, mask and cross-attention keys/values stay one row
+    per sentence: each sentence's ``copies`` consecutive rows attend over that one row (grouped
+    cross-attention, :class:`~transformerkit.nn.attention.MultiHeadAttention`), so beams neither
+    copy nor re-read it. :meth:`select` must keep rows in whole groups of ``copies`` per sentence.
+    """
 
     def __init__(self, model: EncoderDecoderTransformer, src: Tensor, copies: int, capacity: int) -> None:
         self.model = model
-        src_mask = model.source_mask(src)
-        memory, _ = model.encode(src, src_mask)
-        self.memory = memory.repeat_interleave(copies, dim=0)
-        self.src_mask = src_mask.repeat_interleave(copies, dim=0)
+        self.copies = copies
+        self.src_mask = model.source_mask(src)
+        self.memory, _ = model.encode(src, self.src_mask)
         self.cache = model.new_cache(capacity, self.memory)
-        self.source_of_row = torch.arange(self.memory.shape[0], device=src.device) // copies  # source sentence
+        self.memory_sources = torch.arange(src.shape[0], device=src.device)  # source sentence of each memory row
+        self.source_of_row = self.memory_sources.repeat_interleave(copies)
 
     def step(self, tokens: Tensor) -> Tensor:
         hidden, _ = self.model.decode(tokens, self.memory, self.src_mask, cache=self.cache)
         return self.model.logits(hidden[:, -1]).float()
 
     def select(self, rows: Tensor) -> None:
-        """Keep ``rows``. Where each kept row comes from a row of the same source sentence (beam
-        search re-ranking its hypotheses), the source-side state — memory, mask and the
-        cross-attention caches, equal across a sentence's copies — stays as it is."""
         sources = self.source_of_row.index_select(0, rows)
-        same_sources = torch.equal(sources, self.source_of_row)
-        if not same_sources:
-            self.memory = self.memory.index_select(0, rows)
-            self.src_mask = self.src_mask.index_select(0, rows)
-            self.source_of_row = sources
-        self.cache.reorder(rows, cross_attention=not same_sources)
+        if torch.equal(sources, self.source_of_row):  # beams re-ranked within their sentences
+            self.cache.reorder(rows)
+            return
+        groups = sources.view(-1, self.copies) if sources.numel() % self.copies == 0 else None
+        if groups is None or not bool((groups == groups[:, :1]).all()):
+            raise ValueError(f"Seq2SeqDecoder keeps rows in groups of {self.copies} per source sentence")
+        memory_rows = (self.memory_sources[None, :] == groups[:, :1]).int().argmax(dim=1)
+        self.memory = self.memory.index_select(0, memory_rows)
+        self.src_mask = self.src_mask.index_select(0, memory_rows)
+        self.memory_sources, self.source_of_row = groups[:, 0], sources
+        self.cache.reorder(rows, memory_rows)
 
 
 class CausalLMDecoder:

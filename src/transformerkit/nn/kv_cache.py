@@ -106,14 +106,14 @@ class DecoderCache:
         """Target positions already in the cache (the position offset of the next token)."""
         return self.layers[0].self_attention.length if self.layers else 0
 
-    def reorder(self, index: Tensor, cross_attention: bool = True) -> None:
-        """Keep batch rows ``index`` of every cache; ``cross_attention=False`` leaves the
-        cross-attention caches as they are (for a reordering that maps every row to a row with
-        the same source sentence, as beam search's within-sentence re-ranking does)."""
+    def reorder(self, index: Tensor, cross_index: Tensor | None = None) -> None:
+        """Keep rows ``index`` of the self-attention caches and rows ``cross_index`` of the
+        cross-attention caches (None: unchanged, e.g. beam search re-ranking a sentence's beams,
+        which share one row of encoder keys/values)."""
         for layer in self.layers:
             layer.self_attention.reorder(index)
-            if cross_attention and layer.cross_attention is not None:
-                layer.cross_attention.reorder(index)
+            if cross_index is not None and layer.cross_attention is not None:
+                layer.cross_attention.reorder(cross_index)
 
 
 def positions_after(cache: DecoderCache | None, batch: int, seq: int, device: torch.device) -> Tensor:
