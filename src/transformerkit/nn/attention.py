@@ -242,7 +242,7 @@ def _stack_groups(x: Tensor, group: int) -> Tensor:
 
 
 def _unstack_groups(x: Tensor, group: int) -> Tensor:
-    """The inverse of :func:`_stack_groups`: (rows, heads, group·q_len, width) → (rows·group, heads, q_len, width)."""
+    """Inverse of :func:`_stack_groups`: (rows, heads, group·q_len, width) → (rows·group, heads, q_len, width)."""
     rows, heads, stacked, width = x.shape
     return x.view(rows, heads, group, stacked // group, width).transpose(1, 2).reshape(
         rows * group, heads, stacked // group, width)

@@ -6,14 +6,14 @@ training and decoding. In fp32 on a CPU, ``F.linear`` calls MKL's sgemm, which t
 path on AMD processors; oneDNN (PyTorch's other CPU library, already used for bf16) runs the same
 product with AVX-512. Measured on a 2-core AMD EPYC (Zen 5), torch 2.13, fp32:
 
-====================================  ==================  ===================
-product                               ``F.linear`` (MKL)  oneDNN
-====================================  ==================  ===================
-(1024 × 512) · (512 × 2048), forward  10.0 ms, 215 GFLOP/s  4.6 ms, 472 GFLOP/s
-input gradient  g · W                 9.8 ms               4.5 ms
-weight gradient gᵀ · x                10.0 ms              6.3 ms
-one token × GPT-2's 768 × 50,257 head 8.9 ms, 17 GB/s      2.5 ms, 62 GB/s
-====================================  ==================  ===================
+=========================================  =====================  =====================
+product                                    ``F.linear`` (MKL)     oneDNN
+=========================================  =====================  =====================
+(1024 × 512) · (512 × 2048), forward       10.0 ms, 215 GFLOP/s   4.6 ms, 472 GFLOP/s
+input gradient g · W                       9.8 ms                 4.5 ms
+weight gradient gᵀ · x                     10.0 ms                6.3 ms
+one token × GPT-2's 768 × 50,257 head      8.9 ms, 17 GB/s        2.5 ms, 62 GB/s
+=========================================  =====================  =====================
 
 :func:`linear` therefore routes fp32 CPU products through ``torch.ops.mkldnn._linear_pointwise``
 (the op PyTorch's own compiler emits for CPU linears) with the three products of backpropagation
