@@ -63,7 +63,7 @@ class SubwordTokenizer:
     def train(cls, texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> SubwordTokenizer:
         """Learn a BPE vocabulary of ``vocab_size`` tokens (special tokens included) from ``texts``."""
         tokenizer = Tokenizer(models.BPE(unk_token=UNK))
-        tokenizer.normalizer = normalizers.NFKC()
+        tokenizer.normalizer = normalizers.NFC()
         tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
             [pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()])
         tokenizer.decoder = decoders.Metaspace()
