@@ -13,6 +13,8 @@ from transformerkit.data import gettext
 from transformerkit.data.batching import TranslationExample, collate, padded_length, token_batches
 from transformerkit.data.parallel import DataError, load_parallel, read_aligned, read_jsonl, read_tsv, write_tsv
 from transformerkit.data.tokenizer import SubwordTokenizer
+from transformerkit.tasks.translation import learn_tokenizer
+from transformerkit.training.recipe import TranslationData
 
 BUNDLED = Path(__file__).resolve().parents[1] / "data"
 
@@ -157,12 +159,13 @@ def test_bundled_corpus_is_split_by_source(pair: str) -> None:
 
 
 # ------------------------------------------------------------------------------------ tokenizer
+@pytest.mark.parametrize("kind", ["bpe", "byte-level"])
 @pytest.mark.parametrize("pair", ["en-de", "en-zh"])
-def test_bpe_round_trips_real_text(pair: str, tmp_path: Path) -> None:
+def test_bpe_round_trips_real_text(pair: str, kind: str, tmp_path: Path) -> None:
     with gzip.open(BUNDLED / f"gettext-{pair}" / "valid.tsv.gz", "rt", encoding="utf-8") as f:
         pairs = [line.rstrip("\n").split("\t") for line in f]
     texts = [t for p in pairs for t in p]
-    tokenizer = SubwordTokenizer.train(texts, vocab_size=2000)
+    tokenizer = learn_tokenizer(TranslationData(tokenizer=kind, vocab_size=2000), texts)  # type: ignore[arg-type]
     assert (tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id, tokenizer.unk_id) == (0, 1, 2, 3)
     assert tokenizer.vocab_size == 2000
     ids = tokenizer.encode(texts)

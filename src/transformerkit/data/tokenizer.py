@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -84,13 +84,22 @@ class SubwordTokenizer:
         return cls(tokenizer)
 
     @classmethod
-    def train_byte_level(cls, texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> SubwordTokenizer:
-        """GPT-2-style byte-level BPE (every byte is a base token, so nothing is ever unknown)."""
+    def train_byte_level(cls, texts: Iterable[str], vocab_size: int, min_frequency: int = 2,
+                         special_tokens: Sequence[str] = (END_OF_TEXT,), prefix_space: bool = False
+                         ) -> SubwordTokenizer:
+        """GPT-2-style byte-level BPE (every byte is a base token, so nothing is ever unknown).
+
+        ``special_tokens`` come first (ids 0, 1, …): GPT-2's ``<|endoftext|>``, or ``SPECIAL_TOKENS``
+        for translation. With ``prefix_space`` each text is read as if it followed a space, so a
+        sentence's first word is the same token as inside a sentence (the space is removed again
+        when decoding), as in Hugging Face's byte-level translation tokenizers.
+        """
         tokenizer = Tokenizer(models.BPE())
-        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tokenizer.decoder = decoders.ByteLevel()
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=prefix_space)
+        tokenizer.decoder = (decoders.Sequence([decoders.ByteLevel(), decoders.Strip(" ", 1, 0)]) if prefix_space
+                             else decoders.ByteLevel())
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                      special_tokens=[END_OF_TEXT], show_progress=False,
+                                      special_tokens=list(special_tokens), show_progress=False,
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
         tokenizer.train_from_iterator(texts, trainer)
         return cls(tokenizer)

@@ -20,13 +20,13 @@ from torch import Tensor
 from transformerkit.checkpoint import CheckpointError, load_model_dir
 from transformerkit.data.batching import TranslationBatch, TranslationExample, collate, pad, token_batches
 from transformerkit.data.parallel import ParallelCorpus, load_parallel
-from transformerkit.data.tokenizer import SubwordTokenizer
+from transformerkit.data.tokenizer import SPECIAL_TOKENS, SubwordTokenizer
 from transformerkit.generation.config import GenerationConfig
 from transformerkit.generation.layout import use_decoding_layout
 from transformerkit.generation.search import greedy_decode, translate_ids
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
 from transformerkit.tasks.summarization import rouge_scores
-from transformerkit.training.recipe import RunConfig
+from transformerkit.training.recipe import RunConfig, TranslationData
 from transformerkit.training.task import model_config_for, run_tokenizer
 
 
@@ -35,6 +35,14 @@ def load_split(run: RunConfig, split: str) -> ParallelCorpus | None:
     if path is None:
         return None
     return load_parallel(path, getattr(run.data, f"{split}_target"), run.data.source_field, run.data.target_field)
+
+
+def learn_tokenizer(data: TranslationData, texts: list[str]) -> SubwordTokenizer:
+    """The joint source-target vocabulary of ``data.tokenizer``'s kind, learned on ``texts``."""
+    if data.tokenizer == "byte-level":
+        return SubwordTokenizer.train_byte_level(texts, data.vocab_size, special_tokens=SPECIAL_TOKENS,
+                                                 prefix_space=True)
+    return SubwordTokenizer.train(texts, data.vocab_size)
 
 
 def encode_examples(tokenizer: SubwordTokenizer, corpus: ParallelCorpus) -> list[TranslationExample]:
@@ -50,8 +58,7 @@ class TranslationTask:
         train = load_split(run, "train")
         assert train is not None
         self.valid_corpus = load_split(run, "valid")
-        self.tokenizer = run_tokenizer(out, resume, lambda: SubwordTokenizer.train(
-            train.sources + train.targets, run.data.vocab_size))
+        self.tokenizer = run_tokenizer(out, resume, lambda: learn_tokenizer(run.data, train.sources + train.targets))
         examples = encode_examples(self.tokenizer, train)
         self.train_examples = [e for e in examples if 0 < max(len(e.source), len(e.target)) <= run.data.max_length]
         self.data_report = {"train_pairs": len(train.pairs), "skipped_empty": train.skipped_empty,

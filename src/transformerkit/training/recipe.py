@@ -45,6 +45,9 @@ class TranslationData:
     target_lang: str = "de"
     vocab_size: int = 8000
     """Joint BPE vocabulary size, special tokens included."""
+    tokenizer: Literal["bpe", "byte-level"] = "bpe"
+    """``bpe``: BPE over characters, words marked by ``▁`` and punctuation split off (SentencePiece's
+    Metaspace scheme); ``byte-level``: GPT-2's byte-level BPE, punctuation runs merged with their words."""
     max_length: int = 200
     """Training pairs with a side longer than this many tokens are dropped (and counted)."""
 
