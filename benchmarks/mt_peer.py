@@ -14,10 +14,10 @@ come after training and do not count against the budget.
 
 The peer is what a practitioner writes with ``transformers`` in an afternoon: ``MarianMTModel``
 (post-norm, sinusoidal positions, scaled and tied embeddings) at the recipe's shape (d_model,
-layers, d_ff, heads, dropout); byte-level BPE of the recipe's vocabulary size learned on the
-training split; AdamW (lr 7e-4, β (0.9, 0.98), weight decay 1e-4), linear warm-up for 800 steps
-then inverse square root; label smoothing 0.1; gradient clipping at 1.0; 64 sentences per batch,
-length-bucketed; bf16 autocast; the last weights; ``generate`` with 4 beams.
+layers, d_ff, heads); dropout 0.1 (``--peer-dropout``); byte-level BPE of the recipe's vocabulary
+size learned on the training split; AdamW (lr 7e-4, β (0.9, 0.98), weight decay 1e-4), linear
+warm-up for 800 steps then inverse square root; label smoothing 0.1; gradient clipping at 1.0;
+64 sentences per batch, length-bucketed; bf16 autocast; the last weights; ``generate`` with 4 beams.
 
 Prints one Markdown table (and writes it, with every job's JSON, to ``--out``).
 """
@@ -80,7 +80,8 @@ def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
     return out
 
 
-def train_peer(recipe: str, minutes: float, out: Path, test_sentences: int | None = None, seed: int = 1) -> dict:
+def train_peer(recipe: str, minutes: float, out: Path, dropout: float = 0.1, test_sentences: int | None = None,
+               seed: int = 1) -> dict:
     """Train and score the Hugging Face peer at the recipe's shape; returns its results."""
     from transformers import MarianConfig, MarianMTModel
 
@@ -100,7 +101,7 @@ def train_peer(recipe: str, minutes: float, out: Path, test_sentences: int | Non
         vocab_size=tokenizer.get_vocab_size(), decoder_vocab_size=tokenizer.get_vocab_size(), d_model=m.d_model,
         encoder_layers=m.num_encoder_layers, decoder_layers=m.num_decoder_layers,
         encoder_attention_heads=m.num_heads, decoder_attention_heads=m.num_heads,
-        encoder_ffn_dim=m.d_ff, decoder_ffn_dim=m.d_ff, dropout=m.dropout, attention_dropout=0.0,
+        encoder_ffn_dim=m.d_ff, decoder_ffn_dim=m.d_ff, dropout=dropout, attention_dropout=0.0,
         activation_dropout=0.0, activation_function="relu", max_position_embeddings=512, scale_embedding=True,
         share_encoder_decoder_embeddings=True, tie_word_embeddings=True, pad_token_id=pad, eos_token_id=eos,
         decoder_start_token_id=pad, forced_eos_token_id=eos)
@@ -138,7 +139,7 @@ def train_peer(recipe: str, minutes: float, out: Path, test_sentences: int | Non
     hypotheses = _peer_translate(model, tokenizer, test.sources, pad, eos)
     (out / "hypotheses.txt").write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
     scores = score(hypotheses, test.targets, d.target_lang)
-    return {"job": "peer", "steps": steps, "train_seconds": round(seconds, 1),
+    return {"job": "peer", "dropout": dropout, "steps": steps, "train_seconds": round(seconds, 1),
             "target_tokens_per_second": round(tokens / seconds, 1),
             "parameters": sum(p.numel() for p in model.parameters()), **scores,
             "bleu_tokenizer": bleu_tokenizer(d.target_lang)}
@@ -198,6 +199,7 @@ def main() -> int:
                         help="NAME=KEY=VALUE[,KEY=VALUE…]: a transformerkit job with these overrides "
                              "(default: one job named 'transformerkit' with none)")
     parser.add_argument("--no-peer", action="store_true", help="only the transformerkit jobs")
+    parser.add_argument("--peer-dropout", type=float, default=0.1, help="the peer's dropout (default 0.1)")
     parser.add_argument("--test-sentences", type=int, default=None,
                         help="score the peer on the first N test pairs only (a quick check of the script)")
     parser.add_argument("--out", type=Path, default=None)
@@ -208,7 +210,8 @@ def main() -> int:
     if args.job is not None:  # a child process
         out = args.out
         out.mkdir(parents=True, exist_ok=True)
-        result = (train_peer(args.recipe, args.minutes, out, args.test_sentences) if args.job == "peer"
+        result = (train_peer(args.recipe, args.minutes, out, args.peer_dropout, args.test_sentences)
+                  if args.job == "peer"
                   else train_ours(args.recipe, args.minutes, out, args.overrides))
         (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
         return 0
@@ -219,11 +222,13 @@ def main() -> int:
     for spec in args.variant or ["transformerkit="]:
         name, _, overrides = spec.partition("=")
         variants.append((name, [o for o in overrides.split(",") if o]))
-    jobs = [] if args.no_peer else [Job("Hugging Face MarianMT (peer)", ["--job", "peer"], out / "peer")]
+    peer = f"Hugging Face MarianMT (peer, dropout {args.peer_dropout:g})"
+    jobs = [] if args.no_peer else [Job(peer, ["--job", "peer"], out / "peer")]
     jobs += [Job(name, ["--job", "ours", "--overrides", *overrides], out / name) for name, overrides in variants]
     cores = os.cpu_count() or 1
     slots = max(1, cores // args.threads) if args.schedule == "parallel" else 1
-    base = [sys.executable, __file__, "--recipe", args.recipe, "--minutes", str(args.minutes)]
+    base = [sys.executable, __file__, "--recipe", args.recipe, "--minutes", str(args.minutes),
+            "--peer-dropout", str(args.peer_dropout)]
     if args.test_sentences is not None:
         base += ["--test-sentences", str(args.test_sentences)]
     pending = list(jobs)
