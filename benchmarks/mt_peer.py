@@ -49,6 +49,8 @@ PEER_WARMUP = 800
 
 # ------------------------------------------------------------------------------------------ peer
 def _byte_level_bpe(texts: list[str], vocab_size: int):  # -> tokenizers.Tokenizer
+    """The peer's tokenizer, written with ``tokenizers`` directly: the peer uses nothing of
+    transformerkit but the data loader and the scorer, so both jobs read and score the same text."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.BPE())
