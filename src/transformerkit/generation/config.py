@@ -21,6 +21,9 @@ class GenerationConfig:
     """Maximum output length = source length + this …"""
     max_length: int | None = None
     """… and at most this many tokens, EOS included (summaries: a few dozen); None: no cap."""
+    max_source_tokens: int | None = None
+    """Sources are cut to their first this many tokens before EOS is appended, as in training
+    (``data.max_source_tokens``); None: whole sources."""
     source_lang: str = ""
     target_lang: str = ""
     """Languages of the training data (the target's picks sacreBLEU's tokenizer: ``zh`` for Chinese)."""
@@ -43,6 +46,8 @@ class GenerationConfig:
         """Raise ``ValueError`` naming the first setting that is out of range."""
         if self.max_length is not None and self.max_length < 1:
             raise ValueError(f"max_length must be at least 1 or null, got {self.max_length}")
+        if self.max_source_tokens is not None and self.max_source_tokens < 1:
+            raise ValueError(f"max_source_tokens must be at least 1 or null, got {self.max_source_tokens}")
         if self.beam < 1:
             raise ValueError(f"beam must be at least 1, got {self.beam}")
         if self.max_new_tokens < 1:

@@ -6,16 +6,21 @@
 
 With a shared vocabulary and ``tie_embeddings`` the source embedding, the target embedding and the
 pre-softmax projection are one matrix E (§3.4).
+
+:func:`warm_started_from_encoder` builds one from a pretrained encoder-only model (BERT2BERT).
 """
 
 from __future__ import annotations
 
 import torch.nn.functional as F
+from typing import Any
+
 from torch import Tensor, nn
 
 from transformerkit.config import AttentionKernel, TransformerConfig
 from transformerkit.models import builders
 from transformerkit.models.common import parameter_counts, set_attention_kernel
+from transformerkit.models.encoder_only import EncoderOnlyTransformer
 from transformerkit.nn.kv_cache import DecoderCache, positions_after
 from transformerkit.nn.layers import LayerAttention
 from transformerkit.nn.masks import padding_mask
@@ -104,3 +109,34 @@ class EncoderDecoderTransformer(nn.Module):
             "decoder": [self.decoder],
             "output_projection": [self.output_projection],
         })
+
+
+def warm_started_from_encoder(encoder: EncoderOnlyTransformer, **changes: Any) -> EncoderDecoderTransformer:
+    """An encoder-decoder whose weights come from a pretrained encoder-only model (BERT2BERT in
+    Rothe et al., 2020, "Leveraging Pre-trained Checkpoints for Sequence Generation Tasks").
+
+    The architecture is the encoder's (``changes`` may set training fields such as ``dropout``):
+    as many decoder layers as encoder layers, one shared vocabulary, logits tied to the token
+    embedding E. Copied: the input embedding (tokens, positions, token types, LayerNorm) into both
+    ``src_embedding`` and ``tgt_embedding``, every encoder layer, and into decoder layer i the
+    self-attention, feed-forward and their norms of encoder layer i (the decoder's self-attention
+    is then made causal by its mask). Fresh: each decoder layer's cross-attention and its norm —
+    the only weights that have never been trained. The encoder's heads (pooler, classifier, span,
+    masked LM) are left behind.
+    """
+    config = encoder.config.replace(num_decoder_layers=encoder.config.num_encoder_layers, tgt_vocab_size=None,
+                                    tie_embeddings=True, labels=[], pooler=False, span_head=False,
+                                    masked_lm_head=False, **changes)
+    model = EncoderDecoderTransformer(config)
+    state: dict[str, Tensor] = {}
+    for name, tensor in encoder.state_dict().items():
+        if name.startswith("embedding."):
+            state["src_" + name] = state["tgt_" + name] = tensor
+        elif name.startswith("encoder."):
+            state[name] = state["decoder." + name.removeprefix("encoder.")] = tensor
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    untrained = [n for n in missing if ".cross_attention" not in n and not n.startswith("output_projection.")]
+    if unexpected or untrained:
+        raise ValueError(f"the encoder's weights do not fit an encoder-decoder: missing {untrained}, "
+                         f"unexpected {unexpected}")
+    return model

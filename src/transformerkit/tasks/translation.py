@@ -24,7 +24,8 @@ from transformerkit.data.tokenizer import SPECIAL_TOKENS, SubwordTokenizer
 from transformerkit.generation.config import GenerationConfig
 from transformerkit.generation.layout import use_decoding_layout
 from transformerkit.generation.search import greedy_decode, translate_ids
-from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
+from transformerkit.models.encoder_decoder import EncoderDecoderTransformer, warm_started_from_encoder
+from transformerkit.models.encoder_only import EncoderOnlyTransformer
 from transformerkit.tasks.summarization import rouge_scores
 from transformerkit.training.recipe import RunConfig, TranslationData
 from transformerkit.training.task import model_config_for, run_tokenizer
@@ -45,8 +46,27 @@ def learn_tokenizer(data: TranslationData, texts: list[str]) -> SubwordTokenizer
     return SubwordTokenizer.train(texts, data.vocab_size)
 
 
-def encode_examples(tokenizer: SubwordTokenizer, corpus: ParallelCorpus) -> list[TranslationExample]:
-    return [TranslationExample(s, t) for s, t in zip(tokenizer.encode(corpus.sources), tokenizer.encode(corpus.targets))]
+def encode_examples(tokenizer: SubwordTokenizer, corpus: ParallelCorpus,
+                    max_source_tokens: int | None = None) -> list[TranslationExample]:
+    """Token-id pairs, each source cut to its first ``max_source_tokens`` tokens (None: whole)."""
+    return [TranslationExample(s[:max_source_tokens], t)
+            for s, t in zip(tokenizer.encode(corpus.sources), tokenizer.encode(corpus.targets))]
+
+
+def new_model(run: RunConfig, tokenizer: SubwordTokenizer) -> EncoderDecoderTransformer:
+    """The model a run starts from: fresh from ``run.model``, or warm-started from ``data.init_from``."""
+    if run.data.init_from is None:
+        return EncoderDecoderTransformer(model_config_for(run.model, tokenizer))
+    pretrained, _, _ = load_model_dir(run.data.init_from)
+    if not isinstance(pretrained, EncoderOnlyTransformer):
+        raise CheckpointError(f"{run.data.init_from} holds a {pretrained.model_type} model, not an encoder-only model")
+    if pretrained.config.vocab_size != tokenizer.vocab_size:
+        raise CheckpointError(f"{run.data.init_from}: its tokenizer has {tokenizer.vocab_size} tokens, "
+                              f"its model {pretrained.config.vocab_size}")
+    m = run.model
+    return warm_started_from_encoder(pretrained, dropout=m.dropout, attention_dropout=m.attention_dropout,
+                                     label_smoothing=m.label_smoothing, pad_id=tokenizer.pad_id,
+                                     bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id)
 
 
 class TranslationTask:
@@ -58,16 +78,19 @@ class TranslationTask:
         train = load_split(run, "train")
         assert train is not None
         self.valid_corpus = load_split(run, "valid")
-        self.tokenizer = run_tokenizer(out, resume, lambda: learn_tokenizer(run.data, train.sources + train.targets))
-        examples = encode_examples(self.tokenizer, train)
+        init_from = run.data.init_from
+        self.tokenizer = run_tokenizer(out, resume, lambda: SubwordTokenizer.from_directory(init_from) if init_from
+                                       else learn_tokenizer(run.data, train.sources + train.targets))
+        cut = run.data.max_source_tokens
+        examples = encode_examples(self.tokenizer, train, cut)
         self.train_examples = [e for e in examples if 0 < max(len(e.source), len(e.target)) <= run.data.max_length]
         self.data_report = {"train_pairs": len(train.pairs), "skipped_empty": train.skipped_empty,
                             "dropped_too_long": len(examples) - len(self.train_examples)}
-        self.valid_examples = encode_examples(self.tokenizer, self.valid_corpus) if self.valid_corpus else []
+        self.valid_examples = encode_examples(self.tokenizer, self.valid_corpus, cut) if self.valid_corpus else []
         self.has_validation = bool(self.valid_examples)
-        self.model = EncoderDecoderTransformer(model_config_for(run.model, self.tokenizer)).to(device)
+        self.model = new_model(run, self.tokenizer).to(device)
         self.generation = replace(run.decoding, source_lang=run.data.source_lang, target_lang=run.data.target_lang,
-                                  task=run.task)
+                                  task=run.task, max_source_tokens=cut)
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         return token_batches(self.train_examples, self.run.training.max_tokens, self.run.training.seed, epoch)
@@ -122,8 +145,11 @@ class Translator:
         return next(self.model.parameters()).device
 
     def encode_sources(self, texts: list[str]) -> list[list[int]]:
-        """Token ids + EOS, cut to what learned positions allow."""
-        limit = self.model.config.max_positions - 1 if self.model.config.positional == "learned" else None
+        """Token ids + EOS, cut to ``generation.max_source_tokens`` and to what learned positions allow."""
+        limits = [self.generation.max_source_tokens]
+        if self.model.config.positional == "learned":
+            limits.append(self.model.config.max_positions - 1)
+        limit = min((n for n in limits if n is not None), default=None)
         return [ids[:limit] + [self.tokenizer.eos_id] for ids in self.tokenizer.encode(texts)]
 
     def translate_batches(self, texts: list[str]) -> Iterator[tuple[list[int], list[list[int]]]]:

@@ -50,6 +50,15 @@ class TranslationData:
     Metaspace scheme); ``byte-level``: GPT-2's byte-level BPE, punctuation runs merged with their words."""
     max_length: int = 200
     """Training pairs with a side longer than this many tokens are dropped (and counted)."""
+    max_source_tokens: int | None = None
+    """Sources are cut to their first this many tokens, in training and wherever the model is used
+    (saved with it; Hugging Face's ``max_source_length``): a summarizer reads a document's opening.
+    None: whole sources."""
+    init_from: str | None = None
+    """A transformerkit encoder-only model directory (BERT, MiniLM: ``transformerkit convert``) that
+    starts both stacks (BERT2BERT, :func:`~transformerkit.models.encoder_decoder.warm_started_from_encoder`):
+    its tokenizer replaces ``tokenizer`` and ``vocab_size``, its architecture replaces ``model``
+    except ``dropout``, ``attention_dropout`` and ``label_smoothing``. None: a fresh model and a vocabulary learned on ``train``."""
 
 
 @dataclass
@@ -210,6 +219,8 @@ class RunConfig:
         self.validate_shared()
         if self.data.vocab_size < 16:
             raise ValueError(f"data.vocab_size must be at least 16, got {self.data.vocab_size}")
+        if self.data.max_source_tokens is not None and self.data.max_source_tokens < 1:
+            raise ValueError(f"data.max_source_tokens must be at least 1 or null, got {self.data.max_source_tokens}")
 
     def validate_shared(self) -> None:
         """The checks every task shares: a training file, the training and decoding sections."""
