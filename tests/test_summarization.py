@@ -219,3 +219,12 @@ def test_a_warm_started_summarizer_cuts_documents_and_trains(tmp_path: Path, cap
     assert main(["summarize", "--model", str(model), "--input", str(tmp_path / "docs.txt")]) == 0
     first, second = capsys.readouterr().out.splitlines()
     assert first == second
+
+    settings = json.loads(recipe.read_text())
+    settings["data"]["init_from"] = str(model)  # an encoder-decoder is no encoder to start from
+    settings["training"]["output_dir"] = str(tmp_path / "run2")
+    recipe.write_text(json.dumps(settings))
+    assert main(["train", str(recipe)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (f"transformerkit: error: {model} holds a transformerkit-encoder-decoder model, "
+                     "not an encoder-only model")

@@ -12,9 +12,9 @@ pre-softmax projection are one matrix E (§3.4).
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from typing import Any
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from transformerkit.config import AttentionKernel, TransformerConfig

@@ -217,10 +217,14 @@ class RunConfig:
 
     def validate(self) -> None:
         self.validate_shared()
-        if self.data.vocab_size < 16:
-            raise ValueError(f"data.vocab_size must be at least 16, got {self.data.vocab_size}")
+        self.validate_vocabulary()
         if self.data.max_source_tokens is not None and self.data.max_source_tokens < 1:
             raise ValueError(f"data.max_source_tokens must be at least 1 or null, got {self.data.max_source_tokens}")
+
+    def validate_vocabulary(self) -> None:
+        """The check of a learned vocabulary's size (translation, language modeling)."""
+        if self.data.vocab_size < 16:
+            raise ValueError(f"data.vocab_size must be at least 16, got {self.data.vocab_size}")
 
     def validate_shared(self) -> None:
         """The checks every task shares: a training file, the training and decoding sections."""
@@ -256,7 +260,8 @@ class LanguageModelRun(RunConfig):
     data: LanguageModelData = field(default_factory=LanguageModelData)  # type: ignore[assignment]
 
     def validate(self) -> None:
-        super().validate()
+        self.validate_shared()
+        self.validate_vocabulary()
         if self.data.block_size < 1:
             raise ValueError(f"data.block_size must be positive, got {self.data.block_size}")
         if self.data.block_size > self.training.max_tokens:
