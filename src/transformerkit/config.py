@@ -82,6 +82,9 @@ class TransformerConfig:
     tie_embeddings: bool = True
     """Shared vocabulary: one matrix for both embeddings and the pre-softmax projection (§3.4).
     Separate vocabularies: the target embedding and the projection share one matrix."""
+    copy_attention: bool = False
+    """Encoder-decoder with a shared vocabulary: a pointer-generator output that mixes generating
+    with copying source tokens (See et al., 2017; :mod:`transformerkit.nn.pointer`)."""
     image_size: int = 0
     """Vision models (ViT): height = width of the input images in pixels; 0 in text models."""
     patch_size: int = 16
@@ -138,6 +141,9 @@ class TransformerConfig:
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
+        if self.copy_attention and not self.shared_vocab:
+            raise ValueError("copy_attention copies source tokens into the output: it needs one shared vocabulary "
+                             "(tgt_vocab_size null)")
         if self.layer_norm_eps <= 0:
             raise ValueError(f"layer_norm_eps must be positive, got {self.layer_norm_eps}")
         if self.rotary_base <= 1:

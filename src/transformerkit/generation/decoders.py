@@ -41,6 +41,7 @@ class Seq2SeqDecoder:
     def __init__(self, model: EncoderDecoderTransformer, src: Tensor, copies: int, capacity: int) -> None:
         self.model = model
         self.copies = copies
+        self.src = src
         self.src_mask = model.source_mask(src)
         self.memory, _ = model.encode(src, self.src_mask)
         self.cache = model.new_cache(capacity, self.memory)
@@ -49,7 +50,7 @@ class Seq2SeqDecoder:
 
     def step(self, tokens: Tensor) -> Tensor:
         hidden, _ = self.model.decode(tokens, self.memory, self.src_mask, cache=self.cache)
-        return self.model.logits(hidden[:, -1]).float()
+        return self.model.output(hidden[:, -1:], self.memory, self.src_mask, self.src)[:, 0].float()
 
     def select(self, rows: Tensor) -> None:
         sources = self.source_of_row.index_select(0, rows)
@@ -62,6 +63,7 @@ class Seq2SeqDecoder:
         memory_rows = (self.memory_sources[None, :] == groups[:, :1]).int().argmax(dim=1)
         self.memory = self.memory.index_select(0, memory_rows)
         self.src_mask = self.src_mask.index_select(0, memory_rows)
+        self.src = self.src.index_select(0, memory_rows)
         self.memory_sources, self.source_of_row = groups[:, 0], sources
         self.cache.reorder(rows, memory_rows)
 

@@ -5,7 +5,9 @@
     logits = h Eᵀ                                                             (batch, tgt_len, vocab)
 
 With a shared vocabulary and ``tie_embeddings`` the source embedding, the target embedding and the
-pre-softmax projection are one matrix E (§3.4).
+pre-softmax projection are one matrix E (§3.4). With ``copy_attention`` the output is a
+pointer-generator's log P instead, mixing h Eᵀ's distribution with copying source tokens
+(:mod:`transformerkit.nn.pointer`); every consumer reads it as logits.
 
 :func:`warm_started_from_encoder` builds one from a pretrained encoder-only model (BERT2BERT).
 """
@@ -24,6 +26,7 @@ from transformerkit.models.encoder_only import EncoderOnlyTransformer
 from transformerkit.nn.kv_cache import DecoderCache, positions_after
 from transformerkit.nn.layers import LayerAttention
 from transformerkit.nn.masks import padding_mask
+from transformerkit.nn.pointer import PointerGenerator
 
 
 class EncoderDecoderTransformer(nn.Module):
@@ -45,6 +48,7 @@ class EncoderDecoderTransformer(nn.Module):
         self.encoder = builders.transformer_stack(config, config.num_encoder_layers, cross_attention=False)
         self.decoder = builders.transformer_stack(config, config.num_decoder_layers, cross_attention=True)
         self.output_projection = builders.output_projection(config, tgt_tokens)
+        self.pointer = PointerGenerator(config.d_model) if config.copy_attention else None
 
     # ------------------------------------------------------------------------------------ parts
     def source_mask(self, src: Tensor) -> Tensor:
@@ -78,12 +82,19 @@ class EncoderDecoderTransformer(nn.Module):
         """Pre-softmax linear transformation: (batch, seq, d_model) → (batch, seq, vocab)."""
         return self.output_projection(hidden)
 
+    def output(self, hidden: Tensor, memory: Tensor, memory_mask: Tensor, src: Tensor) -> Tensor:
+        """What the decoder states predict: ``logits(hidden)`` (rows, tgt_len, vocab), or with
+        ``copy_attention`` the pointer-generator's log P over the source ``src`` (groups, src_len)
+        and its ``memory``; rows = groups · g, g consecutive rows per source (beams)."""
+        logits = self.logits(hidden)
+        return logits if self.pointer is None else self.pointer(hidden, logits, memory, memory_mask, src)
+
     def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
         """Teacher-forced logits. src: (batch, src_len), tgt: (batch, tgt_len) → (batch, tgt_len, vocab)."""
         src_mask = self.source_mask(src)
         memory, _ = self.encode(src, src_mask)
         hidden, _ = self.decode(tgt, memory, src_mask)
-        return self.logits(hidden)
+        return self.output(hidden, memory, src_mask, src)
 
     def loss(self, src: Tensor, tgt_in: Tensor, tgt_out: Tensor, reduction: str = "mean") -> Tensor:
         """Label-smoothed cross-entropy (ε_ls = ``config.label_smoothing``) over non-pad targets,
@@ -108,6 +119,7 @@ class EncoderDecoderTransformer(nn.Module):
             "encoder": [self.encoder],
             "decoder": [self.decoder],
             "output_projection": [self.output_projection],
+            **({"pointer": [self.pointer]} if self.pointer is not None else {}),
         })
 
 
