@@ -47,7 +47,7 @@ import torch.nn.functional as F
 
 from transformerkit.data.parallel import load_parallel
 from transformerkit.tasks.translation import bleu_tokenizer, score
-from transformerkit.training.recipe import load_recipe
+from transformerkit.tasks import load_recipe
 
 PEER_SENTENCES_PER_BATCH = 64
 PEER_PEAK_LR = 7e-4

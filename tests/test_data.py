@@ -14,7 +14,7 @@ from transformerkit.data.batching import TranslationExample, collate, padded_len
 from transformerkit.data.parallel import DataError, load_parallel, read_aligned, read_jsonl, read_tsv, write_tsv
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.tasks.translation import learn_tokenizer
-from transformerkit.training.recipe import TranslationData
+from transformerkit.tasks.translation import TranslationData
 
 BUNDLED = Path(__file__).resolve().parents[1] / "data"
 

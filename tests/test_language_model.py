@@ -12,7 +12,7 @@ from transformerkit.cli import main
 from transformerkit.data.parallel import DataError
 from transformerkit.data.text import block_starts, contiguous_split, read_text
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
-from transformerkit.training.recipe import load_recipe
+from transformerkit.tasks import load_recipe
 from transformerkit.training.trainer import Trainer
 
 # A public-domain sonnet (Shakespeare, Sonnet 18) repeated: enough text to learn from in seconds.

@@ -127,21 +127,27 @@ def test_beam_output_does_not_depend_on_batch_or_padding(kernel: str) -> None:
 
 def test_cross_attention_heatmap_for_either_kernel(tmp_path) -> None:
     from transformerkit.data.tokenizer import SubwordTokenizer
-    from transformerkit.tasks.translation import attention_heatmap, cross_attention
+    from transformerkit.generation.config import GenerationConfig
+    from transformerkit.tasks.translation import Translator, attention_heatmap, cross_attention
 
     texts = ["Open the file", "Datei öffnen", "Save the file", "Datei speichern", "Close the window",
              "Fenster schließen"] * 20
     tokenizer = SubwordTokenizer.train(texts, vocab_size=60, min_frequency=1)
     torch.manual_seed(0)
     model = EncoderDecoderTransformer(preset("tiny", vocab_size=tokenizer.vocab_size, d_model=32, d_ff=64)).eval()
+    translator = Translator(model, tokenizer, GenerationConfig())
     results = []
     for kernel in ("fused", "reference"):
         model.set_attention_kernel(kernel)
-        weights, src_tokens, tgt_tokens = cross_attention(model, tokenizer, "Open the file", "Datei öffnen")
+        weights, src_tokens, tgt_tokens = cross_attention(translator, "Open the file", "Datei öffnen")
         assert weights.shape == (len(tgt_tokens), len(src_tokens))
         torch.testing.assert_close(weights.sum(-1), torch.ones(len(tgt_tokens)))
         assert tgt_tokens[-1] == "</s>" and src_tokens[-1] == "</s>"
         results.append(weights)
-        path = attention_heatmap(model, tokenizer, "Open the file", "Datei öffnen", tmp_path / f"{kernel}.png")
+        path = attention_heatmap(translator, "Open the file", "Datei öffnen", tmp_path / f"{kernel}.png")
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     torch.testing.assert_close(results[0], results[1])
+    # the source is cut as for translating it: a model trained on cut sources is shown what it reads
+    cut = Translator(model, tokenizer, GenerationConfig(max_source_tokens=2))
+    _, src_tokens, _ = cross_attention(cut, "Open the file", "Datei öffnen")
+    assert src_tokens == tokenizer.tokens(tokenizer.encode(["Open the file"])[0][:2] + [tokenizer.eos_id])

@@ -17,7 +17,7 @@ from transformerkit.config import preset
 from transformerkit.data.parallel import read_tsv, write_tsv
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
-from transformerkit.training.recipe import load_recipe
+from transformerkit.tasks import load_recipe
 from transformerkit.training.trainer import Trainer
 
 BUNDLED = Path(__file__).resolve().parents[1] / "data" / "gettext-en-de"
@@ -79,6 +79,49 @@ def test_resume_is_bit_identical(small_corpus: Path, tmp_path: Path) -> None:
     assert all(k in log[1] for k in ("loss", "lr", "tokens_per_second"))
     model, _, _ = load_model_dir(interrupted / "model")
     assert model.config.vocab_size == 300
+
+
+def test_cosine_over_a_time_budget_plans_its_steps_once_and_resumes_with_the_plan(small_corpus: Path,
+                                                                                   tmp_path: Path) -> None:
+    from transformerkit.training.schedule import cosine_lr
+
+    out = tmp_path / "run"
+    budget = {"training.schedule": "cosine", "training.max_minutes": 30, "training.warmup_steps": 2,
+              "training.lr_scale": 0.5}
+    first = Trainer(load_recipe(None, recipe_overrides(small_corpus, out, **budget, **{"training.max_epochs": 1})))
+    first.train()
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    plans = [r for r in log if r["event"] == "plan"]
+    assert [r["step"] for r in plans] == [2]  # at the end of the warm-up
+    planned = plans[0]["planned_steps"]
+    assert planned == first.progress.planned_steps > first.progress.step  # 30 minutes hold many steps
+    assert load_training_state(out / "checkpoints" / "latest")["progress"]["planned_steps"] == planned
+    Trainer(load_recipe(None, recipe_overrides(small_corpus, out, **budget, **{"training.max_epochs": 2})),
+            resume=True).train()
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert len([r for r in log if r["event"] == "plan"]) == 1  # the resumed run keeps the plan
+    rows = [r for r in log if r["event"] == "train"]
+    assert rows[-1]["step"] > rows[0]["step"] >= 1
+    for r in rows:  # after step s the optimizer holds the rate of step s + 1, decaying towards the plan's end
+        expected = cosine_lr(r["step"] + 1, 32, 2, planned if r["step"] > 2 else None, 0.5)  # planned after step 2
+        assert r["lr"] == pytest.approx(expected)
+    planned_run = Trainer(load_recipe(None, recipe_overrides(small_corpus, tmp_path / "short", **budget)))
+    planned_run.progress.planned_steps = 3  # as if the warm-up had measured that 3 steps fill the budget
+    done = planned_run.train()
+    assert (done.steps, done.stopped_because) == (3, "planned_steps")
+    assert planned_run.scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)  # the cosine's end
+
+
+def test_resuming_with_another_model_shape_names_the_settings(small_corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    Trainer(load_recipe(None, recipe_overrides(small_corpus, out, **{"training.max_steps": 2}))).train()
+    changed = load_recipe(None, recipe_overrides(small_corpus, out, **{"training.max_steps": 4, "model.d_model": 64}))
+    with pytest.raises(CheckpointError, match=r"latest does not fit this run's model \(model.d_model 32 in the "
+                                              r"run, 64 now\): resume with the run's own recipe, transformerkit "
+                                              r"train .*run.yaml --resume$"):
+        Trainer(changed, resume=True)
+    resumed = Trainer(load_recipe(out / "run.yaml", ["training.max_steps=3"]), resume=True)  # what the error says
+    assert resumed.progress.step == 2 and resumed.train().steps == 3
 
 
 def test_a_checkpoint_with_separate_qkv_projections_resumes(small_corpus: Path, tmp_path: Path) -> None:
@@ -173,6 +216,43 @@ def test_recipe_errors_name_the_key(tmp_path: Path) -> None:
     assert (run.training.adam_eps, run.training.lr_scale) == (1e-9, 2.0)
 
 
+@pytest.mark.parametrize("setting, message", [
+    ("training.lr_scale=nan", "training.lr_scale and training.adam_eps must be positive numbers, got nan"),
+    ("training.lr_scale=-1", "training.lr_scale and training.adam_eps must be positive numbers, got -1"),
+    ("training.clip_norm=nan", "training.clip_norm must be positive or null, got nan"),
+    ("training.max_minutes=inf", "training.max_minutes must be positive or null, got inf"),
+    ("training.weight_decay=-0.1", "training.weight_decay must be 0 or positive, got -0.1"),
+    ("training.adam_betas=0.9,0.98,0.5", r"training.adam_betas must be two numbers in \[0, 1\), got \[0.9, 0.98, 0.5\]"),
+    ("training.adam_betas=0.9,1.0", r"training.adam_betas must be two numbers in \[0, 1\)"),
+])
+def test_numbers_out_of_range_are_refused_before_training(setting: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_recipe(None, ["data.train=x.tsv", "training.max_steps=5", setting])
+
+
+def test_a_key_written_twice_in_a_recipe_is_an_error(tmp_path: Path) -> None:
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("data: {train: x.tsv}\ntraining:\n  max_steps: 5\n  lr_scale: 1.0\n  lr_scale: 9.0\n")
+    with pytest.raises(ValueError, match=r"twice.yaml: invalid YAML \(duplicate key 'lr_scale' in .*line 5"):
+        load_recipe(twice)
+    not_a_number = tmp_path / "nan.yaml"  # YAML's own spelling of NaN is refused like the command line's
+    not_a_number.write_text("data: {train: x.tsv}\ntraining: {max_steps: 5, lr_scale: .nan}\n")
+    with pytest.raises(ValueError, match="training.lr_scale and training.adam_eps must be positive numbers, got nan"):
+        load_recipe(not_a_number)
+
+
+def test_training_without_any_usable_pair_stops_with_an_error(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    write_tsv(corpus / "train.tsv", [("Open the file", "Datei öffnen")] * 20)
+    write_tsv(corpus / "valid.tsv", [("Open the file", "Datei öffnen")])
+    run = load_recipe(None, recipe_overrides(corpus, tmp_path / "out", **{"training.max_steps": 5,
+                                                                           "data.max_length": 1}))
+    with pytest.raises(ValueError, match=r"train.tsv: no training examples left to batch \(train_pairs 20, "
+                                         r"skipped_empty 0, dropped_too_long 20\)"):
+        Trainer(run)
+
+
 def test_shipped_recipes_load() -> None:
     root = Path(__file__).resolve().parents[1] / "configs"
     for recipe in sorted(root.glob("*.yaml")):
@@ -239,7 +319,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(small_corpus: Path, tmp_path: Pa
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
-    assert "resume with" in err
+    assert f"resume with: transformerkit train {out / 'run.yaml'} --resume" in err  # the run's own settings
     latest = (out / "checkpoints" / "latest").resolve()
     step = load_training_state(latest)["progress"]["step"]
     assert step >= 3 and latest.name == f"step-{step:08d}"

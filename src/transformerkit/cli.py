@@ -152,8 +152,7 @@ def data_mnist_5k(args: argparse.Namespace) -> int:
 
 
 def train(args: argparse.Namespace) -> int:
-    from transformerkit.tasks.translation import evaluate_model
-    from transformerkit.training.recipe import load_recipe
+    from transformerkit.tasks import load_recipe
     from transformerkit.training.trainer import Trainer
 
     run = load_recipe(args.recipe, args.set)
@@ -165,20 +164,10 @@ def train(args: argparse.Namespace) -> int:
     print(f"training stopped after {result.steps} steps ({result.stopped_because}); "
           f"model written to {result.model_dir}", file=sys.stderr)
     if result.stopped_because == "interrupted":
-        print(f"resume with: transformerkit train {args.recipe} --resume", file=sys.stderr)
+        print(f"resume with: transformerkit train {result.output_dir / 'run.yaml'} --resume", file=sys.stderr)
         return 130
-    if run.task in ("classification", "image-classification", "image-generation") or (
-            run.task == "question-answering" and run.data.test):
-        from transformerkit.checkpoint import load_model_dir
-
-        assert hasattr(trainer.task, "evaluate")
-        trainer.task.model, _, _ = load_model_dir(result.model_dir, trainer.device)  # the final (averaged) weights
-        scores = {f"test_{k}": v for k, v in trainer.task.evaluate("test", trainer.autocast).items()}
-        (result.output_dir / "results.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
-        print(json.dumps(scores))
-    if run.task in ("translation", "summarization") and run.data.test is not None:
-        scores = evaluate_model(result.model_dir, run.data.test, run.data.test_target, run.data.source_field,
-                                run.data.target_field)
+    scores = trainer.task.test_scores(result.model_dir, trainer.autocast)
+    if scores is not None:
         (result.output_dir / "results.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
         print(json.dumps(scores))
     return 0
@@ -268,51 +257,10 @@ def generate(args: argparse.Namespace) -> int:
 
 
 def convert(args: argparse.Namespace) -> int:
-    from transformerkit.checkpoint import load_model_dir, save_model_dir
-    from transformerkit.data.image_processing import PREPROCESSOR_CONFIG, ImageProcessor
-    from transformerkit.data.tokenizer import SubwordTokenizer
-    from transformerkit.generation.config import GenerationConfig
-    from transformerkit.interop import bert, gpt2, vit
+    from transformerkit.interop.convert import convert_model_dir
 
-    source = Path(args.input)
-    config_path = source / "config.json"
-    if not config_path.is_file():
-        raise UsageError(f"{source}: no config.json")
-    try:
-        model_type = json.loads(config_path.read_text(encoding="utf-8")).get("model_type")
-    except json.JSONDecodeError as error:
-        raise UsageError(f"{config_path}: invalid JSON ({error.msg})") from None
-    importers = {"gpt2": (gpt2.load_hf_gpt2, GenerationConfig(do_sample=True, top_k=50)),
-                 "bert": (bert.load_hf_bert, GenerationConfig()), "vit": (vit.load_hf_vit, GenerationConfig())}
-    exporters = {DecoderOnlyTransformer.model_type: gpt2.save_hf_gpt2, EncoderOnlyTransformer.model_type: bert.save_hf_bert,
-                 VisionTransformer.model_type: vit.save_hf_vit}
-    if model_type in importers:
-        load, generation = importers[model_type]
-        model = load(source)
-        if model_type == "vit":  # Hugging Face's image processor, else ViT's default normalization (0.5, 0.5)
-            processor_path = Path(args.tokenizer or source) / PREPROCESSOR_CONFIG
-            c = model.config
-            preprocessor = (ImageProcessor.from_dict(json.loads(processor_path.read_text(encoding="utf-8")), processor_path)
-                            if processor_path.is_file() else ImageProcessor(c.image_size, [0.5] * c.num_channels,
-                                                                            [0.5] * c.num_channels))
-        else:
-            preprocessor = SubwordTokenizer.from_directory(args.tokenizer or source)
-            if preprocessor.vocab_size != model.config.vocab_size:
-                raise UsageError(f"the tokenizer has {preprocessor.vocab_size} tokens, the model "
-                                 f"{model.config.vocab_size}")
-        save_model_dir(Path(args.output), model, preprocessor, generation)
-        print(f"imported Hugging Face {model_type} ({sum(p.numel() for p in model.parameters()):,} parameters) "
-              f"into {args.output}", file=sys.stderr)
-        return 0
-    if model_type in exporters:
-        model, tokenizer, _ = load_model_dir(source)
-        if args.tokenizer:
-            tokenizer = SubwordTokenizer.from_directory(args.tokenizer)
-        exporters[model_type](model, args.output, tokenizer)
-        print(f"exported to {args.output} (loadable with transformers' from_pretrained)", file=sys.stderr)
-        return 0
-    raise UsageError(f"{config_path}: model_type {model_type!r} cannot be converted; supported: "
-                     f"{', '.join(map(repr, importers))} (import), {', '.join(map(repr, exporters))} (export)")
+    print(convert_model_dir(Path(args.input), Path(args.output), args.tokenizer), file=sys.stderr)
+    return 0
 
 
 def embed(args: argparse.Namespace) -> int:
@@ -422,7 +370,7 @@ def plot_attention(args: argparse.Namespace) -> int:
         return 0
     translator = load_translator(args.model, beam=args.beam)
     translation = args.translation if args.translation is not None else translator.translate([args.text])[0]
-    path = attention_heatmap(translator.model, translator.tokenizer, args.text, translation, args.out)
+    path = attention_heatmap(translator, args.text, translation, args.out)
     print(f"{args.text}\t{translation}")
     print(f"attention heatmap written to {path}", file=sys.stderr)
     return 0

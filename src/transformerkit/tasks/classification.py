@@ -4,7 +4,7 @@ and labeling text (:class:`TextClassifier`)."""
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +17,34 @@ from transformerkit.checkpoint import CheckpointError, load_model_dir
 from transformerkit.data.batching import TranslationExample, token_batches
 from transformerkit.data.labeled import LabeledCorpus, hash_split, load_labeled
 from transformerkit.data.tokenizer import SubwordTokenizer
+from transformerkit.devices import model_device, pick_device
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
-from transformerkit.tasks.fine_tuning import encoder_for_task, pad_right
-from transformerkit.training.recipe import ClassificationRun
+from transformerkit.tasks.fine_tuning import EncoderTaskData, encoder_for_task, pad_right
+from transformerkit.training.recipe import RunConfig
+from transformerkit.training.task import final_model_scores
+
+
+@dataclass
+class ClassificationData(EncoderTaskData):
+    train: str = ""
+    """Labeled texts: CSV/TSV with a header, or JSONL. Without ``valid``/``test`` files the texts
+    are split by a hash of the text (``valid_percent``, ``test_percent``)."""
+    valid: str | None = None
+    test: str | None = None
+    text_field: str = "text"
+    label_field: str = "label"
+    encoding: str = "utf-8"
+    valid_percent: float = 10.0
+    test_percent: float = 10.0
+    max_length: int = 128
+    """Tokens per text, [CLS] and [SEP] included; longer texts are cut."""
+
+    def validate(self, run: RunConfig[Any]) -> None:
+        super().validate(run)
+        if self.max_length < 2:
+            raise ValueError(f"data.max_length must be at least 2, got {self.max_length}")
+        if not 0 <= self.valid_percent + self.test_percent < 100:
+            raise ValueError("data.valid_percent + data.test_percent must be in [0, 100)")
 
 
 @dataclass
@@ -125,6 +150,9 @@ class ClassificationTask:
     def validate(self, autocast: AbstractContextManager[Any]) -> dict[str, Any]:
         return {f"valid_{k}": v for k, v in self.evaluate("valid", autocast).items()}
 
+    def test_scores(self, model_dir: Path, autocast: AbstractContextManager[Any]) -> dict[str, Any]:
+        return final_model_scores(self, model_dir, autocast)
+
 
 @dataclass
 class TextClassifier:
@@ -135,7 +163,7 @@ class TextClassifier:
     @torch.inference_mode()
     def classify(self, texts: list[str]) -> list[tuple[str, float]]:
         """(label, probability) per text."""
-        device = next(self.model.parameters()).device
+        device = model_device(self.model)
         rows = [row[:self.max_length - 1] + row[-1:] if len(row) > self.max_length else row
                 for row in self.tokenizer.encode(texts, add_special_tokens=True)]
         ids, mask = pad_right(rows, self.tokenizer.pad_id)
@@ -145,8 +173,16 @@ class TextClassifier:
 
 
 def load_classifier(model_dir: str | Path, device: str | None = None) -> TextClassifier:
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device(device)
     model, tokenizer, _ = load_model_dir(model_dir, device)
     if not isinstance(model, EncoderOnlyTransformer) or not model.config.labels:
         raise CheckpointError(f"{model_dir} holds no classification model")
     return TextClassifier(model, tokenizer, model.config.max_positions)
+
+
+@dataclass
+class ClassificationRun(RunConfig[ClassificationData]):
+    """A sequence-classification run (an encoder-only model with a classification head)."""
+
+    data: ClassificationData = field(default_factory=ClassificationData)
+    task_class = ClassificationTask

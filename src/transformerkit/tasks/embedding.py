@@ -11,6 +11,7 @@ from torch import Tensor
 
 from transformerkit.checkpoint import CheckpointError, load_model_dir
 from transformerkit.data.tokenizer import SubwordTokenizer
+from transformerkit.devices import model_device, pick_device
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
 
 
@@ -25,7 +26,7 @@ class SentenceEncoder:
     @torch.inference_mode()
     def encode(self, texts: list[str]) -> Tensor:
         """(len(texts), d_model) unit vectors, in the order of ``texts``."""
-        device = next(self.model.parameters()).device
+        device = model_device(self.model)
         ids = [row[:self.max_length - 1] + row[-1:] if len(row) > self.max_length else row
                for row in self.tokenizer.encode(texts, add_special_tokens=True)]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # little padding per batch
@@ -45,7 +46,7 @@ class SentenceEncoder:
 
 
 def load_sentence_encoder(model_dir: str | Path, max_length: int = 256, device: str | None = None) -> SentenceEncoder:
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device(device)
     model, tokenizer, _ = load_model_dir(model_dir, device)
     if not isinstance(model, EncoderOnlyTransformer):
         raise CheckpointError(f"{model_dir} holds a {model.model_type} model, not an encoder-only model")

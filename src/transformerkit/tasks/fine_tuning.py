@@ -1,8 +1,10 @@
-"""What the encoder tasks (classification, question answering) share: a model with a task head,
-fresh or initialized from a pretrained encoder, and right-padded batches."""
+"""What the encoder tasks (classification, question answering) share: a data section naming the
+tokenizer and pretrained weights, a model with a task head, fresh or initialized from a
+pretrained encoder, and right-padded batches."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -12,8 +14,24 @@ from transformerkit.checkpoint import CheckpointError, load_model_dir
 from transformerkit.config import TransformerConfig
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
+from transformerkit.training.recipe import RunConfig
 
 _HEADS = ("classifier.", "span_head.", "masked_lm_head.")
+
+
+@dataclass
+class EncoderTaskData:
+    """What the encoder tasks' data sections share: where the tokenizer and pretrained weights are."""
+
+    tokenizer: str = ""
+    """A directory holding the tokenizer (``tokenizer.json`` or ``vocab.txt``); default: ``init_from``."""
+    init_from: str | None = None
+    """A transformerkit encoder-only model directory to fine-tune (its config replaces ``model``,
+    except the task's head and ``dropout``); None trains from scratch."""
+
+    def validate(self, run: RunConfig[Any]) -> None:
+        if not (self.tokenizer or self.init_from):
+            raise ValueError("set data.tokenizer (a directory with tokenizer.json or vocab.txt) or data.init_from")
 
 
 def encoder_for_task(config: TransformerConfig, init_from: str | None, tokenizer_dir: str, resume: bool,

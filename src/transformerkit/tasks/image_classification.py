@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +16,27 @@ from torch import Tensor
 from transformerkit.checkpoint import CheckpointError, load_model_dir
 from transformerkit.data.image_processing import ImageProcessor
 from transformerkit.data.images import ImageSet, image_splits, read_image_file
+from transformerkit.devices import model_device, pick_device
 from transformerkit.models.vision import VisionTransformer
 from transformerkit.tasks.classification import classification_scores
-from transformerkit.training.recipe import ImageClassificationRun
+from transformerkit.tasks.images import ImageData
+from transformerkit.training.recipe import RunConfig
+from transformerkit.training.task import final_model_scores
+
+
+@dataclass
+class ImageClassificationData(ImageData):
+    shift: int = 2
+    """Augmentation: move each training image by up to this many pixels in x and y (zero-padded); 0: off."""
+    flip: bool = False
+    """Augmentation: mirror half the training images left-right (clothes: yes; digits: no)."""
+
+    def validate(self, run: RunConfig[Any]) -> None:
+        super().validate(run)
+        if not run.model.image_size:
+            raise ValueError("model.image_size is 0: image classification needs a vision model (model.preset: vit-…)")
+        if self.shift < 0:
+            raise ValueError(f"data.shift must be 0 or positive, got {self.shift}")
 
 
 @dataclass
@@ -112,6 +130,9 @@ class ImageClassificationTask:
     def validate(self, autocast: AbstractContextManager[Any]) -> dict[str, Any]:
         return {f"valid_{k}": v for k, v in self.evaluate("valid", autocast).items()}
 
+    def test_scores(self, model_dir: Path, autocast: AbstractContextManager[Any]) -> dict[str, Any]:
+        return final_model_scores(self, model_dir, autocast)
+
 
 @dataclass
 class ImageClassifier:
@@ -121,7 +142,7 @@ class ImageClassifier:
     @torch.inference_mode()
     def probabilities(self, images: Tensor) -> Tensor:
         """uint8 images (batch, C, H, W) of any size → class probabilities (batch, classes)."""
-        device = next(self.model.parameters()).device
+        device = model_device(self.model)
         return self.model.classify(self.processor(images.to(device))).float().softmax(-1)
 
     def classify(self, images: Tensor) -> list[tuple[str, float]]:
@@ -174,7 +195,7 @@ def plot_image_attention(classifier: ImageClassifier, paths: list[Path], out: Pa
 
     config = classifier.model.config
     images = torch.stack([read_image_file(p, config.num_channels, config.image_size) for p in paths])
-    device = next(classifier.model.parameters()).device
+    device = model_device(classifier.model)
     with torch.inference_mode():
         maps = class_attention_map(classifier.model, classifier.processor(images.to(device)), method).cpu()
     labels = classifier.classify(images)
@@ -197,9 +218,17 @@ def plot_image_attention(classifier: ImageClassifier, paths: list[Path], out: Pa
 
 
 def load_image_classifier(model_dir: str | Path, device: str | None = None) -> ImageClassifier:
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device(device)
     model, processor, _ = load_model_dir(model_dir, device)
     if not isinstance(model, VisionTransformer) or not model.config.labels:
         raise CheckpointError(f"{model_dir} holds no image classification model")
     assert isinstance(processor, ImageProcessor)
     return ImageClassifier(model, processor)
+
+
+@dataclass
+class ImageClassificationRun(RunConfig[ImageClassificationData]):
+    """Image classification with a vision Transformer (``model.preset: vit-28`` or any ``vit-*``)."""
+
+    data: ImageClassificationData = field(default_factory=ImageClassificationData)
+    task_class = ImageClassificationTask

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import random
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +28,29 @@ from torch import Tensor
 from transformerkit.checkpoint import CheckpointError, load_model_dir
 from transformerkit.data.image_processing import PixelTokenizer
 from transformerkit.data.images import DataError, ImageSet, image_splits
+from transformerkit.devices import model_device, pick_device
 from transformerkit.generation.config import GenerationConfig
 from transformerkit.generation.decoders import CausalLMDecoder, VocabularyPrefix
 from transformerkit.generation.layout import use_decoding_layout
 from transformerkit.generation.sampling import TokenChooser, generate_tokens
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
-from transformerkit.training.recipe import ImageGenerationRun
+from transformerkit.tasks.images import ImageData
+from transformerkit.training.recipe import RunConfig
+from transformerkit.training.task import final_model_scores
+
+
+@dataclass
+class ImageGenerationData(ImageData):
+    image_size: int = 14
+    """Generated images are image_size × image_size (the data is area-downsampled to it)."""
+    levels: int = 4
+    """Grey levels per pixel (the model's pixel vocabulary)."""
+
+    def validate(self, run: RunConfig[Any]) -> None:
+        super().validate(run)
+        if self.image_size < 1 or not 2 <= self.levels <= 256:
+            raise ValueError(f"data.image_size must be positive and data.levels in [2, 256], got "
+                             f"{self.image_size} and {self.levels}")
 
 
 @dataclass
@@ -95,12 +112,15 @@ class ImageGenerationTask:
     def validate(self, autocast: AbstractContextManager[Any]) -> dict[str, Any]:
         return {f"valid_{k}": v for k, v in self.evaluate("valid", autocast).items()}
 
+    def test_scores(self, model_dir: Path, autocast: AbstractContextManager[Any]) -> dict[str, Any]:
+        return final_model_scores(self, model_dir, autocast)
+
 
 @torch.no_grad()
 def bits_per_pixel(model: DecoderOnlyTransformer, tokenizer: PixelTokenizer, sequences: Tensor, batch_size: int,
                    autocast: AbstractContextManager[Any]) -> dict[str, float]:
     """``loss`` (nats per pixel) and ``bits_per_pixel`` of sequences (N, 1 + S²)."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     total = 0.0
     for start in range(0, len(sequences), batch_size):
         with autocast:
@@ -119,7 +139,7 @@ class ImageGenerator:
     generation: GenerationConfig
 
     def __post_init__(self) -> None:
-        self.chooser = TokenChooser(self.generation, next(self.model.parameters()).device)
+        self.chooser = TokenChooser(self.generation, model_device(self.model))
 
     def class_index(self, name: str) -> int:
         """A class by name or index (``"Sneaker"`` or ``"7"``); unknown ones raise ``ValueError``."""
@@ -134,7 +154,7 @@ class ImageGenerator:
     @torch.inference_mode()
     def generate(self, classes: list[int]) -> Tensor:
         """One image per class index: uint8 (len(classes), 1, S, S)."""
-        device = next(self.model.parameters()).device
+        device = model_device(self.model)
         t = self.tokenizer
         first = t.class_token(torch.tensor(classes, device=device))[:, None]
         decoder = CausalLMDecoder(self.model, torch.ones_like(first, dtype=torch.bool), capacity=1 + t.pixels)
@@ -145,7 +165,7 @@ class ImageGenerator:
 
 def load_image_generator(model_dir: str | Path, device: str | None = None, **overrides: Any) -> ImageGenerator:
     """An :class:`ImageGenerator` for a model directory; ``overrides`` change its sampling settings."""
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device(device)
     model, tokenizer, generation = load_model_dir(model_dir, device)
     if not isinstance(tokenizer, PixelTokenizer) or not isinstance(model, DecoderOnlyTransformer):
         raise CheckpointError(f"{model_dir} holds no image generation model")
@@ -180,3 +200,11 @@ def class_consistency(generator: ImageGenerator, classifier: Any, per_class: int
             correct += int((guess == reference.labels[start:start + batch_size]).sum())
         result["real_quantized_consistency"] = correct / len(reference)
     return result
+
+
+@dataclass
+class ImageGenerationRun(RunConfig[ImageGenerationData]):
+    """A class-conditional autoregressive image model: a decoder-only Transformer over pixel tokens."""
+
+    data: ImageGenerationData = field(default_factory=ImageGenerationData)
+    task_class = ImageGenerationTask

@@ -7,7 +7,7 @@ import math
 import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,13 +17,43 @@ from torch import Tensor
 from transformerkit.checkpoint import CheckpointError, load_model_dir
 from transformerkit.data.text import block_starts, blocks, contiguous_split, read_text
 from transformerkit.data.tokenizer import SubwordTokenizer
+from transformerkit.devices import model_device, pick_device
 from transformerkit.generation.config import GenerationConfig
 from transformerkit.generation.decoders import CausalLMDecoder
 from transformerkit.generation.layout import use_decoding_layout
 from transformerkit.generation.sampling import TokenChooser, generate_tokens
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
-from transformerkit.training.recipe import LanguageModelRun
+from transformerkit.training.recipe import RunConfig, validate_vocabulary_size
 from transformerkit.training.task import model_config_for, run_tokenizer
+
+
+@dataclass
+class LanguageModelData:
+    train: str = ""
+    """A UTF-8 text file (``.txt`` or ``.txt.gz``); the model learns to continue it."""
+    valid: str | None = None
+    """Validation text; None takes the last ``valid_fraction`` of ``train`` (a contiguous split)."""
+    valid_fraction: float = 0.05
+    tokenizer: Literal["char", "bpe", "gpt2"] = "char"
+    """``char``: one token per character; ``bpe``: byte-level BPE learned on ``train``;
+    ``gpt2``: GPT-2's vocabulary from ``tokenizer_path``."""
+    tokenizer_path: str = "data/gpt2-tokenizer"
+    vocab_size: int = 4096
+    """Vocabulary size of the learned ``bpe`` tokenizer."""
+    block_size: int = 256
+    """Tokens of context per training sequence."""
+    valid_tokens: int | None = 65536
+    """Validation scores the first this many tokens of the validation text (None: all of it)."""
+
+    def validate(self, run: RunConfig[Any]) -> None:
+        validate_vocabulary_size(self.vocab_size)
+        if self.block_size < 1:
+            raise ValueError(f"data.block_size must be positive, got {self.block_size}")
+        if self.block_size > run.training.max_tokens:
+            raise ValueError(f"training.max_tokens ({run.training.max_tokens}) must hold at least one "
+                             f"block of data.block_size ({self.block_size}) tokens")
+        if not 0 < self.valid_fraction < 1:
+            raise ValueError(f"data.valid_fraction must be in (0, 1), got {self.valid_fraction}")
 
 
 @dataclass
@@ -85,6 +115,10 @@ class LanguageModelTask:
     def loss(self, batch: BlockBatch) -> Tensor:
         return self.model.loss(batch.inputs, batch.targets, reduction="sum")
 
+    def test_scores(self, model_dir: Path, autocast: AbstractContextManager[Any]) -> None:
+        """A language model has no test split: its validation text is what it is scored on."""
+        return None
+
     @torch.no_grad()
     def validate(self, autocast: AbstractContextManager[Any]) -> dict[str, Any]:
         """NLL per token (``valid_loss``), perplexity, bits per character, and a sample from the validation text."""
@@ -124,7 +158,7 @@ class TextGenerator:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return model_device(self.model)
 
     def _prompts(self, texts: list[str]) -> tuple[Tensor, Tensor]:
         """Left-padded ids (batch, longest) and their mask; an empty prompt starts from BOS."""
@@ -201,7 +235,7 @@ def load_generator(model_dir: str | Path, device: str | None = None,
     ``dtype="bf16"`` casts the weights to bfloat16: half the bytes to read per token, an
     approximation (measured in BENCHMARKS.md: 99.2 % of next-token argmaxes unchanged).
     """
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device(device)
     model, tokenizer, generation = load_model_dir(model_dir, device)
     if not isinstance(model, DecoderOnlyTransformer) or not isinstance(tokenizer, SubwordTokenizer):
         kind = "an image generation" if isinstance(model, DecoderOnlyTransformer) else f"a {model.model_type}"
@@ -212,3 +246,11 @@ def load_generator(model_dir: str | Path, device: str | None = None,
     generation = replace(generation, **{k: v for k, v in overrides.items() if v is not None})
     generation.validate()
     return TextGenerator(model, tokenizer, generation)
+
+
+@dataclass
+class LanguageModelRun(RunConfig[LanguageModelData]):
+    """A language-modeling run: a decoder-only model learns to continue a text."""
+
+    data: LanguageModelData = field(default_factory=LanguageModelData)
+    task_class = LanguageModelTask

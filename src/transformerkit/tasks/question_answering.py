@@ -13,7 +13,7 @@ over all its windows.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,36 @@ from transformerkit.checkpoint import CheckpointError, load_model_dir
 from transformerkit.data.batching import TranslationExample, token_batches
 from transformerkit.data.squad import QAExample, load_squad, squad_scores
 from transformerkit.data.tokenizer import SubwordTokenizer
+from transformerkit.devices import model_device, pick_device
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
-from transformerkit.tasks.fine_tuning import encoder_for_task, pad_right
-from transformerkit.training.recipe import QuestionAnsweringRun
+from transformerkit.tasks.fine_tuning import EncoderTaskData, encoder_for_task, pad_right
+from transformerkit.training.recipe import RunConfig
+from transformerkit.training.task import final_model_scores
+
+
+@dataclass
+class QuestionAnsweringData(EncoderTaskData):
+    train: str = ""
+    """Questions in SQuAD v1.1 JSON format (``valid`` and ``test`` too)."""
+    valid: str | None = None
+    test: str | None = None
+    max_length: int = 384
+    """Tokens per model input: [CLS] question [SEP] context window [SEP]."""
+    stride: int = 128
+    """Context tokens shared by consecutive windows of a long context."""
+    max_question_tokens: int = 64
+    """Longer questions are cut."""
+    max_answer_tokens: int = 30
+    """The longest answer span predicted."""
+
+    def validate(self, run: RunConfig[Any]) -> None:
+        super().validate(run)
+        for name in ("max_length", "max_question_tokens", "max_answer_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"data.{name} must be a positive integer, got {getattr(self, name)}")
+        if not 0 <= self.stride < self.max_length - 4:
+            raise ValueError(f"data.stride ({self.stride}) must be in [0, max_length - 4): a window holds "
+                             "[CLS] question [SEP] context [SEP] and moves on by max_length - question - 3 - stride")
 
 
 @dataclass
@@ -141,7 +168,7 @@ def predict_answers(model: EncoderOnlyTransformer, examples: list[QAExample], ro
                     autocast: AbstractContextManager[Any]) -> tuple[float, dict[str, Prediction]]:
     """The span loss summed over ``rows`` (the windows of ``examples``, in ``batches`` of indices) and
     the best span per question id."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     total, best = 0.0, {}
     for indices in batches:
         batch = span_batch([rows[i] for i in indices], pad_id, device)
@@ -213,6 +240,9 @@ class QuestionAnsweringTask:
     def validate(self, autocast: AbstractContextManager[Any]) -> dict[str, Any]:
         return {f"valid_{k}": v for k, v in self.evaluate("valid", autocast).items()}
 
+    def test_scores(self, model_dir: Path, autocast: AbstractContextManager[Any]) -> dict[str, Any] | None:
+        return final_model_scores(self, model_dir, autocast) if self.run.data.test else None
+
 
 def window_batches(rows: list[Window], max_tokens: int, seed: int = 0, epoch: int = 0,
                    shuffle: bool = False) -> list[list[int]]:
@@ -242,8 +272,16 @@ class QuestionAnswerer:
 
 
 def load_answerer(model_dir: str | Path, device: str | None = None, **options: int) -> QuestionAnswerer:
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device(device)
     model, tokenizer, _ = load_model_dir(model_dir, device)
     if not isinstance(model, EncoderOnlyTransformer) or not model.config.span_head:
         raise CheckpointError(f"{model_dir} holds no question-answering model (an encoder with a span head)")
     return QuestionAnswerer(model.eval(), tokenizer, **{"max_length": min(384, model.config.max_positions), **options})
+
+
+@dataclass
+class QuestionAnsweringRun(RunConfig[QuestionAnsweringData]):
+    """An extractive question-answering run (an encoder-only model with a span head)."""
+
+    data: QuestionAnsweringData = field(default_factory=QuestionAnsweringData)
+    task_class = QuestionAnsweringTask

@@ -8,9 +8,9 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import sacrebleu
 import torch
@@ -21,17 +21,54 @@ from transformerkit.checkpoint import CheckpointError, load_model_dir
 from transformerkit.data.batching import TranslationBatch, TranslationExample, collate, pad, token_batches
 from transformerkit.data.parallel import ParallelCorpus, load_parallel
 from transformerkit.data.tokenizer import SPECIAL_TOKENS, SubwordTokenizer
+from transformerkit.devices import model_device, pick_device
 from transformerkit.generation.config import GenerationConfig
 from transformerkit.generation.layout import use_decoding_layout
 from transformerkit.generation.search import greedy_decode, translate_ids
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer, warm_started_from_encoder
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
 from transformerkit.tasks.summarization import rouge_scores
-from transformerkit.training.recipe import RunConfig, TranslationData
+from transformerkit.training.recipe import RunConfig, validate_vocabulary_size
 from transformerkit.training.task import model_config_for, run_tokenizer
 
 
-def load_split(run: RunConfig, split: str) -> ParallelCorpus | None:
+@dataclass
+class TranslationData:
+    train: str = ""
+    """Training pairs: TSV (``.tsv``/``.tsv.gz``), JSONL, or a source-side text file with ``train_target``."""
+    valid: str | None = None
+    test: str | None = None
+    train_target: str | None = None
+    valid_target: str | None = None
+    test_target: str | None = None
+    source_field: str = "source"
+    target_field: str = "target"
+    source_lang: str = "en"
+    target_lang: str = "de"
+    vocab_size: int = 8000
+    """Joint BPE vocabulary size, special tokens included."""
+    tokenizer: Literal["bpe", "byte-level"] = "bpe"
+    """``bpe``: BPE over characters, words marked by ``▁`` and punctuation split off (SentencePiece's
+    Metaspace scheme); ``byte-level``: GPT-2's byte-level BPE, punctuation runs merged with their words."""
+    max_length: int = 200
+    """Training pairs with a side longer than this many tokens are dropped (and counted)."""
+    max_source_tokens: int | None = None
+    """Sources are cut to their first this many tokens, in training and wherever the model is used
+    (saved with it; Hugging Face's ``max_source_length``): a summarizer reads a document's opening.
+    None: whole sources."""
+    init_from: str | None = None
+    """A transformerkit encoder-only model directory (BERT, MiniLM: ``transformerkit convert``) that
+    starts both stacks (BERT2BERT, :func:`~transformerkit.models.encoder_decoder.warm_started_from_encoder`):
+    its tokenizer replaces ``tokenizer`` and ``vocab_size``, its architecture replaces ``model``
+    except ``dropout``, ``attention_dropout`` and ``label_smoothing``. None: a fresh model and a vocabulary learned on ``train``."""
+
+    def validate(self, run: RunConfig[Any]) -> None:
+        validate_vocabulary_size(self.vocab_size)
+        if self.max_source_tokens is not None and self.max_source_tokens < 1:
+            raise ValueError(f"data.max_source_tokens must be at least 1 or null, got {self.max_source_tokens}")
+
+
+def load_split(run: TranslationRun, split: str) -> ParallelCorpus | None:
     path = getattr(run.data, split)
     if path is None:
         return None
@@ -53,7 +90,7 @@ def encode_examples(tokenizer: SubwordTokenizer, corpus: ParallelCorpus,
             for s, t in zip(tokenizer.encode(corpus.sources), tokenizer.encode(corpus.targets))]
 
 
-def new_model(run: RunConfig, tokenizer: SubwordTokenizer) -> EncoderDecoderTransformer:
+def new_model(run: TranslationRun, tokenizer: SubwordTokenizer) -> EncoderDecoderTransformer:
     """The model a run starts from: fresh from ``run.model``, or warm-started from ``data.init_from``."""
     if run.data.init_from is None:
         return EncoderDecoderTransformer(model_config_for(run.model, tokenizer))
@@ -73,7 +110,7 @@ class TranslationTask:
     """Parallel text → joint BPE → encoder-decoder; label-smoothed loss; validation loss, ppl, and
     greedy BLEU/chrF (translation) or ROUGE (summarization) on a sample of the validation pairs."""
 
-    def __init__(self, run: RunConfig, out: Path, resume: bool, device: torch.device) -> None:
+    def __init__(self, run: TranslationRun, out: Path, resume: bool, device: torch.device) -> None:
         self.run, self.device = run, device
         train = load_split(run, "train")
         assert train is not None
@@ -131,6 +168,13 @@ class TranslationTask:
             result |= {f"valid_{name}": value for name, value in scores.items() if not isinstance(value, str)}
         return result
 
+    def test_scores(self, model_dir: Path, autocast: AbstractContextManager[Any]) -> dict[str, Any] | None:
+        """BLEU/chrF (ROUGE) of the final model's beam search on ``data.test``; None without a test file."""
+        d = self.run.data
+        if d.test is None:
+            return None
+        return evaluate_model(model_dir, d.test, d.test_target, d.source_field, d.target_field)
+
 
 @dataclass
 class Translator:
@@ -142,7 +186,7 @@ class Translator:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return model_device(self.model)
 
     def encode_sources(self, texts: list[str]) -> list[list[int]]:
         """Token ids + EOS, cut to ``generation.max_source_tokens`` and to what learned positions allow."""
@@ -184,7 +228,7 @@ class Translator:
 def load_translator(model_dir: str | Path, beam: int | None = None, length_penalty: float | None = None,
                     device: str | None = None) -> Translator:
     """A :class:`Translator` for a model directory, with its decoding defaults unless overridden."""
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device(device)
     model, tokenizer, generation = load_model_dir(model_dir, device)
     if not isinstance(model, EncoderDecoderTransformer):
         raise CheckpointError(f"{model_dir} holds a {model.model_type} model, not a translation model")
@@ -234,19 +278,20 @@ def score(hypotheses: list[str], references: list[str], target_language: str) ->
     return {"bleu": round(bleu.score, 2), "chrf": round(chrf.score, 2)}
 
 
-def cross_attention(model: EncoderDecoderTransformer, tokenizer: SubwordTokenizer, source: str, translation: str,
+def cross_attention(translator: Translator, source: str, translation: str,
                     layer: int = -1) -> tuple[Tensor, list[str], list[str]]:
     """Cross-attention of one decoder layer, averaged over heads, for a given translation.
 
-    The translation is fed back teacher-forced with ``need_weights`` (the reference kernel), so
-    this works for any translation whichever kernel produced it.
+    The source is encoded as for translating it (:meth:`Translator.encode_sources`: the same cut
+    to ``max_source_tokens``), and the translation is fed back teacher-forced with ``need_weights``
+    (the reference kernel), so this works for any translation whichever kernel produced it.
     → weights (tgt_len, src_len) — each row sums to 1 —, source tokens, output tokens (EOS included).
     """
-    src_ids = tokenizer.encode([source])[0] + [tokenizer.eos_id]
+    model, tokenizer = translator.model, translator.tokenizer
+    src_ids = translator.encode_sources([source])[0]
     tgt_ids = tokenizer.encode([translation])[0] + [tokenizer.eos_id]
-    device = next(model.parameters()).device
-    src = torch.tensor([src_ids], device=device)
-    tgt_in = torch.tensor([[tokenizer.bos_id] + tgt_ids[:-1]], device=device)
+    src = torch.tensor([src_ids], device=translator.device)
+    tgt_in = torch.tensor([[tokenizer.bos_id] + tgt_ids[:-1]], device=translator.device)
     with torch.inference_mode():
         src_mask = model.source_mask(src)
         memory, _ = model.encode(src, src_mask)
@@ -256,21 +301,21 @@ def cross_attention(model: EncoderDecoderTransformer, tokenizer: SubwordTokenize
     return weights[0].float().mean(0).cpu(), tokenizer.tokens(src_ids), tokenizer.tokens(tgt_ids)
 
 
-def attention_heatmap(model: EncoderDecoderTransformer, tokenizer: SubwordTokenizer, source: str,
-                      translation: str, path: str | Path, layer: int = -1) -> Path:
+def attention_heatmap(translator: Translator, source: str, translation: str, path: str | Path,
+                      layer: int = -1) -> Path:
     """Draw :func:`cross_attention` of one translation as a PNG heatmap (matplotlib)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    weights, src_tokens, tgt_tokens = cross_attention(model, tokenizer, source, translation, layer)
+    weights, src_tokens, tgt_tokens = cross_attention(translator, source, translation, layer)
     fig, ax = plt.subplots(figsize=(max(4, 0.45 * len(src_tokens) + 2), max(3, 0.4 * len(tgt_tokens) + 1.5)))
     image = ax.imshow(weights.numpy(), cmap="viridis", aspect="auto", vmin=0.0)
     ax.set_xticks(range(len(src_tokens)), src_tokens, rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(len(tgt_tokens)), tgt_tokens, fontsize=8)
     ax.set_xlabel("source token")
     ax.set_ylabel("output token")
-    layers = model.config.num_decoder_layers
+    layers = translator.model.config.num_decoder_layers
     ax.set_title(f"cross-attention, decoder layer {layer % layers + 1} of {layers}, mean over heads", fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.03)
     fig.tight_layout()
@@ -279,3 +324,11 @@ def attention_heatmap(model: EncoderDecoderTransformer, tokenizer: SubwordTokeni
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+@dataclass
+class TranslationRun(RunConfig[TranslationData]):
+    """A translation run, or a summarization run: (document, summary) pairs as (source, target)."""
+
+    data: TranslationData = field(default_factory=TranslationData)
+    task_class = TranslationTask

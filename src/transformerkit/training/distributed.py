@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
@@ -110,15 +110,16 @@ class Distributed:
     @contextmanager
     def accumulating(self, wrapped: nn.Module, last: bool) -> Iterator[None]:
         """Skip the gradient all-reduce for every micro-batch but the ``last`` of an optimizer step."""
-        if not self.enabled or last:
-            if self.enabled and self.strategy == "fsdp":
-                wrapped.set_requires_gradient_sync(True)  # type: ignore[operator]
+        if not self.enabled:
             yield
         elif self.strategy == "fsdp":
-            wrapped.set_requires_gradient_sync(False)  # type: ignore[operator]
+            from torch.distributed.fsdp import FSDPModule
+            assert isinstance(wrapped, FSDPModule)  # what ``wrap`` returned
+            wrapped.set_requires_gradient_sync(last)
             yield
         else:
-            with wrapped.no_sync():  # type: ignore[operator]
+            assert isinstance(wrapped, nn.parallel.DistributedDataParallel)
+            with nullcontext() if last else wrapped.no_sync():
                 yield
 
     # ---------------------------------------------------------------- world-size independent states

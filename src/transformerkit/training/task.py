@@ -13,8 +13,10 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
+import torch
 from torch import Tensor, nn
 
+from transformerkit.checkpoint import load_model_dir
 from transformerkit.config import TransformerConfig
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.generation.config import GenerationConfig
@@ -47,6 +49,26 @@ class TrainingTask(Protocol):
 
     def validate(self, autocast: AbstractContextManager[Any]) -> dict[str, Any]:
         """Validation metrics; ``valid_loss`` (lower is better) decides the best checkpoint."""
+
+    def test_scores(self, model_dir: Path, autocast: AbstractContextManager[Any]) -> dict[str, Any] | None:
+        """Scores of the final model (``model_dir``: the average of the last checkpoints) on the
+        test split, or None where the run has none."""
+
+
+class EvaluatedTask(Protocol):
+    """A task that scores any split with the model it holds (``evaluate``)."""
+
+    model: nn.Module
+    device: torch.device
+
+    def evaluate(self, split: str, autocast: AbstractContextManager[Any]) -> dict[str, Any]: ...
+
+
+def final_model_scores(task: EvaluatedTask, model_dir: Path, autocast: AbstractContextManager[Any]) -> dict[str, Any]:
+    """``task.evaluate("test")`` with the final weights of ``model_dir`` in place of the trained
+    ones, keys prefixed ``test_``."""
+    task.model, _, _ = load_model_dir(model_dir, task.device)
+    return {f"test_{k}": v for k, v in task.evaluate("test", autocast).items()}
 
 
 def run_tokenizer(out: Path, resume: bool, train: Callable[[], SubwordTokenizer]) -> SubwordTokenizer:

@@ -12,7 +12,8 @@ exactly: same data order (batches are a function of seed and epoch, the position
 optimizer, schedule and RNG states.
 
 What is trained comes from a :class:`~transformerkit.training.task.TrainingTask` (data,
-tokenizer, model, loss, validation metrics), picked by the recipe's ``task``.
+tokenizer, model, loss, validation metrics) that the run builds (``RunConfig.training_task``):
+the trainer knows no task.
 """
 
 from __future__ import annotations
@@ -34,23 +35,13 @@ from tqdm import tqdm
 
 from transformerkit.checkpoint import (CheckpointError, average_checkpoints, load_training_state, load_weights, point,
                                        save_checkpoint)
-from transformerkit.tasks.classification import ClassificationTask
-from transformerkit.tasks.image_classification import ImageClassificationTask
-from transformerkit.tasks.image_generation import ImageGenerationTask
-from transformerkit.tasks.question_answering import QuestionAnsweringTask
-from transformerkit.tasks.language_modeling import LanguageModelTask
-from transformerkit.tasks.translation import TranslationTask
-from transformerkit.training.recipe import RunConfig
+from transformerkit.devices import pick_device
 from transformerkit.nn.attention import fuse_legacy_projections
 from transformerkit.nn.layers import TransformerLayer
 from transformerkit.training.distributed import Distributed, barrier
+from transformerkit.training.recipe import RunConfig
 from transformerkit.training.schedule import inverse_sqrt_scheduler
 from transformerkit.training.task import TrainingTask
-
-TASKS = {"translation": TranslationTask, "summarization": TranslationTask, "language-modeling": LanguageModelTask,
-         "classification": ClassificationTask, "question-answering": QuestionAnsweringTask,
-         "image-classification": ImageClassificationTask, "image-generation": ImageGenerationTask}
-
 
 @dataclass
 class Progress:
@@ -62,6 +53,8 @@ class Progress:
     elapsed_seconds: float = 0.0
     best_valid_loss: float = math.inf
     validations_without_improvement: int = 0
+    planned_steps: int | None = None
+    """Where a cosine schedule without ``max_steps`` ends: planned from the speed over the warm-up."""
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -72,15 +65,6 @@ class TrainResult:
     steps: int
     stopped_because: str
     last_validation: dict[str, Any] | None
-
-
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto``: CUDA when available (this process's GPU, ``LOCAL_RANK``), else the CPU."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("training.device is 'cuda' but no CUDA device is available")
-    if name == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", local_rank)
 
 
 class _StopRequest:
@@ -120,7 +104,7 @@ class _TaskLoss(nn.Module):
 
 
 class Trainer:
-    def __init__(self, run: RunConfig, resume: bool = False) -> None:
+    def __init__(self, run: RunConfig[Any], resume: bool = False) -> None:
         self.run = run
         t = run.training
         self.out = Path(t.output_dir)
@@ -131,30 +115,53 @@ class Trainer:
         if resume and not (self.checkpoints / "latest").exists():
             raise ValueError(f"{self.out}: nothing to resume (no checkpoints/latest)")
         self.dist = Distributed.from_environment(t.device, t.distributed)
-        self.device = pick_device(t.device, self.dist.local_rank)
+        try:
+            self.device = pick_device(t.device, self.dist.local_rank)
+        except ValueError as error:
+            raise ValueError(f"training.{error}") from None  # "training.device 'cuda' asked for, but …"
         torch.manual_seed(t.seed)
-        self.task: TrainingTask = TASKS[run.task](run, self.out, resume, self.device)  # type: ignore[arg-type]
+        self.task: TrainingTask = run.training_task(self.out, resume, self.device)
+        if not self.task.epoch_batches(0):  # the loop would go round empty epochs forever
+            raise ValueError(f"{run.data.train}: no training examples left to batch "
+                             f"({', '.join(f'{k} {v}' for k, v in self.task.data_report.items())})")
         if not resume and self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "run.yaml").write_text(yaml.safe_dump(run.to_dict(), sort_keys=False), encoding="utf-8")
         self.model, self.tokenizer = self.task.model, self.task.tokenizer
         if resume:
-            load_weights(self.model, self.checkpoints / "latest" / "model.safetensors")
+            self._load_latest_weights()
         self.loss_module = _TaskLoss(self.task)
         layers = [m for m in self.model.modules() if isinstance(m, TransformerLayer)]
         self.trained = self.dist.wrap(self.loss_module, layers, self.device)
         # fused: one kernel for the whole update (a base-shape bf16 step on 2 CPU cores: 55 → 19 ms)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1.0, betas=t.adam_betas, eps=t.adam_eps,
                                           weight_decay=t.weight_decay, fused=self.device.type in ("cpu", "cuda"))
-        self.scheduler = inverse_sqrt_scheduler(self.optimizer, self.model.config.d_model, t.warmup_steps, t.lr_scale,
-                                                total_steps=t.max_steps if t.schedule == "cosine" else None)
         self.progress = Progress()
+        self.scheduler = inverse_sqrt_scheduler(self.optimizer, self.model.config.d_model, t.warmup_steps, t.lr_scale,
+                                                total_steps=self._decay_end if t.schedule == "cosine" else None)
         if resume:
             self._restore(self.checkpoints / "latest")
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if t.precision == "bf16"
                          else nullcontext())
 
     # --------------------------------------------------------------------------- checkpoints
+    def _load_latest_weights(self) -> None:
+        """The weights of ``checkpoints/latest``; a model of other shape is named by the settings that differ."""
+        latest = self.checkpoints / "latest"
+        try:
+            load_weights(self.model, latest / "model.safetensors")
+        except CheckpointError:
+            try:
+                saved = json.loads((latest / "config.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                saved = {}
+            now = self.model.config.to_dict()
+            differ = [f"model.{key} {saved[key]!r} in the run, {value!r} now" for key, value in now.items()
+                      if isinstance(saved, dict) and key in saved and saved[key] != value]
+            raise CheckpointError(f"{latest} does not fit this run's model ({'; '.join(differ) or 'other tensors'}): "
+                                  f"resume with the run's own recipe, transformerkit train {self.out / 'run.yaml'} "
+                                  f"--resume") from None
+
     def _state(self) -> dict[str, Any]:
         """The training state, the same for any number of processes (optimizer keyed by parameter name)."""
         p = self.progress
@@ -164,7 +171,7 @@ class Trainer:
             "progress": {"step": p.step, "epoch": p.epoch, "batch_in_epoch": p.batch_in_epoch,
                          "elapsed_seconds": p.elapsed_seconds, "best_valid_loss": p.best_valid_loss,
                          "validations_without_improvement": p.validations_without_improvement,
-                         "history": json.dumps(p.history)},
+                         "planned_steps": p.planned_steps, "history": json.dumps(p.history)},
             "rng_cpu": torch.get_rng_state(),
         }
         if torch.cuda.is_available():
@@ -190,7 +197,7 @@ class Trainer:
         except (KeyError, ValueError, RuntimeError) as error:
             raise CheckpointError(f"{directory}: training state does not fit this run ({error})") from None
         saved["history"] = json.loads(saved["history"])
-        self.progress = Progress(**saved)
+        self.progress = Progress(**saved)  # checkpoints from before planned_steps have none (None)
         torch.set_rng_state(state["rng_cpu"])
         if "rng_cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
@@ -248,12 +255,31 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return self.dist.sum([total])[0], int(tokens)
 
+    def _decay_end(self) -> int | None:
+        """The step a cosine schedule reaches 0 at: ``max_steps``, else the plan (None before it is made)."""
+        return self.run.training.max_steps or self.progress.planned_steps
+
+    def _plan_steps(self, started: float, log: JsonlLog) -> None:
+        """At the end of the warm-up of a cosine run without ``max_steps``: the steps that fit in
+        ``max_minutes`` at the speed measured so far (validation and checkpoints included), agreed
+        by every process (rank 0's clock)."""
+        t, p = self.run.training, self.progress
+        if t.schedule != "cosine" or t.max_steps is not None or p.planned_steps is not None or p.step < t.warmup_steps:
+            return
+        assert t.max_minutes is not None  # the recipe's validation
+        elapsed = p.elapsed_seconds + time.perf_counter() - started
+        p.planned_steps = self.dist.from_main(max(p.step, int(p.step * 60 * t.max_minutes / elapsed)))
+        log.write({"event": "plan", "step": p.step, "planned_steps": p.planned_steps,
+                   "seconds_per_step": elapsed / p.step})
+
     def _stop_reason(self, started: float, stop: _StopRequest) -> str | None:
         t, p = self.run.training, self.progress
         if stop.signal is not None:
             return "interrupted"
         if t.max_steps is not None and p.step >= t.max_steps:
             return "max_steps"
+        if p.planned_steps is not None and p.step >= p.planned_steps:
+            return "planned_steps"
         if t.max_epochs is not None and p.epoch >= t.max_epochs:
             return "max_epochs"
         if t.max_minutes is not None and p.elapsed_seconds + time.perf_counter() - started >= 60 * t.max_minutes:
@@ -305,6 +331,7 @@ class Trainer:
                     if self.task.has_validation and p.step % t.validate_every == 0:
                         last_validation = self._validate_and_track(log, started)
                         improved = last_validation["improved"]
+                    self._plan_steps(started, log)
                     reason = self._agreed_stop_reason(started, stop)
                     if improved or p.step % save_every == 0 or reason is not None:
                         p.elapsed_seconds += time.perf_counter() - started
@@ -334,8 +361,9 @@ class Trainer:
         remaining = []
         if t.max_minutes is not None:
             remaining.append(60 * t.max_minutes - elapsed)
-        if t.max_steps is not None and p.step:
-            remaining.append(elapsed / p.step * (t.max_steps - p.step))
+        end = t.max_steps or p.planned_steps
+        if end is not None and p.step:
+            remaining.append(elapsed / p.step * (end - p.step))
         if not remaining:
             return "?"
         seconds = max(0, int(min(remaining)))
