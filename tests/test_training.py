@@ -253,6 +253,22 @@ def test_training_without_any_usable_pair_stops_with_an_error(tmp_path: Path) ->
         Trainer(run)
 
 
+def test_a_file_where_the_run_directory_goes_and_an_empty_valid_file_are_refused_up_front(
+        small_corpus: Path, tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("not a directory\n")
+    with pytest.raises(ValueError, match=r"taken is a file, not a directory: choose another training.output_dir"):
+        Trainer(load_recipe(None, recipe_overrides(small_corpus, tmp_path / "taken", **{"training.max_steps": 2})))
+    (tmp_path / "run" / "checkpoints").parent.mkdir()
+    (tmp_path / "run" / "checkpoints").write_text("")
+    with pytest.raises(ValueError, match=r"checkpoints is a file, not a directory"):
+        Trainer(load_recipe(None, recipe_overrides(small_corpus, tmp_path / "run", **{"training.max_steps": 2})))
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("")
+    with pytest.raises(ValueError, match=r"empty.tsv: no validation pairs \(empty file, or every line blank or one-sided\)"):
+        Trainer(load_recipe(None, recipe_overrides(small_corpus, tmp_path / "other", **{"training.max_steps": 2,
+                                                                                        "data.valid": empty})))
+
+
 def test_shipped_recipes_load() -> None:
     root = Path(__file__).resolve().parents[1] / "configs"
     for recipe in sorted(root.glob("*.yaml")):

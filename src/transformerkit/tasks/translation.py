@@ -124,6 +124,8 @@ class TranslationTask:
         self.data_report = {"train_pairs": len(train.pairs), "skipped_empty": train.skipped_empty,
                             "dropped_too_long": len(examples) - len(self.train_examples)}
         self.valid_examples = encode_examples(self.tokenizer, self.valid_corpus, cut) if self.valid_corpus else []
+        if self.valid_corpus is not None and not self.valid_examples:
+            raise ValueError(f"{run.data.valid}: no validation pairs (empty file, or every line blank or one-sided)")
         self.has_validation = bool(self.valid_examples)
         self.model = new_model(run, self.tokenizer).to(device)
         self.generation = replace(run.decoding, source_lang=run.data.source_lang, target_lang=run.data.target_lang,

@@ -109,6 +109,9 @@ class Trainer:
         t = run.training
         self.out = Path(t.output_dir)
         self.checkpoints = self.out / "checkpoints"
+        for directory in (self.out, self.checkpoints):  # found now, not at the first save
+            if directory.exists() and not directory.is_dir():
+                raise ValueError(f"{directory} is a file, not a directory: choose another training.output_dir")
         if not resume and (self.checkpoints / "latest").exists():
             raise ValueError(f"{self.out} already holds a training run: pass --resume to continue it, "
                              f"or choose another training.output_dir")
