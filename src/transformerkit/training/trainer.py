@@ -364,7 +364,7 @@ class Trainer:
         remaining = []
         if t.max_minutes is not None:
             remaining.append(60 * t.max_minutes - elapsed)
-        end = t.max_steps or p.planned_steps
+        end = self._decay_end()
         if end is not None and p.step:
             remaining.append(elapsed / p.step * (end - p.step))
         if not remaining:
