@@ -33,10 +33,12 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe, interleaved_medians  # noqa: E402
 
+from transformerkit.backends.calibration import choose_onednn_products  # noqa: E402
+from transformerkit.backends.layout import use_decoding_layout  # noqa: E402
+from transformerkit.backends.onednn import use_onednn_products  # noqa: E402
 from transformerkit.config import TransformerConfig, preset  # noqa: E402
 from transformerkit.generation.config import GenerationConfig  # noqa: E402
 from transformerkit.generation.decoders import CausalLMDecoder, Seq2SeqDecoder  # noqa: E402
-from transformerkit.generation.layout import use_decoding_layout  # noqa: E402
 from transformerkit.generation.sampling import TokenChooser, generate_tokens  # noqa: E402
 from transformerkit.generation.search import beam_search  # noqa: E402
 from transformerkit.memory import retain_freed_memory  # noqa: E402
@@ -44,7 +46,6 @@ from transformerkit.models.decoder_only import DecoderOnlyTransformer  # noqa: E
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer  # noqa: E402
 from transformerkit.models.encoder_only import EncoderOnlyTransformer  # noqa: E402
 from transformerkit.nn.embedding import SinusoidalPositionalEncoding  # noqa: E402
-from transformerkit.nn.linear import onednn_products  # noqa: E402
 
 
 @dataclass
@@ -73,8 +74,8 @@ class Peaks:
     bandwidth: float
 
     def matmul(self, precision: str) -> float:
-        """The best measured matmul rate for a precision (fp32: oneDNN's, what nn/linear.py uses)."""
-        return self.bf16 if precision == "bf16" else self.fp32_onednn
+        """The best measured matmul rate for a precision (fp32: the faster of MKL and oneDNN)."""
+        return self.bf16 if precision == "bf16" else max(self.fp32_mkl, self.fp32_onednn)
 
     def training_note(self, flops: float, seconds: float, hf_seconds: float, precision: str) -> str:
         """Achieved FLOP/s, and how much of the step time that 2× HF allows (hf_seconds / 2) the
@@ -84,12 +85,13 @@ class Peaks:
                 f"peak; products at peak = {flops / peak / (hf_seconds / 2):.0%} of the 2× HF step")
 
 
-def with_mkl_products(run: Callable[[], None]) -> Callable[[], None]:
-    """``run`` with transformerkit's fp32 linear maps on ``F.linear`` (MKL) instead of oneDNN (nn/linear.py)."""
-    def mkl_run() -> None:
-        with onednn_products(False):
-            run()
-    return mkl_run
+def as_trained(model: nn.Module, precision: str) -> tuple[nn.Module, str]:
+    """``model`` with the speed measures the trainer would apply here (fp32: oneDNN products where
+    measured faster, :mod:`transformerkit.backends`), and what was chosen."""
+    if precision != "fp32":
+        return model, "bf16 autocast"
+    choice = choose_onednn_products(model)
+    return (use_onednn_products(copy.deepcopy(model)) if choice.use else model), choice.reason
 
 
 def precision_context(precision: str) -> Callable[[], object]:
@@ -159,9 +161,9 @@ def smoothed_loss(logits: Tensor, targets: Tensor, config: TransformerConfig) ->
 
 
 def count_flops(run: Callable[[], None]) -> float:
-    """FLOPs of one call; on MKL products, which the counter sees (it has no formula for oneDNN's op)."""
+    """FLOPs of one call, on plain products (the counter has no formula for oneDNN's op)."""
     counter = FlopCounterMode(display=False)
-    with counter, onednn_products(False):
+    with counter:
         run()
     return float(counter.get_total_flops())
 
@@ -174,20 +176,22 @@ def seq2seq_training(shape: str, precision: str, batch: int, length: int, repeat
     tgt = torch.randint(3, config.vocab_size, (batch, length + 1), generator=generator)
     tgt_in, tgt_out = tgt[:, :-1].contiguous(), tgt[:, 1:].contiguous()
     torch.manual_seed(0)
-    ours = EncoderDecoderTransformer(config).train()
+    plain = EncoderDecoderTransformer(config).train()
+    ours, chosen = as_trained(plain, precision)
     torch_model = TorchTransformerModel(config).train()
     bart = hf_bart(config).train()
     steps = {"transformerkit": training_step(ours, lambda: ours.loss(src, tgt_in, tgt_out), precision),
              "nn.Transformer": training_step(torch_model, lambda: torch_model.loss(src, tgt_in, tgt_out), precision),
              "HF BART": training_step(bart, lambda: smoothed_loss(bart(input_ids=src, decoder_input_ids=tgt_in).logits,
                                                                   tgt_out, config), precision)}
-    if precision == "fp32":
-        steps["transformerkit, MKL products"] = with_mkl_products(steps["transformerkit"])
+    plain_step = training_step(plain, lambda: plain.loss(src, tgt_in, tgt_out), precision)
+    if ours is not plain:
+        steps["transformerkit, plain PyTorch"] = plain_step
     seconds = interleaved_medians(steps, repeats)
     tokens = batch * length
     rate = {k: tokens / v for k, v in seconds.items()}
-    note = peaks.training_note(count_flops(steps["transformerkit"]), seconds["transformerkit"], seconds["HF BART"],
-                               precision)
+    note = peaks.training_note(count_flops(plain_step), seconds["transformerkit"],
+                               seconds["HF BART"], precision) + f"; {chosen}"
     return Row(f"train enc-dec {shape} ({config.d_model}, {config.num_encoder_layers}+{config.num_decoder_layers}, "
                f"vocab {config.vocab_size}), {precision}, batch {batch}×{length}", "tgt tok/s",
                rate["transformerkit"], {k: v for k, v in rate.items() if k != "transformerkit"},
@@ -199,19 +203,21 @@ def decoder_training(precision: str, batch: int, length: int, repeats: int, peak
     config = preset("gpt2", num_decoder_layers=6, d_model=512, d_ff=2048, num_heads=8, max_positions=length)
     ids = torch.randint(0, config.vocab_size, (batch, length + 1), generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
-    ours = DecoderOnlyTransformer(config).train()
+    plain = DecoderOnlyTransformer(config).train()
+    ours, chosen = as_trained(plain, precision)
     hf = GPT2LMHeadModel(GPT2Config(vocab_size=config.vocab_size, n_positions=length, n_embd=config.d_model,
                                     n_layer=config.num_decoder_layers, n_head=config.num_heads,
                                     n_inner=config.d_ff)).train()
     inputs, targets = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
     steps = {"transformerkit": training_step(ours, lambda: ours.loss(inputs, targets), precision),
              "HF GPT-2": training_step(hf, lambda: smoothed_loss(hf(inputs).logits, targets, config), precision)}
-    if precision == "fp32":
-        steps["transformerkit, MKL products"] = with_mkl_products(steps["transformerkit"])
+    plain_step = training_step(plain, lambda: plain.loss(inputs, targets), precision)
+    if ours is not plain:
+        steps["transformerkit, plain PyTorch"] = plain_step
     seconds = interleaved_medians(steps, repeats)
     rate = {k: batch * length / v for k, v in seconds.items()}
-    note = peaks.training_note(count_flops(steps["transformerkit"]), seconds["transformerkit"], seconds["HF GPT-2"],
-                               precision)
+    note = peaks.training_note(count_flops(plain_step), seconds["transformerkit"],
+                               seconds["HF GPT-2"], precision) + f"; {chosen}"
     return Row(f"train decoder-only ({config.d_model}, {config.num_decoder_layers} layers, vocab {config.vocab_size}), "
                f"{precision}, batch {batch}×{length}", "tok/s", rate["transformerkit"],
                {k: v for k, v in rate.items() if k != "transformerkit"},
@@ -317,7 +323,12 @@ def bert_forward(precision: str, batch: int, length: int, repeats: int) -> Row:
 
     runs = {"transformerkit": ours_run, "HF BertModel": hf_run}
     if precision == "fp32":
-        runs["transformerkit, MKL products"] = with_mkl_products(ours_run)
+        onednn = use_onednn_products(copy.deepcopy(ours))
+
+        def onednn_run() -> None:
+            with torch.inference_mode():
+                onednn(ids, mask)
+        runs["transformerkit, oneDNN products"] = onednn_run
     seconds = interleaved_medians(runs, repeats)
     rate = {k: batch * length / v for k, v in seconds.items()}
     return Row(f"BERT-base encoder forward, {precision}, batch {batch}×{length}", "tok/s", rate["transformerkit"],

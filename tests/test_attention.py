@@ -161,7 +161,7 @@ def test_fused_projections_load_separate_matrices_and_compute_the_formula(cross:
 
 
 def test_auto_kernel_takes_the_formula_for_bf16_training_on_a_cpu_only() -> None:
-    from transformerkit.nn.attention import formula_is_faster
+    from transformerkit.nn.attention_kernels import formula_is_faster
 
     q = torch.randn(2, 2, 5, 8)
     assert not formula_is_faster(q)  # fp32: the fused kernel

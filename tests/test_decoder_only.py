@@ -155,7 +155,7 @@ def test_generation_with_and_without_the_cache_agrees() -> None:
 def test_the_decoding_layout_computes_the_same_model() -> None:
     import copy
 
-    from transformerkit.generation.layout import DecodingLinear, use_decoding_layout
+    from transformerkit.backends.layout import DecodingLinear, use_decoding_layout
     model, tokenizer = tiny_lm()
     laid_out = use_decoding_layout(copy.deepcopy(model))
     assert not any(isinstance(m, torch.nn.Linear) for m in laid_out.modules())
@@ -178,10 +178,11 @@ def test_the_decoding_layout_computes_the_same_model() -> None:
 
 
 def test_onednn_and_mkl_products_generate_the_same_text() -> None:
-    from transformerkit.nn.linear import onednn_products
+    import copy
+
+    from transformerkit.backends.onednn import use_onednn_products
     model, tokenizer = tiny_lm()
     config = GenerationConfig(max_new_tokens=16)
     prompts = ["Whether 'tis", "the"]
-    with onednn_products(False):
-        expected = TextGenerator(model, tokenizer, config).generate(prompts)
-    assert TextGenerator(model, tokenizer, config).generate(prompts) == expected
+    expected = TextGenerator(model, tokenizer, config).generate(prompts)
+    assert TextGenerator(use_onednn_products(copy.deepcopy(model)), tokenizer, config).generate(prompts) == expected

@@ -11,9 +11,9 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "transformerkit"
 
 LAYERS = {
-    "typed_config": 0, "memory": 0, "devices": 0, "data": 0,
+    "typed_config": 0, "memory": 0, "devices": 0, "data": 0, "commands": 0,
     "config": 1,
-    "nn": 2,
+    "nn": 2, "backends": 2,
     "models": 3,
     "generation": 4,
     "checkpoint": 5,

@@ -5,7 +5,7 @@ import torch
 
 from transformerkit.config import preset
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
-from transformerkit.nn.attention import fused_attention, reference_attention
+from transformerkit.nn.attention_kernels import fused_attention, reference_attention
 from transformerkit.nn.packing import TokenPacking, packing_for
 
 LENGTHS = [9, 4, 7]

@@ -150,6 +150,35 @@ def test_a_checkpoint_with_separate_qkv_projections_resumes(small_corpus: Path, 
         assert torch.equal(a[key], b[key]), key
 
 
+def test_a_run_written_before_the_architecture_change_resumes_exactly(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint of the code before tasks became plug-ins and speed measures opt-in
+    (tests/fixtures/pre-architecture-run, written with one thread) resumes: straight to step 4
+    and through step 3 give the same bits, and the weights that code reached at step 4 (bit for
+    bit on the machine that wrote it; elsewhere the products round differently, and Adam's first
+    steps magnify that)."""
+    import shutil
+
+    fixture = Path(__file__).resolve().parent / "fixtures" / "pre-architecture-run"
+    finals = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # oneDNN's summation order depends on the thread count
+    for stops in ([4], [3, 4]):
+        here = tmp_path / f"via-{'-'.join(map(str, stops))}"
+        shutil.copytree(fixture, here, symlinks=True)
+        monkeypatch.chdir(here)  # the recipe's paths are relative to the run's directory
+        for stop in stops:
+            trainer = Trainer(load_recipe(here / "run" / "run.yaml", [f"training.max_steps={stop}"]), resume=True)
+            assert trainer.train().steps == stop
+        finals.append(weights(here / "run" / "checkpoints" / "step-00000004"))
+    torch.set_num_threads(threads)
+    expected = load_file(str(fixture / "expected" / "step-00000004.safetensors"))
+    assert finals[0].keys() == finals[1].keys() == expected.keys()
+    for key in expected:
+        assert torch.equal(finals[0][key], finals[1][key]), key
+        torch.testing.assert_close(finals[0][key], expected[key], rtol=0, atol=1e-3)
+
+
 def test_model_directory_round_trip_and_strict_loading(tmp_path: Path) -> None:
     tokenizer = SubwordTokenizer.train(["Open the file", "Datei öffnen"] * 10, vocab_size=40, min_frequency=1)
     torch.manual_seed(0)

@@ -36,16 +36,9 @@ from transformerkit.data.image_processing import (PREPROCESSOR_CONFIG, ImageProc
                                                   load_image_preprocessor)
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.generation.config import GenerationConfig
-from transformerkit.models.decoder_only import DecoderOnlyTransformer
-from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
-from transformerkit.models.encoder_only import EncoderOnlyTransformer
-from transformerkit.models.vision import VisionTransformer
+from transformerkit.models.families import MODEL_CLASSES, Model
 from transformerkit.typed_config import from_mapping
 
-Model = Union[EncoderDecoderTransformer, DecoderOnlyTransformer, EncoderOnlyTransformer, VisionTransformer]
-MODEL_CLASSES: dict[str, type[Model]] = {
-    cls.model_type: cls
-    for cls in (EncoderDecoderTransformer, DecoderOnlyTransformer, EncoderOnlyTransformer, VisionTransformer)}
 Preprocessor = Union[SubwordTokenizer, ImageProcessor, PixelTokenizer]
 """What turns a model's raw input (text or images) into ids or tensors: saved beside its weights."""
 TRAINING_STATE = "training_state.pt"

@@ -10,7 +10,6 @@ from transformerkit.nn.embedding import (InputEmbedding, LearnedPositionalEmbedd
                                          SinusoidalPositionalEncoding, TokenEmbedding)
 from transformerkit.nn.feed_forward import PositionwiseFeedForward
 from transformerkit.nn.layers import TransformerLayer, TransformerStack
-from transformerkit.nn.linear import Linear
 
 
 def attention(config: TransformerConfig, rotary: bool, cross: bool = False) -> MultiHeadAttention:
@@ -64,11 +63,11 @@ def token_embedding(config: TransformerConfig, vocab_size: int, padding: bool = 
                           scale=config.scale_embeddings)
 
 
-def output_projection(config: TransformerConfig, tokens: TokenEmbedding) -> Linear:
+def output_projection(config: TransformerConfig, tokens: TokenEmbedding) -> nn.Linear:
     """The pre-softmax linear map (d_model → vocab, no bias), sharing ``tokens``' matrix when
     ``config.tie_embeddings`` (§3.4)."""
     vocab_size, d_model = tokens.weight.shape
-    projection = Linear(d_model, vocab_size, bias=False)
+    projection = nn.Linear(d_model, vocab_size, bias=False)
     if config.tie_embeddings:
         projection.weight = tokens.weight
     else:

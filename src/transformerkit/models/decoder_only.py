@@ -19,9 +19,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from transformerkit.config import AttentionKernel, TransformerConfig
+from transformerkit.config import TransformerConfig
 from transformerkit.models import builders
-from transformerkit.models.common import parameter_counts, set_attention_kernel
+from transformerkit.models.common import TransformerModel
 from transformerkit.nn.kv_cache import DecoderCache, positions_after
 from transformerkit.nn.layers import LayerAttention
 
@@ -37,7 +37,7 @@ def positions_from_mask(attention_mask: Tensor, new: int) -> Tensor:
     return (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)[:, -new:]
 
 
-class DecoderOnlyTransformer(nn.Module):
+class DecoderOnlyTransformer(TransformerModel):
     model_type = "transformerkit-decoder-only"
     """``model_type`` in the ``config.json`` of a saved model."""
 
@@ -96,9 +96,6 @@ class DecoderOnlyTransformer(nn.Module):
         """An empty key/value cache for up to ``capacity`` positions (prompt + generated)."""
         return DecoderCache.create(len(self.decoder.layers), capacity)
 
-    def set_attention_kernel(self, kernel: AttentionKernel) -> None:
-        set_attention_kernel(self, self.config, kernel)
-
-    def parameter_counts(self) -> dict[str, int]:
-        return parameter_counts(self, {"embeddings": [self.embedding], "decoder": [self.decoder],
-                                       "output_projection": [self.output_projection]})
+    def parameter_parts(self) -> dict[str, list[nn.Module | nn.Parameter]]:
+        return {"embeddings": [self.embedding], "decoder": [self.decoder],
+                "output_projection": [self.output_projection]}

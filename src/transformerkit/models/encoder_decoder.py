@@ -19,9 +19,9 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from transformerkit.config import AttentionKernel, TransformerConfig
+from transformerkit.config import TransformerConfig
 from transformerkit.models import builders
-from transformerkit.models.common import parameter_counts, set_attention_kernel
+from transformerkit.models.common import TransformerModel
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
 from transformerkit.nn.kv_cache import DecoderCache, positions_after
 from transformerkit.nn.layers import LayerAttention
@@ -29,7 +29,7 @@ from transformerkit.nn.masks import padding_mask
 from transformerkit.nn.pointer import PointerGenerator
 
 
-class EncoderDecoderTransformer(nn.Module):
+class EncoderDecoderTransformer(TransformerModel):
     model_type = "transformerkit-encoder-decoder"
     """``model_type`` in the ``config.json`` of a saved model."""
 
@@ -108,19 +108,14 @@ class EncoderDecoderTransformer(nn.Module):
         """An empty cache for up to ``capacity`` target positions over ``memory`` (batch, src_len, d_model)."""
         return DecoderCache.create(len(self.decoder.layers), capacity, memory.shape[1])
 
-    def set_attention_kernel(self, kernel: AttentionKernel) -> None:
-        """Switch every attention module to the ``fused`` or ``reference`` kernel (same weights)."""
-        set_attention_kernel(self, self.config, kernel)
-
-    def parameter_counts(self) -> dict[str, int]:
-        """Trainable parameters per part (each shared tensor counted once, in the first part that has it)."""
-        return parameter_counts(self, {
+    def parameter_parts(self) -> dict[str, list[nn.Module | nn.Parameter]]:
+        return {
             "embeddings": [self.src_embedding, self.tgt_embedding],
             "encoder": [self.encoder],
             "decoder": [self.decoder],
             "output_projection": [self.output_projection],
             **({"pointer": [self.pointer]} if self.pointer is not None else {}),
-        })
+        }
 
 
 def warm_started_from_encoder(encoder: EncoderOnlyTransformer, **changes: Any) -> EncoderDecoderTransformer:

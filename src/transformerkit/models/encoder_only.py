@@ -23,17 +23,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from transformerkit.config import AttentionKernel, TransformerConfig
+from transformerkit.config import TransformerConfig
 from transformerkit.models import builders
-from transformerkit.models.common import parameter_counts, set_attention_kernel
+from transformerkit.models.common import TransformerModel
 from transformerkit.nn.dropout import Dropout
 from transformerkit.nn.feed_forward import ACTIVATIONS
 from transformerkit.nn.kv_cache import positions_after
 from transformerkit.nn.layers import LayerAttention
-from transformerkit.nn.linear import Linear
 
 
-class EncoderOnlyTransformer(nn.Module):
+class EncoderOnlyTransformer(TransformerModel):
     model_type = "transformerkit-encoder-only"
     """``model_type`` in the ``config.json`` of a saved model."""
 
@@ -45,15 +44,15 @@ class EncoderOnlyTransformer(nn.Module):
         self.config = config
         self.embedding = builders.input_embedding(config, builders.token_embedding(config, config.vocab_size))
         self.encoder = builders.transformer_stack(config, config.num_encoder_layers, cross_attention=False)
-        self.pooler = Linear(config.d_model, config.d_model) if config.pooler else None
-        self.span_head = Linear(config.d_model, 2) if config.span_head else None
+        self.pooler = nn.Linear(config.d_model, config.d_model) if config.pooler else None
+        self.span_head = nn.Linear(config.d_model, 2) if config.span_head else None
         self.masked_lm_head = (MaskedLMHead(config, builders.output_projection(config, self.embedding.tokens))
                                if config.masked_lm_head else None)
         self.classifier = None
         if config.labels:
             if len(set(config.labels)) != len(config.labels):
                 raise ValueError(f"labels must be distinct, got {config.labels}")
-            self.classifier = nn.Sequential(Dropout(config.dropout), Linear(config.d_model, len(config.labels)))
+            self.classifier = nn.Sequential(Dropout(config.dropout), nn.Linear(config.d_model, len(config.labels)))
 
     def forward(self, ids: Tensor, attention_mask: Tensor | None = None, token_types: Tensor | None = None,
                 need_weights: bool = False) -> tuple[Tensor, list[LayerAttention]]:
@@ -106,13 +105,10 @@ class EncoderOnlyTransformer(nn.Module):
         mean = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
         return F.normalize(mean, p=2, dim=-1) if normalize else mean
 
-    def set_attention_kernel(self, kernel: AttentionKernel) -> None:
-        set_attention_kernel(self, self.config, kernel)
-
-    def parameter_counts(self) -> dict[str, int]:
+    def parameter_parts(self) -> dict[str, list[nn.Module | nn.Parameter]]:
         heads = [h for h in (self.classifier, self.span_head, self.masked_lm_head) if h is not None]
-        return parameter_counts(self, {"embeddings": [self.embedding], "encoder": [self.encoder],
-                                       "pooler": [self.pooler] if self.pooler is not None else [], "heads": heads})
+        return {"embeddings": [self.embedding], "encoder": [self.encoder],
+                "pooler": [self.pooler] if self.pooler is not None else [], "heads": heads}
 
 
 class MaskedLMHead(nn.Module):
@@ -121,9 +117,9 @@ class MaskedLMHead(nn.Module):
     ``projection`` is the d → vocab map without bias (tied to the token embeddings by the builder).
     """
 
-    def __init__(self, config: TransformerConfig, projection: Linear) -> None:
+    def __init__(self, config: TransformerConfig, projection: nn.Linear) -> None:
         super().__init__()
-        self.dense = Linear(config.d_model, config.d_model)
+        self.dense = nn.Linear(config.d_model, config.d_model)
         self.activation = ACTIVATIONS[config.activation]
         self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.projection = projection

@@ -20,16 +20,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from transformerkit.config import AttentionKernel, TransformerConfig
+from transformerkit.config import TransformerConfig
 from transformerkit.models import builders
-from transformerkit.models.common import parameter_counts, set_attention_kernel
+from transformerkit.models.common import TransformerModel
 from transformerkit.nn.dropout import Dropout
 from transformerkit.nn.embedding import LearnedPositionalEmbedding, PatchEmbedding
 from transformerkit.nn.layers import LayerAttention
-from transformerkit.nn.linear import Linear
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(TransformerModel):
     model_type = "transformerkit-vit"
     """``model_type`` in the ``config.json`` of a saved model."""
 
@@ -49,7 +48,7 @@ class VisionTransformer(nn.Module):
         self.positions = LearnedPositionalEmbedding(self.num_patches + 1, config.d_model)
         self.dropout = Dropout(config.dropout)
         self.encoder = builders.transformer_stack(config, config.num_encoder_layers, cross_attention=False)
-        self.classifier = Linear(config.d_model, len(config.labels)) if config.labels else None
+        self.classifier = nn.Linear(config.d_model, len(config.labels)) if config.labels else None
 
     @property
     def num_patches(self) -> int:
@@ -73,10 +72,7 @@ class VisionTransformer(nn.Module):
         hidden, _ = self(images)
         return self.classifier(hidden[:, 0])
 
-    def set_attention_kernel(self, kernel: AttentionKernel) -> None:
-        set_attention_kernel(self, self.config, kernel)
-
-    def parameter_counts(self) -> dict[str, int]:
+    def parameter_parts(self) -> dict[str, list[nn.Module | nn.Parameter]]:
         heads = [self.classifier] if self.classifier is not None else []
-        return parameter_counts(self, {"embeddings": [self.patches, self.class_token, self.positions],
-                                       "encoder": [self.encoder], "heads": heads})
+        return {"embeddings": [self.patches, self.class_token, self.positions],
+                "encoder": [self.encoder], "heads": heads}

@@ -1,6 +1,7 @@
 """The parts of the Transformer (§3): embeddings, attention, feed-forward, residual blocks, stacks."""
 
-from transformerkit.nn.attention import MultiHeadAttention, fused_attention, reference_attention
+from transformerkit.nn.attention import MultiHeadAttention
+from transformerkit.nn.attention_kernels import fused_attention, reference_attention
 from transformerkit.nn.embedding import (InputEmbedding, LearnedPositionalEmbedding, PatchEmbedding, RotaryEmbedding,
                                          SinusoidalPositionalEncoding, TokenEmbedding)
 from transformerkit.nn.feed_forward import PositionwiseFeedForward

@@ -5,14 +5,9 @@
         head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)                                (§3.2.2)
     with W_i^Q, W_i^K ∈ R^{d_model×d_k}, W_i^V ∈ R^{d_model×d_v}, W^O ∈ R^{h·d_v×d_model}.
 
-Two kernels compute the same function on the same weights:
-
-* ``reference``: the formula written out; it can return the attention weights (for plots).
-* ``fused``: ``torch.nn.functional.scaled_dot_product_attention`` (flash / memory-efficient
-  kernels where the device has them).
-
-``auto`` (the default) takes the faster one where they were measured to differ
-(:func:`formula_is_faster`), else ``fused``.
+The product itself runs on one of two kernels with the same weights, chosen in one place
+(:func:`transformerkit.nn.attention_kernels.attend`): the formula written out, which can return
+the attention weights, or ``F.scaled_dot_product_attention``.
 
 Masks are boolean, broadcastable to (batch, heads, query_len, key_len), ``True`` = may attend
 (see :mod:`transformerkit.nn.masks`). A query row whose keys are all masked out returns zeros.
@@ -20,92 +15,19 @@ Masks are boolean, broadcastable to (batch, heads, query_len, key_len), ``True``
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from transformerkit.config import AttentionKernel
-from transformerkit.nn.dropout import dropout
+from transformerkit.nn.attention_kernels import KERNELS, attend
 from transformerkit.nn.embedding import RotaryEmbedding
 from transformerkit.nn.kv_cache import KVCache
-from transformerkit.nn.linear import Linear
-from transformerkit.nn.masks import causal_mask, merge_masks
 from transformerkit.nn.packing import TokenPacking
 
-KERNELS: tuple[AttentionKernel, ...] = ("auto", "fused", "reference")
 T = TypeVar("T")
-
-
-def _guard_empty_rows(mask: Tensor) -> tuple[Tensor, Tensor]:
-    """Let fully masked query rows attend everywhere (finite softmax, finite gradients) and return
-    which rows had at least one key, so their output can be zeroed afterwards.
-
-    mask: (..., q, k) → (mask', has_key: (..., q, 1))
-    """
-    has_key = mask.any(dim=-1, keepdim=True)
-    return mask | ~has_key, has_key
-
-
-def reference_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None,
-                        dropout_p: float = 0.0) -> tuple[Tensor, Tensor]:
-    """softmax(Q Kᵀ / √d_k) V, written from the formula.
-
-    q: (batch, heads, q_len, d_k), k: (batch, heads, k_len, d_k), v: (batch, heads, k_len, d_v),
-    mask: bool broadcastable to (batch, heads, q_len, k_len)
-    → output (batch, heads, q_len, d_v), weights (batch, heads, q_len, k_len).
-    """
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-    has_key = None
-    if mask is not None:
-        mask, has_key = _guard_empty_rows(mask)
-        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-    weights = scores.softmax(dim=-1)
-    if has_key is not None:
-        weights = weights * has_key
-    output = dropout(weights, dropout_p) @ v if dropout_p > 0 else weights @ v
-    return output, weights
-
-
-def formula_is_faster(q: Tensor) -> bool:
-    """Where ``auto`` computes the formula: bf16 training on a CPU. There PyTorch's fused CPU kernel
-    (flash attention) spends most of the step in its backward while the formula runs on bf16
-    matrix products: training steps measured 1.85× (ViT, 17 tokens) to 2.0× (GPT, 196 tokens)
-    faster with the formula (BENCHMARKS.md). In fp32 and without gradients the two are close."""
-    return q.device.type == "cpu" and q.dtype == torch.bfloat16 and torch.is_grad_enabled()
-
-
-def fp32_is_faster(q: Tensor) -> bool:
-    """Whether :func:`fused_attention` upcasts: bf16 inference on a CPU. PyTorch's fused CPU kernel
-    runs slower in bf16 than in fp32 there; ms per call, bf16 → fp32 (casts included in neither):
-    8 × 12 heads × 128² × 64, padded 5.63 → 2.73; 4 × 8 × 512² × 64 15.1 → 12.1; 64 × 6 × 196² × 32
-    16.7 → 14.5 (2-core AMD EPYC, torch 2.13). The casts move 6 bytes per element of q, k, v."""
-    return q.device.type == "cpu" and q.dtype == torch.bfloat16 and not torch.is_grad_enabled()
-
-
-def fused_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: bool = False,
-                    dropout_p: float = 0.0) -> Tensor:
-    """The same function through ``F.scaled_dot_product_attention``; shapes as :func:`reference_attention`.
-
-    ``causal=True`` with no other mask and q_len == k_len takes SDPA's ``is_causal`` fast path; a
-    single query (one decoding step) is the newest position, so the causal mask allows every key.
-    """
-    if fp32_is_faster(q):
-        return fused_attention(q.float(), k.float(), v.float(), mask, causal, dropout_p).to(q.dtype)
-    if causal and q.shape[2] == 1:
-        causal = False
-    if causal and mask is None and q.shape[2] == k.shape[2]:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
-    if causal:
-        mask = merge_masks(mask, causal_mask(q.shape[2], k.shape[2], q.device))
-    if mask is None:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
-    mask, has_key = _guard_empty_rows(mask)
-    output = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-    return output * has_key
 
 
 class MultiHeadAttention(nn.Module):
@@ -139,13 +61,13 @@ class MultiHeadAttention(nn.Module):
         self.num_heads, self.d_k, self.d_v, self.cross = num_heads, d_k, d_v, cross
         self.widths = [num_heads * d_k, num_heads * d_k, num_heads * d_v]  # Q, K, V
         if cross:
-            self.q_proj = Linear(d_model, self.widths[0], bias=bias)
-            self.kv_proj = Linear(d_model, self.widths[1] + self.widths[2], bias=bias)
+            self.q_proj = nn.Linear(d_model, self.widths[0], bias=bias)
+            self.kv_proj = nn.Linear(d_model, self.widths[1] + self.widths[2], bias=bias)
             parts = [(self.q_proj, self.widths[:1]), (self.kv_proj, self.widths[1:])]
         else:
-            self.qkv_proj = Linear(d_model, sum(self.widths), bias=bias)
+            self.qkv_proj = nn.Linear(d_model, sum(self.widths), bias=bias)
             parts = [(self.qkv_proj, self.widths)]
-        self.out_proj = Linear(num_heads * d_v, d_model, bias=bias)
+        self.out_proj = nn.Linear(num_heads * d_v, d_model, bias=bias)
         parts.append((self.out_proj, [d_model]))
         self.dropout = dropout
         self.rotary = rotary
@@ -214,16 +136,7 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"{q.shape[0]} query rows cannot share {k.shape[0]} memory rows in equal groups")
         if group > 1:
             q = _stack_groups(q, group)
-        dropout_p = self.dropout if self.training else 0.0
-        weights = None
-        if need_weights or self.kernel == "reference" or (self.kernel == "auto" and formula_is_faster(q)):
-            if causal:
-                mask = merge_masks(mask, causal_mask(q.shape[2], k.shape[2], q.device))
-            out, weights = reference_attention(q, k, v, mask, dropout_p)
-            if not need_weights and self.kernel == "auto":
-                weights = None  # computed on the way, not asked for
-        else:
-            out = fused_attention(q, k, v, mask, causal, dropout_p)
+        out, weights = attend(q, k, v, mask, causal, self.dropout if self.training else 0.0, self.kernel, need_weights)
         if group > 1:
             out = _unstack_groups(out, group)
             weights = None if weights is None else _unstack_groups(weights, group)

@@ -26,15 +26,14 @@ import math
 import torch
 from torch import Tensor, nn
 
-from transformerkit.nn.linear import Linear
 
 
 class PointerGenerator(nn.Module):
     def __init__(self, d_model: int) -> None:
         super().__init__()
-        self.query = Linear(d_model, d_model)
+        self.query = nn.Linear(d_model, d_model)
         """q: the decoder state's query over the encoder's output."""
-        self.gate = Linear(d_model, 1)
+        self.gate = nn.Linear(d_model, 1)
         """w, b of p_gen."""
 
     def forward(self, hidden: Tensor, logits: Tensor, memory: Tensor, memory_mask: Tensor, src: Tensor) -> Tensor:

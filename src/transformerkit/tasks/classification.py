@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import accuracy_score, f1_score
 from torch import Tensor
 
 from transformerkit.checkpoint import CheckpointError, load_model_dir
+from transformerkit.commands import Commands, read_lines
 from transformerkit.data.batching import TranslationExample, token_batches
 from transformerkit.data.labeled import LabeledCorpus, hash_split, load_labeled
 from transformerkit.data.tokenizer import SubwordTokenizer
@@ -78,7 +78,9 @@ def splits(run: ClassificationRun) -> dict[str, LabeledCorpus]:
 
 
 def classification_scores(predicted: list[int], gold: list[int]) -> dict[str, float]:
-    """Accuracy and macro-averaged F1 (scikit-learn)."""
+    """Accuracy and macro-averaged F1 (scikit-learn, imported here: it takes a second to load)."""
+    from sklearn.metrics import accuracy_score, f1_score
+
     return {"accuracy": float(accuracy_score(gold, predicted)),
             "macro_f1": float(f1_score(gold, predicted, average="macro", zero_division=0))}
 
@@ -178,6 +180,23 @@ def load_classifier(model_dir: str | Path, device: str | None = None) -> TextCla
     if not isinstance(model, EncoderOnlyTransformer) or not model.config.labels:
         raise CheckpointError(f"{model_dir} holds no classification model")
     return TextClassifier(model, tokenizer, model.config.max_positions)
+
+
+def add_commands(commands: Commands) -> None:
+    """``classify``: label<TAB>probability per input line."""
+    command = commands.add_parser("classify", help="label lines with a classification model (label<TAB>probability)")
+    command.add_argument("--model", required=True, help="model directory")
+    command.add_argument("--input", default=None, help="read this file instead of stdin")
+    command.set_defaults(handler=classify_command)
+
+
+def classify_command(args: Any) -> int:
+    classifier = load_classifier(args.model)
+    lines = read_lines(args.input)
+    for start in range(0, len(lines), 64):
+        for label, probability in classifier.classify(lines[start:start + 64]):
+            print(f"{label}\t{probability:.4f}")
+    return 0
 
 
 @dataclass

@@ -3,13 +3,16 @@ pooling sentence-transformers uses for all-MiniLM-L6-v2 and most of its models).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from transformerkit.checkpoint import CheckpointError, load_model_dir
+from transformerkit.commands import Commands, read_lines, write_lines
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.devices import model_device, pick_device
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
@@ -53,3 +56,26 @@ def load_sentence_encoder(model_dir: str | Path, max_length: int = 256, device: 
     if max_length < 2:
         raise ValueError(f"max_length must be at least 2 ([CLS] and [SEP]), got {max_length}")
     return SentenceEncoder(model, tokenizer, min(max_length, model.config.max_positions))
+
+
+def add_commands(commands: Commands) -> None:
+    """``embed``: one vector per input line, as JSONL or a ``.npy`` array."""
+    command = commands.add_parser("embed", help="sentence embeddings (mean-pooled, L2-normalized) of lines")
+    command.add_argument("--model", required=True, help="encoder-only model directory")
+    command.add_argument("--input", default=None, help="read this file instead of stdin")
+    command.add_argument("--output", default=None, help="FILE.npy (array) or FILE.jsonl (default: JSONL on stdout)")
+    command.add_argument("--max-length", type=int, default=256, help="tokens per line, [CLS]/[SEP] included")
+    command.set_defaults(handler=embed_command)
+
+
+def embed_command(args: Any) -> int:
+    lines = read_lines(args.input)
+    embeddings = load_sentence_encoder(args.model, max_length=args.max_length).encode(lines)
+    if args.output and args.output.endswith(".npy"):
+        import numpy as np
+
+        np.save(args.output, embeddings.numpy())
+        return 0
+    write_lines([json.dumps({"text": text, "embedding": vector}, ensure_ascii=False)
+                 for text, vector in zip(lines, embeddings.tolist())], args.output)
+    return 0

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from transformerkit.checkpoint import CheckpointError, load_model_dir
+from transformerkit.commands import Commands, UsageError
+from transformerkit.config import TransformerConfig
 from transformerkit.data.image_processing import ImageProcessor
 from transformerkit.data.images import ImageSet, image_splits, read_image_file
 from transformerkit.devices import model_device, pick_device
@@ -224,6 +226,47 @@ def load_image_classifier(model_dir: str | Path, device: str | None = None) -> I
         raise CheckpointError(f"{model_dir} holds no image classification model")
     assert isinstance(processor, ImageProcessor)
     return ImageClassifier(model, processor)
+
+
+def serves(model_class: type, config: TransformerConfig, directory: Path) -> bool:
+    """Whether a model directory is this module's: a vision Transformer."""
+    return model_class is VisionTransformer
+
+
+def add_commands(commands: Commands) -> None:
+    """``classify-image``: file<TAB>label<TAB>probability per image."""
+    command = commands.add_parser("classify-image", help="label image files with a vision model "
+                                  "(file<TAB>label<TAB>probability)")
+    command.add_argument("--model", required=True, help="image classification model directory")
+    command.add_argument("files", nargs="+", help="image files (PNG, JPEG, …)")
+    command.set_defaults(handler=classify_image_command)
+
+
+def classify_image_command(args: Any) -> int:
+    classifier = load_image_classifier(args.model)
+    for start in range(0, len(args.files), 64):
+        files = args.files[start:start + 64]
+        for path, (label, probability) in zip(files, classifier.classify_files(files)):
+            print(f"{path}\t{label}\t{probability:.4f}")
+    return 0
+
+
+def evaluate(args: Any) -> dict[str, Any]:
+    """``transformerkit evaluate`` for a ViT: accuracy and macro-F1 on the test split of ``--data``."""
+    classifier = load_image_classifier(args.model)
+    test = image_splits(args.data, None, 0.0, args.test_percent, classifier.model.config.image_size)["test"]
+    predicted = torch.cat([classifier.probabilities(test.images[i:i + 256]).argmax(-1).cpu()
+                           for i in range(0, len(test), 256)])
+    return {**classification_scores(predicted.tolist(), test.labels.tolist()), "images": len(test)}
+
+
+def plot_attention(args: Any) -> str:
+    """``transformerkit plot-attention --image``: class-token attention over each image."""
+    if not args.image:
+        raise UsageError(f"{args.model} is a vision model: give --image FILE …")
+    path = plot_image_attention(load_image_classifier(args.model), [Path(p) for p in args.image], Path(args.out),
+                                args.method)
+    return f"attention maps written to {path}"
 
 
 @dataclass

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import math
 import random
-from contextlib import AbstractContextManager
+import sys
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,15 +26,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from transformerkit.backends.layout import use_decoding_layout
 from transformerkit.checkpoint import CheckpointError, load_model_dir
-from transformerkit.data.image_processing import PixelTokenizer
-from transformerkit.data.images import DataError, ImageSet, image_splits
+from transformerkit.commands import Commands, UsageError
+from transformerkit.config import TransformerConfig
+from transformerkit.data.image_processing import PREPROCESSOR_CONFIG, PixelTokenizer
+from transformerkit.data.images import DataError, ImageSet, image_splits, save_image_grid
 from transformerkit.devices import model_device, pick_device
 from transformerkit.generation.config import GenerationConfig
 from transformerkit.generation.decoders import CausalLMDecoder, VocabularyPrefix
-from transformerkit.generation.layout import use_decoding_layout
 from transformerkit.generation.sampling import TokenChooser, generate_tokens
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
+from transformerkit.tasks.image_classification import load_image_classifier
 from transformerkit.tasks.images import ImageData
 from transformerkit.training.recipe import RunConfig
 from transformerkit.training.task import final_model_scores
@@ -200,6 +204,61 @@ def class_consistency(generator: ImageGenerator, classifier: Any, per_class: int
             correct += int((guess == reference.labels[start:start + batch_size]).sum())
         result["real_quantized_consistency"] = correct / len(reference)
     return result
+
+
+def serves(model_class: type, config: TransformerConfig, directory: Path) -> bool:
+    """Whether a model directory is this module's: a decoder-only model over pixels (an image processor)."""
+    return model_class is DecoderOnlyTransformer and (directory / PREPROCESSOR_CONFIG).is_file()
+
+
+def add_commands(commands: Commands) -> None:
+    """``generate-images``: samples of one class (or of every class) as a PNG grid."""
+    command = commands.add_parser("generate-images", help="sample images of one class into a PNG grid")
+    command.add_argument("--model", required=True, help="image generation model directory")
+    command.add_argument("--class", dest="class_", required=True,
+                         help="class index or name; all: one titled row per class")
+    command.add_argument("--count", type=int, default=16, help="how many images (per class with --class all)")
+    command.add_argument("--out", required=True, help="PNG file to write")
+    command.add_argument("--columns", type=int, default=8, help="images per row of the grid")
+    command.add_argument("--scale", type=int, default=4, help="draw each pixel this many times larger")
+    command.add_argument("--greedy", action="store_true", help="most probable grey level at every pixel")
+    command.add_argument("--temperature", type=float, default=None)
+    command.add_argument("--top-k", type=int, default=None, help="keep the k most probable levels (0: all)")
+    command.add_argument("--top-p", type=float, default=None, help="nucleus: keep the top levels up to this mass")
+    command.add_argument("--seed", type=int, default=None, help="random seed for sampling")
+    command.set_defaults(handler=generate_images_command)
+
+
+def generate_images_command(args: Any) -> int:
+    if args.count < 1:
+        raise UsageError(f"--count must be positive, got {args.count}")
+    generator = load_image_generator(args.model, do_sample=not args.greedy, temperature=args.temperature,
+                                     top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    labels = generator.tokenizer.labels
+    if args.class_ == "all":  # one titled row of --count samples per class
+        images = generator.generate([c for c in range(len(labels)) for _ in range(args.count)])
+        save_image_grid(images, Path(args.out), columns=args.count, scale=args.scale, titles=labels)
+        print(f"{args.count} samples of each of {len(labels)} classes written to {args.out}", file=sys.stderr)
+        return 0
+    label = generator.class_index(args.class_)
+    images = generator.generate([label] * args.count)
+    save_image_grid(images, Path(args.out), columns=min(args.columns, args.count), scale=args.scale)
+    print(f"{args.count} samples of class {label} ({labels[label]}) written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def evaluate(args: Any) -> dict[str, Any]:
+    """``transformerkit evaluate`` for an image generator: bits per pixel on the test split of
+    ``--data``, and with ``--classifier`` the class consistency of its samples."""
+    generator = load_image_generator(args.model, do_sample=True, seed=args.seed)
+    t = generator.tokenizer
+    test = image_splits(args.data, None, 0.0, args.test_percent, t.image_size)["test"]
+    scores: dict[str, Any] = {**bits_per_pixel(generator.model, t, t.encode(test.images, test.labels), 100,
+                                               nullcontext()), "images": len(test)}
+    if args.classifier:
+        scores |= class_consistency(generator, load_image_classifier(args.classifier), args.samples_per_class,
+                                    reference=test)
+    return scores
 
 
 @dataclass

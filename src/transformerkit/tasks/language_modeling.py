@@ -4,6 +4,7 @@ generating text with it (:class:`TextGenerator`)."""
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -14,13 +15,14 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from transformerkit.backends.layout import use_decoding_layout
 from transformerkit.checkpoint import CheckpointError, load_model_dir
+from transformerkit.commands import Commands
 from transformerkit.data.text import block_starts, blocks, contiguous_split, read_text
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.devices import model_device, pick_device
 from transformerkit.generation.config import GenerationConfig
 from transformerkit.generation.decoders import CausalLMDecoder
-from transformerkit.generation.layout import use_decoding_layout
 from transformerkit.generation.sampling import TokenChooser, generate_tokens
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
 from transformerkit.training.recipe import RunConfig, validate_vocabulary_size
@@ -246,6 +248,40 @@ def load_generator(model_dir: str | Path, device: str | None = None,
     generation = replace(generation, **{k: v for k, v in overrides.items() if v is not None})
     generation.validate()
     return TextGenerator(model, tokenizer, generation)
+
+
+def add_commands(commands: Commands) -> None:
+    """``generate``: continue a prompt, streaming the text as it is decoded."""
+    command = commands.add_parser("generate", help="continue a prompt with a language model, streaming")
+    command.add_argument("--model", required=True, help="model directory")
+    command.add_argument("--prompt", default="", help="text to continue")
+    command.add_argument("--max-new-tokens", type=int, default=None)
+    mode = command.add_mutually_exclusive_group()
+    mode.add_argument("--greedy", action="store_true", help="always take the most probable token")
+    mode.add_argument("--sample", action="store_true", help="sample (default: the model's generation config)")
+    command.add_argument("--temperature", type=float, default=None)
+    command.add_argument("--top-k", type=int, default=None, help="keep the k most probable tokens (0: all)")
+    command.add_argument("--top-p", type=float, default=None, help="nucleus: keep the top tokens up to this mass")
+    command.add_argument("--repetition-penalty", type=float, default=None, help="CTRL penalty θ (1: none)")
+    command.add_argument("--stop", action="append", default=[], help="end at this string (repeatable)")
+    command.add_argument("--seed", type=int, default=None, help="random seed for sampling")
+    command.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
+                         help="bf16: weights in bfloat16, faster and approximate (see BENCHMARKS.md)")
+    command.set_defaults(handler=generate_command)
+
+
+def generate_command(args: Any) -> int:
+    do_sample = False if args.greedy else (True if args.sample else None)
+    generator = load_generator(args.model, dtype=args.dtype, max_new_tokens=args.max_new_tokens,
+                               do_sample=do_sample, temperature=args.temperature, top_k=args.top_k,
+                               top_p=args.top_p, repetition_penalty=args.repetition_penalty, stop=args.stop or None,
+                               seed=args.seed)
+    sys.stdout.write(args.prompt)
+    for pieces in generator.stream([args.prompt]):
+        sys.stdout.write(pieces[0])
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
 
 
 @dataclass

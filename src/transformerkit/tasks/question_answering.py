@@ -12,6 +12,8 @@ over all its windows.
 
 from __future__ import annotations
 
+import json
+import sys
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from transformerkit.checkpoint import CheckpointError, load_model_dir
+from transformerkit.commands import Commands
+from transformerkit.config import TransformerConfig
 from transformerkit.data.batching import TranslationExample, token_batches
 from transformerkit.data.squad import QAExample, load_squad, squad_scores
 from transformerkit.data.tokenizer import SubwordTokenizer
@@ -277,6 +281,35 @@ def load_answerer(model_dir: str | Path, device: str | None = None, **options: i
     if not isinstance(model, EncoderOnlyTransformer) or not model.config.span_head:
         raise CheckpointError(f"{model_dir} holds no question-answering model (an encoder with a span head)")
     return QuestionAnswerer(model.eval(), tokenizer, **{"max_length": min(384, model.config.max_positions), **options})
+
+
+def serves(model_class: type, config: TransformerConfig, directory: Path) -> bool:
+    """Whether a model directory is this module's: an encoder with a span head."""
+    return model_class is EncoderOnlyTransformer and config.span_head
+
+
+def add_commands(commands: Commands) -> None:
+    """``answer``: the best span of a text for one question."""
+    command = commands.add_parser("answer", help="answer a question with a span of a text (extractive QA)")
+    command.add_argument("--model", required=True, help="question-answering model directory")
+    command.add_argument("--question", required=True, help="the question")
+    command.add_argument("--context", required=True, help="file holding the text to answer from (- for stdin)")
+    command.add_argument("--json", action="store_true", help="print text, score and probability as JSON")
+    command.set_defaults(handler=answer_command)
+
+
+def answer_command(args: Any) -> int:
+    context = Path(args.context).read_text(encoding="utf-8") if args.context != "-" else sys.stdin.read()
+    prediction = load_answerer(args.model).answer(args.question, context)
+    print(json.dumps(vars(prediction), ensure_ascii=False) if args.json else prediction.text)
+    return 0
+
+
+def evaluate(args: Any) -> dict[str, Any]:
+    """``transformerkit evaluate`` for a QA model: SQuAD v1.1 exact match and F1 on ``--data`` (SQuAD JSON)."""
+    examples = load_squad(args.data)
+    predictions = load_answerer(args.model).predict(examples)
+    return {**squad_scores({i: p.text for i, p in predictions.items()}, examples), "questions": len(examples)}
 
 
 @dataclass

@@ -17,13 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from transformerkit.backends.layout import use_decoding_layout
 from transformerkit.checkpoint import CheckpointError, load_model_dir
+from transformerkit.commands import Commands, UsageError, read_lines, write_lines
+from transformerkit.config import TransformerConfig
 from transformerkit.data.batching import TranslationBatch, TranslationExample, collate, pad, token_batches
 from transformerkit.data.parallel import ParallelCorpus, load_parallel
 from transformerkit.data.tokenizer import SPECIAL_TOKENS, SubwordTokenizer
 from transformerkit.devices import model_device, pick_device
 from transformerkit.generation.config import GenerationConfig
-from transformerkit.generation.layout import use_decoding_layout
 from transformerkit.generation.search import greedy_decode, translate_ids
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer, warm_started_from_encoder
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
@@ -326,6 +328,50 @@ def attention_heatmap(translator: Translator, source: str, translation: str, pat
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def serves(model_class: type, config: TransformerConfig, directory: Path) -> bool:
+    """Whether a model directory is this module's: an encoder-decoder (translation or summarization)."""
+    return model_class is EncoderDecoderTransformer
+
+
+def add_commands(commands: Commands) -> None:
+    """``translate`` and ``summarize``: lines in, lines out."""
+    for name, task, description in (
+            ("translate", "translation", "translate lines (stdin → stdout)"),
+            ("summarize", "summarization", "summarize documents, one per line (stdin → stdout)")):
+        command = commands.add_parser(name, help=description)
+        command.add_argument("--model", required=True, help=f"{task} model directory")
+        command.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy; default: the model's)")
+        command.add_argument("--length-penalty", type=float, default=None, help="α of ((5+|Y|)/6)^α")
+        command.add_argument("--input", default=None, help="read this file instead of stdin")
+        command.add_argument("--output", default=None, help="write this file instead of stdout")
+        command.set_defaults(handler=translate_command, task=task)
+
+
+def translate_command(args: Any) -> int:
+    translator = load_translator(args.model, beam=args.beam, length_penalty=args.length_penalty)
+    if translator.generation.task != args.task:
+        raise UsageError(f"{args.model} is a {translator.generation.task} model, not a {args.task} model")
+    write_lines(translator.translate(read_lines(args.input)), args.output)
+    return 0
+
+
+def evaluate(args: Any) -> dict[str, Any]:
+    """``transformerkit evaluate`` for a translation or summarization model: BLEU/chrF or ROUGE."""
+    return evaluate_model(args.model, args.data, args.data_target, args.source_field, args.target_field,
+                          beam=args.beam, hypotheses_out=args.hypotheses)
+
+
+def plot_attention(args: Any) -> str:
+    """``transformerkit plot-attention --text``: the cross-attention heatmap of one translation."""
+    if args.text is None:
+        raise UsageError(f"{args.model} is a text model: give --text")
+    translator = load_translator(args.model, beam=args.beam)
+    translation = args.translation if args.translation is not None else translator.translate([args.text])[0]
+    path = attention_heatmap(translator, args.text, translation, args.out)
+    print(f"{args.text}\t{translation}")
+    return f"attention heatmap written to {path}"
 
 
 @dataclass

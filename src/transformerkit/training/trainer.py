@@ -33,6 +33,8 @@ import yaml
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from transformerkit.backends.calibration import Choice, choose_onednn_products
+from transformerkit.backends.onednn import ONEDNN_AVAILABLE, use_onednn_products
 from transformerkit.checkpoint import (CheckpointError, average_checkpoints, load_training_state, load_weights, point,
                                        save_checkpoint)
 from transformerkit.devices import pick_device
@@ -55,6 +57,8 @@ class Progress:
     validations_without_improvement: int = 0
     planned_steps: int | None = None
     """Where a cosine schedule without ``max_steps`` ends: planned from the speed over the warm-up."""
+    onednn_products: bool | None = None
+    """fp32 CPU runs: whether the products run on oneDNN, measured when the run starts and kept on resume."""
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -144,6 +148,7 @@ class Trainer:
                                                 total_steps=self._decay_end if t.schedule == "cosine" else None)
         if resume:
             self._restore(self.checkpoints / "latest")
+        self.speed_choices = self._choose_speed_measures()
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if t.precision == "bf16"
                          else nullcontext())
 
@@ -174,7 +179,8 @@ class Trainer:
             "progress": {"step": p.step, "epoch": p.epoch, "batch_in_epoch": p.batch_in_epoch,
                          "elapsed_seconds": p.elapsed_seconds, "best_valid_loss": p.best_valid_loss,
                          "validations_without_improvement": p.validations_without_improvement,
-                         "planned_steps": p.planned_steps, "history": json.dumps(p.history)},
+                         "planned_steps": p.planned_steps, "onednn_products": p.onednn_products,
+                         "history": json.dumps(p.history)},
             "rng_cpu": torch.get_rng_state(),
         }
         if torch.cuda.is_available():
@@ -200,10 +206,29 @@ class Trainer:
         except (KeyError, ValueError, RuntimeError) as error:
             raise CheckpointError(f"{directory}: training state does not fit this run ({error})") from None
         saved["history"] = json.loads(saved["history"])
-        self.progress = Progress(**saved)  # checkpoints from before planned_steps have none (None)
+        # checkpoints from before planned_steps have none (None); those from before the measured
+        # choice were trained with oneDNN products wherever oneDNN was available
+        saved.setdefault("onednn_products", ONEDNN_AVAILABLE)
+        self.progress = Progress(**saved)
         torch.set_rng_state(state["rng_cpu"])
         if "rng_cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
+
+    def _choose_speed_measures(self) -> dict[str, Choice]:
+        """Apply the speed measures that fit this run (:mod:`transformerkit.backends`): oneDNN
+        products for fp32 on a CPU where measured faster here (bf16 autocast already runs on
+        oneDNN). A resumed run keeps its first choice, so that it continues exactly."""
+        p = self.progress
+        if self.device.type != "cpu" or self.run.training.precision != "fp32":
+            return {}
+        if p.onednn_products is None:
+            choice = choose_onednn_products(self.model)
+            p.onednn_products = bool(self.dist.from_main(choice.use))  # every rank computes alike
+        else:
+            choice = Choice(p.onednn_products, "kept from the start of the run", {})
+        if p.onednn_products:
+            use_onednn_products(self.model)
+        return {"onednn_products": choice}
 
     def _full_model(self) -> nn.Module | None:
         """The model with all its weights on rank 0 (FSDP gathers the shards: every rank must call); None elsewhere."""
@@ -302,7 +327,8 @@ class Trainer:
                        enabled=self.dist.is_main)
         log.write({"event": "start", "step": p.step, "task": self.run.task, **self.task.data_report,
                    "parameters": sum(x.numel() for x in self.model.parameters()), "device": str(self.device),
-                   "processes": self.dist.world_size})
+                   "processes": self.dist.world_size,
+                   "speed_choices": {name: c.to_dict() for name, c in self.speed_choices.items()}})
         bar = tqdm(total=t.max_steps, initial=p.step, disable=not (t.progress and self.dist.is_main), unit="step",
                    dynamic_ncols=True)
         started = time.perf_counter()

@@ -2,26 +2,15 @@
 
 Decoding multiplies a handful of rows (one per sequence or beam) by every weight matrix: the step
 is bound by reading the weights, and how fast they are read depends on how they are laid out.
-oneDNN (the fp32 kernel of :mod:`transformerkit.nn.linear`) can reorder a weight once into its
-own blocked layout for a given number of rows; reordered for 32 rows, it reads faster at 1, 8 and
-32 rows than ``nn.Linear``'s plain (out, in) matrix. Measured on a 2-core AMD EPYC, fp32, weights
-not in cache (ms per product, plain → blocked):
+oneDNN can reorder a weight once into its own blocked layout for a given number of rows; on the
+machines measured in BENCHMARKS.md that read faster at 1–32 rows than ``nn.Linear``'s plain
+(out, in) matrix, in fp32 and in bf16. The arithmetic is the same up to summation order.
 
-======  ===============  ===============  ===============  ===============
-rows    768 → 2,304      768 → 3,072      3,072 → 768      768 → 50,257
-======  ===============  ===============  ===============  ===============
-1       0.17 → 0.13      0.22 → 0.19      0.28 → 0.22      2.56 → 1.78
-8       0.41 → 0.23      0.48 → 0.20      0.35 → 0.30      6.62 → 2.98
-32      0.52 → 0.32      0.67 → 0.43      0.81 → 0.48      11.49 → 9.21
-======  ===============  ===============  ===============  ===============
-
-bf16 weights (the opt-in ``transformerkit generate --dtype bf16``) gain as much: 768 → 50,257 at
-one row, ``F.linear`` 2.52 ms → blocked 1.26 ms. The arithmetic is the same up to summation
-order. :func:`use_decoding_layout` swaps every ``nn.Linear`` of an fp32 or bf16 CPU model for a
-:class:`DecodingLinear` (in place, for inference: the
-blocked weight serves this one product and nothing else, so the model can no longer be trained,
-moved or cast); ``state_dict()`` still gives the (out, in) weights. The loaders of generating
-tasks (:func:`~transformerkit.tasks.translation.load_translator`,
+:func:`use_decoding_layout` swaps every ``nn.Linear`` of an fp32 or bf16 CPU model for a
+:class:`DecodingLinear` (in place, for inference: the blocked weight serves this one product and
+nothing else, so the model can no longer be trained, moved or cast); ``state_dict()`` still gives
+the (out, in) weights. The loaders of generating tasks
+(:func:`~transformerkit.tasks.translation.load_translator`,
 :func:`~transformerkit.tasks.language_modeling.load_generator`, …) apply it.
 """
 
@@ -32,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from transformerkit.nn.linear import ONEDNN_AVAILABLE
+from transformerkit.backends.onednn import ONEDNN_AVAILABLE
 
 PACKED_FOR_ROWS = 32
 """The row count oneDNN chooses the blocked layout for (measured best for 1–32 rows)."""

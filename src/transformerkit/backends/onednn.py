@@ -1,38 +1,26 @@
-"""The linear map y = x Wᵀ + b, with oneDNN's fp32 matrix products on a CPU.
+"""The linear map y = x Wᵀ + b on oneDNN's fp32 matrix products (CPU), as an opt-in transform.
 
 Every projection of the Transformer — Q, K, V and output (§3.2.2), the two feed-forward layers
-(§3.3) and the pre-softmax projection (§3.4) — is this map, so its kernel sets the speed of
-training and decoding. In fp32 on a CPU, ``F.linear`` calls MKL's sgemm, which takes its AVX2
-path on AMD processors; oneDNN (PyTorch's other CPU library, already used for bf16) runs the same
-product with AVX-512. Measured on a 2-core AMD EPYC (Zen 5), torch 2.13, fp32:
+(§3.3) and the pre-softmax projection (§3.4) — is an ``nn.Linear``, so its kernel sets the speed
+of training. In fp32 on a CPU, ``F.linear`` calls MKL's sgemm; oneDNN (PyTorch's other CPU
+library, already used for bf16) runs the same product with its own kernels. Which is faster
+depends on the processor (MKL takes an AVX2 path on AMD's; on Intel's they are close or MKL
+wins: BENCHMARKS.md), so :func:`use_onednn_products` is applied only where
+:mod:`.calibration` measured it faster.
 
-=========================================  =====================  =====================
-product                                    ``F.linear`` (MKL)     oneDNN
-=========================================  =====================  =====================
-(1024 × 512) · (512 × 2048), forward       10.0 ms, 215 GFLOP/s   4.6 ms, 472 GFLOP/s
-input gradient g · W                       9.8 ms                 4.5 ms
-weight gradient gᵀ · x                     10.0 ms                6.3 ms
-one token × GPT-2's 768 × 50,257 head      8.9 ms, 17 GB/s        2.5 ms, 62 GB/s
-=========================================  =====================  =====================
-
-:func:`linear` therefore routes fp32 CPU products through ``torch.ops.mkldnn._linear_pointwise``
+:func:`onednn_linear` routes fp32 CPU products through ``torch.ops.mkldnn._linear_pointwise``
 (the op PyTorch's own compiler emits for CPU linears) with the three products of backpropagation
 written out (:class:`OneDNNLinearFunction`); everything else — bf16 autocast (already oneDNN),
-CUDA, other dtypes, builds without oneDNN — goes to ``F.linear``. The arithmetic is the same up
-to summation order.
+CUDA, other dtypes — goes to ``F.linear``.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available()
-_onednn_enabled = ONEDNN_AVAILABLE
 
 
 def _onednn_matmul(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -45,9 +33,9 @@ class OneDNNLinearFunction(torch.autograd.Function):
 
     With g = ∂L/∂y (rows flattened to (n, out)): ∂L/∂x = g W, ∂L/∂W = gᵀ x, ∂L/∂b = Σ_rows g.
     The transposes are strided views. oneDNN reads a strided weight operand in place but copies a
-    strided input operand, so ∂L/∂W is arranged to copy the smaller of gᵀ (n × out) and xᵀ (n × in):
-    for the (d_model → vocab) projection, gᵀ x costs 15.7 ms and (xᵀ g)ᵀ 9.5 ms (n = 1024, 256 →
-    8,000); the gradient then stays a transposed view until autograd accumulates it.
+    strided input operand, so ∂L/∂W is arranged to copy the smaller of gᵀ (n × out) and xᵀ (n × in)
+    (for a d_model → vocab projection, xᵀ); the gradient then stays a transposed view until
+    autograd accumulates it.
     """
 
     @staticmethod
@@ -77,26 +65,12 @@ class OneDNNLinearFunction(torch.autograd.Function):
 
 
 def uses_onednn(x: Tensor, weight: Tensor) -> bool:
-    """Whether :func:`linear` takes oneDNN for these operands: fp32 on a CPU, outside autocast."""
-    return (_onednn_enabled and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
+    """Whether :func:`onednn_linear` takes oneDNN for these operands: fp32 on a CPU, outside autocast."""
+    return (ONEDNN_AVAILABLE and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
             and not torch.is_autocast_enabled("cpu"))
 
 
-@contextmanager
-def onednn_products(enabled: bool) -> Iterator[None]:
-    """Inside the block, :func:`linear` uses oneDNN (``enabled``, where available) or always ``F.linear``.
-
-    For comparing the two kernels (``benchmarks/run.py``, tests); the default is oneDNN.
-    """
-    global _onednn_enabled
-    previous, _onednn_enabled = _onednn_enabled, enabled and ONEDNN_AVAILABLE
-    try:
-        yield
-    finally:
-        _onednn_enabled = previous
-
-
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+def onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """y = x Wᵀ + b. x: (..., in), weight: (out, in), bias: (out,) → (..., out); oneDNN for fp32 on CPU."""
     if not uses_onednn(x, weight):
         return F.linear(x, weight, bias)
@@ -106,9 +80,20 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return _onednn_matmul(x, weight, bias)  # inference: no autograd node
 
 
-class Linear(nn.Linear):
-    """``nn.Linear`` (same parameters, initialisation and state-dict names) computed by :func:`linear`."""
+class OneDNNLinear(nn.Linear):
+    """``nn.Linear`` (same parameters, initialisation and state-dict names) computed by :func:`onednn_linear`."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return linear(x, self.weight, self.bias)
+        return onednn_linear(x, self.weight, self.bias)
+
+
+def use_onednn_products(model: nn.Module) -> nn.Module:
+    """Compute every ``nn.Linear`` of ``model`` with :func:`onednn_linear` (in place: the modules
+    become :class:`OneDNNLinear`, which adds no state, so parameters, optimizer and state dict are
+    untouched). Without oneDNN the model is returned unchanged."""
+    if ONEDNN_AVAILABLE:
+        for module in model.modules():
+            if type(module) is nn.Linear:
+                module.__class__ = OneDNNLinear
+    return model
 

@@ -1,0 +1,111 @@
+"""The attention kernels, and the one function that picks one (:func:`attend`), as torchtune's
+``attention_utils`` and Hugging Face's attention-interface registry keep that choice in one place.
+
+Two kernels compute softmax(Q Kᵀ / √d_k) V (§3.2.1, eq. 1) with the same inputs:
+
+* ``reference``: the formula written out; it can return the attention weights (for plots).
+* ``fused``: ``torch.nn.functional.scaled_dot_product_attention`` (flash / memory-efficient
+  kernels where the device has them).
+
+``auto`` (every model's default) takes the formula where it was measured faster
+(:func:`formula_is_faster`), else ``fused``.
+
+Shapes: q (batch, heads, q_len, d_k), k (batch, heads, k_len, d_k), v (batch, heads, k_len, d_v);
+masks bool, broadcastable to (batch, heads, q_len, k_len), ``True`` = may attend. A query row
+whose keys are all masked out returns zeros.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from transformerkit.config import AttentionKernel
+from transformerkit.nn.dropout import dropout
+from transformerkit.nn.masks import causal_mask, merge_masks
+
+KERNELS: tuple[AttentionKernel, ...] = ("auto", "fused", "reference")
+
+
+def _guard_empty_rows(mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Let fully masked query rows attend everywhere (finite softmax, finite gradients) and return
+    which rows had at least one key, so their output can be zeroed afterwards.
+
+    mask: (..., q, k) → (mask', has_key: (..., q, 1))
+    """
+    has_key = mask.any(dim=-1, keepdim=True)
+    return mask | ~has_key, has_key
+
+
+def reference_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None,
+                        dropout_p: float = 0.0) -> tuple[Tensor, Tensor]:
+    """softmax(Q Kᵀ / √d_k) V, written from the formula.
+
+    q: (batch, heads, q_len, d_k), k: (batch, heads, k_len, d_k), v: (batch, heads, k_len, d_v),
+    mask: bool broadcastable to (batch, heads, q_len, k_len)
+    → output (batch, heads, q_len, d_v), weights (batch, heads, q_len, k_len).
+    """
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    has_key = None
+    if mask is not None:
+        mask, has_key = _guard_empty_rows(mask)
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    weights = scores.softmax(dim=-1)
+    if has_key is not None:
+        weights = weights * has_key
+    output = dropout(weights, dropout_p) @ v if dropout_p > 0 else weights @ v
+    return output, weights
+
+
+def formula_is_faster(q: Tensor) -> bool:
+    """Where ``auto`` computes the formula: bf16 training on a CPU, where PyTorch's fused CPU kernel
+    (flash attention) spends most of the step in its backward while the formula runs on bf16
+    matrix products (training steps measured in BENCHMARKS.md). In fp32 and without gradients the
+    two are close."""
+    return q.device.type == "cpu" and q.dtype == torch.bfloat16 and torch.is_grad_enabled()
+
+
+def fp32_is_faster(q: Tensor) -> bool:
+    """Whether :func:`fused_attention` upcasts: bf16 inference on a CPU, where PyTorch's fused CPU
+    kernel was measured slower in bf16 than in fp32 (BENCHMARKS.md). The casts move 6 bytes per
+    element of q, k, v."""
+    return q.device.type == "cpu" and q.dtype == torch.bfloat16 and not torch.is_grad_enabled()
+
+
+def fused_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: bool = False,
+                    dropout_p: float = 0.0) -> Tensor:
+    """The same function through ``F.scaled_dot_product_attention``; shapes as :func:`reference_attention`.
+
+    ``causal=True`` with no other mask and q_len == k_len takes SDPA's ``is_causal`` fast path; a
+    single query (one decoding step) is the newest position, so the causal mask allows every key.
+    """
+    if fp32_is_faster(q):
+        return fused_attention(q.float(), k.float(), v.float(), mask, causal, dropout_p).to(q.dtype)
+    if causal and q.shape[2] == 1:
+        causal = False
+    if causal and mask is None and q.shape[2] == k.shape[2]:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+    if causal:
+        mask = merge_masks(mask, causal_mask(q.shape[2], k.shape[2], q.device))
+    if mask is None:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+    mask, has_key = _guard_empty_rows(mask)
+    output = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    return output * has_key
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, dropout_p: float,
+           kernel: AttentionKernel, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+    """Attention output (batch, heads, q_len, d_v) on the kernel that ``kernel`` names, and the
+    weights (batch, heads, q_len, k_len) when the formula computed them at the caller's wish
+    (``need_weights``, or ``kernel="reference"``), else None.
+    ``causal`` also forbids keys after the query's position (self-attention)."""
+    if need_weights or kernel == "reference" or (kernel == "auto" and formula_is_faster(q)):
+        if causal:
+            mask = merge_masks(mask, causal_mask(q.shape[2], k.shape[2], q.device))
+        out, weights = reference_attention(q, k, v, mask, dropout_p)
+        return out, weights if need_weights or kernel == "reference" else None
+    return fused_attention(q, k, v, mask, causal, dropout_p), None
