@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe, interleaved_medians  # noqa: E402
+from machine import interleaved_medians  # noqa: E402
 
+from transformerkit.backends.machine import describe  # noqa: E402
 from transformerkit.config import preset  # noqa: E402
 from transformerkit.generation.config import GenerationConfig  # noqa: E402
 from transformerkit.generation.decoders import CausalLMDecoder  # noqa: E402

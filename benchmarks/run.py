@@ -31,10 +31,11 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe, interleaved_medians  # noqa: E402
+from machine import interleaved_medians  # noqa: E402
 
 from transformerkit.backends.calibration import choose_onednn_products  # noqa: E402
 from transformerkit.backends.layout import use_decoding_layout  # noqa: E402
+from transformerkit.backends.machine import describe  # noqa: E402
 from transformerkit.backends.onednn import use_onednn_products  # noqa: E402
 from transformerkit.config import TransformerConfig, preset  # noqa: E402
 from transformerkit.generation.config import GenerationConfig  # noqa: E402

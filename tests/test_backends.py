@@ -126,3 +126,23 @@ def test_the_measurement_times_both_kernels_on_the_largest_weight_shape(monkeypa
     assert set(choice.timings_ms) == {"F.linear", "oneDNN"} and all(t > 0 for t in choice.timings_ms.values())
     assert f"64×{config.d_model}→{config.d_ff}" in choice.reason
     assert choice.use == (choice.timings_ms["oneDNN"] < 0.95 * choice.timings_ms["F.linear"])
+
+
+@needs_onednn
+def test_a_measured_choice_is_kept_and_shown_by_info(monkeypatch: pytest.MonkeyPatch, tmp_path, capsys) -> None:
+    import json
+
+    from transformerkit.cli import main
+    monkeypatch.delenv(OVERRIDE, raising=False)
+    monkeypatch.setenv("TRANSFORMERKIT_CACHE", str(tmp_path))
+    model = EncoderDecoderTransformer(preset("tiny", vocab_size=50))
+    first = choose_onednn_products(model, rows=32, rounds=2)
+    again = choose_onednn_products(model, rows=32, rounds=2)
+    assert again.use == first.use and again.timings_ms == first.timings_ms and "kept in" in again.reason
+    assert main(["info", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    (measure, choice), = report["speed_choices"].items()
+    assert measure == "oneDNN products | 32×64→256 forward+backward" and choice["use"] == first.use
+    assert report["speed_choices_file"] == str(tmp_path / "speed-choices.json")
+    (tmp_path / "speed-choices.json").write_text("not json")  # a damaged cache is measured again
+    assert "measured on" in choose_onednn_products(model, rows=32, rounds=2).reason

@@ -14,7 +14,7 @@ from transformerkit.data import cloze
 from transformerkit.data.squad import (Answer, QAExample, exact_match, load_squad, normalize_answer, save_squad,
                                        squad_scores, token_f1)
 from transformerkit.data.tokenizer import SubwordTokenizer
-from transformerkit.tasks.question_answering import best_spans, windows
+from transformerkit.tasks.question_answering import best_spans, span_batch, span_loss, windows
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +91,27 @@ def test_long_contexts_become_overlapping_windows_that_keep_the_answer(wordpiece
     assert all(row.end == 0 for row in rows if not row.start)  # … and the others point at [CLS]
     with pytest.raises(ValueError, match="not more than the stride"):
         windows(wordpiece, [example], max_length=22, stride=16)
+
+
+def test_a_window_keeps_every_occurrence_and_the_loss_can_point_at_any(wordpiece: SubwordTokenizer) -> None:
+    """A cloze answer that recurs: the window keeps each occurrence; the first-answer loss is the
+    cross-entropy of the first, the every-occurrence loss −log of the summed probabilities."""
+    context = "Emma saw Harriet. Harriet smiled at Emma and left."
+    answers = [Answer("Harriet", m.start()) for m in re.finditer("Harriet", context)]
+    (row,) = windows(wordpiece, [QAExample("h", "XXXXX smiled.", context, answers)], max_length=64, stride=16)
+    assert len(row.spans) == 2 and (row.start, row.end) == row.spans[0]
+    assert [row.span_text(context, s, e) for s, e in row.spans] == ["Harriet", "Harriet"]
+    batch = span_batch([row], pad_id=wordpiece.pad_id, device=torch.device("cpu"))
+    torch.manual_seed(0)
+    start, end = torch.randn(1, len(row.ids)), torch.randn(1, len(row.ids))
+    (s1, e1), (s2, e2) = row.spans
+    first = (torch.nn.functional.cross_entropy(start, torch.tensor([s1]))
+             + torch.nn.functional.cross_entropy(end, torch.tensor([e1]))) / 2
+    torch.testing.assert_close(span_loss(start, end, batch, every_occurrence=False), first)
+    p_start, p_end = start.softmax(-1)[0], end.softmax(-1)[0]
+    either = -(torch.log(p_start[s1] + p_start[s2]) + torch.log(p_end[e1] + p_end[e2])) / 2
+    torch.testing.assert_close(span_loss(start, end, batch, every_occurrence=True), either)
+    assert span_loss(start, end, batch, every_occurrence=True) < span_loss(start, end, batch, every_occurrence=False)
 
 
 def test_the_best_span_lies_in_the_context_in_order_and_within_the_length_limit() -> None:

@@ -1,6 +1,7 @@
 """The ``transformerkit`` command line.
 
     transformerkit model-info --preset base [--vocab-size N] [--set key=value …] [--json]
+    transformerkit info [--json]       (the machine and the speed choices measured on it)
     transformerkit data gettext --lang de --out DIR
     transformerkit data shakespeare --out DIR
     transformerkit data tweets --out DIR
@@ -73,6 +74,28 @@ def model_info(args: argparse.Namespace) -> int:
     print("parameters:")
     for part, count in counts.items():
         print(f"  {part:<{width}}  {count:>13,}")
+    return 0
+
+
+def machine_info(args: argparse.Namespace) -> int:
+    """The machine, the PyTorch build and the speed choices made on it (``backends/``)."""
+    from transformerkit.backends.calibration import CACHE, OVERRIDE, cache_file, speed_choices
+    from transformerkit.backends.machine import describe, isa_flags, processor
+    from transformerkit.backends.onednn import ONEDNN_AVAILABLE
+
+    report = {"machine": describe(), "processor": processor(), "isa": isa_flags(), "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "onednn": ONEDNN_AVAILABLE, "cuda": torch.cuda.is_available(),
+              "overrides": {name: os.environ[name] for name in (OVERRIDE, CACHE) if name in os.environ},
+              "speed_choices_file": str(cache_file()), "speed_choices": speed_choices()}
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+        return 0
+    print(f"machine: {report['machine']}\noneDNN: {'yes' if ONEDNN_AVAILABLE else 'no'}; "
+          f"overrides: {report['overrides'] or 'none'}\nspeed choices ({report['speed_choices_file']}):")
+    for measure, choice in report["speed_choices"].items():
+        print(f"  {measure}: {'on' if choice['use'] else 'off'} — {choice['reason']}")
+    if not report["speed_choices"]:
+        print("  none measured yet (training measures what it needs)")
     return 0
 
 
@@ -153,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="override a configuration field, e.g. --set d_k=32 (repeatable)")
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(handler=model_info)
+
+    machine = commands.add_parser("info", help="the machine, the PyTorch build and the speed choices measured on it")
+    machine.add_argument("--json", action="store_true", help="print one JSON object")
+    machine.set_defaults(handler=machine_info)
 
     data = commands.add_parser("data", help="build a corpus")
     sources = data.add_subparsers(dest="source", required=True, parser_class=_Parser)

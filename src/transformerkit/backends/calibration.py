@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -22,12 +21,14 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from transformerkit.backends.machine import isa_flags, processor
 from transformerkit.backends.onednn import ONEDNN_AVAILABLE, onednn_linear
 
 OVERRIDE = "TRANSFORMERKIT_ONEDNN_PRODUCTS"
@@ -53,18 +54,17 @@ def cache_file() -> Path:
     return Path(os.environ.get(CACHE) or platformdirs.user_cache_dir("transformerkit")) / "speed-choices.json"
 
 
-def processor() -> str:
-    """The processor's model name (what a measured choice holds for)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def _machine_key() -> str:
+    return f"{processor()} [{' '.join(isa_flags())}] | torch {torch.__version__} | "
 
 
-def _cached() -> dict[str, dict[str, object]]:
+def speed_choices() -> dict[str, Any]:
+    """Every choice kept for this processor and torch version: key → ``Choice.to_dict()``."""
+    mine = _machine_key()
+    return {key.removeprefix(mine): value for key, value in _cached().items() if key.startswith(mine)}
+
+
+def _cached() -> dict[str, Any]:
     try:
         values = json.loads(cache_file().read_text(encoding="utf-8"))
     except (OSError, ValueError):  # none yet, or unreadable: measure again
@@ -109,7 +109,7 @@ def choose_onednn_products(model: nn.Module, rows: int = 1024, rounds: int = 5) 
         return Choice(False, "the model has no linear maps", {})
     (d_in, d_out), _ = weights.most_common(1)[0]
     shape = f"{rows}×{d_in}→{d_out} forward+backward"
-    key = f"{processor()} | torch {torch.__version__} | oneDNN products | {shape}"
+    key = f"{_machine_key()}oneDNN products | {shape}"
     saved = _cached().get(key)
     if isinstance(saved, dict) and isinstance(saved.get("use"), bool):
         timings = dict(saved.get("timings_ms", {}))

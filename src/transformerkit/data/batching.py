@@ -41,6 +41,12 @@ def padded_length(example: TranslationExample) -> int:
     return max(len(example.source), len(example.target)) + 1
 
 
+def epoch_random(seed: int, epoch: int) -> random.Random:
+    """The random numbers of one epoch's order (shuffling, augmentation): a function of the run's
+    seed and the epoch alone, so that a resumed run redraws the same epoch."""
+    return random.Random(f"{seed}-{epoch}")
+
+
 def token_batches(examples: list[TranslationExample], max_tokens: int, seed: int, epoch: int,
                   shuffle: bool = True) -> list[list[int]]:
     """Index lists, one per batch, each with ``len(batch) · longest ≤ max_tokens``.
@@ -51,7 +57,7 @@ def token_batches(examples: list[TranslationExample], max_tokens: int, seed: int
     """
     if max_tokens <= 0:
         raise ValueError(f"max_tokens must be a positive integer, got {max_tokens}")
-    rng = random.Random(f"{seed}-{epoch}")
+    rng = epoch_random(seed, epoch)
     order = list(range(len(examples)))
     if shuffle:
         rng.shuffle(order)
@@ -80,6 +86,13 @@ def pad(sequences: list[list[int]], pad_id: int) -> Tensor:
     for row, seq in enumerate(sequences):
         out[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
     return out
+
+
+def pad_right(sequences: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """:func:`pad` and the mask of real tokens: → (batch, longest) ids, (batch, longest) bool."""
+    ids = pad(sequences, pad_id)
+    lengths = torch.tensor([len(s) for s in sequences])
+    return ids, torch.arange(ids.shape[1])[None, :] < lengths[:, None]
 
 
 def collate(examples: list[TranslationExample], pad_id: int, bos_id: int, eos_id: int) -> TranslationBatch:

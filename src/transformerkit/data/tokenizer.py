@@ -162,6 +162,12 @@ class SubwordTokenizer:
         """Token ids of each text; ``add_special_tokens`` applies the tokenizer's template (BERT's [CLS] … [SEP])."""
         return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens)]
 
+    def encode_for_encoder(self, texts: list[str], max_length: int) -> list[list[int]]:
+        """``[CLS] text [SEP]`` ids of each text, cut to ``max_length`` with the closing [SEP] kept
+        (as Hugging Face's ``truncation=True`` and sentence-transformers cut)."""
+        return [row[:max_length - 1] + row[-1:] if len(row) > max_length else row
+                for row in self.encode(texts, add_special_tokens=True)]
+
     def decode(self, ids: list[list[int]]) -> list[str]:
         """Text of each id sequence; special tokens are dropped."""
         return self.tokenizer.decode_batch(ids, skip_special_tokens=True)

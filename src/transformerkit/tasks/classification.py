@@ -14,14 +14,14 @@ from torch import Tensor
 
 from transformerkit.checkpoint import CheckpointError, load_model_dir
 from transformerkit.commands import Commands, read_lines
-from transformerkit.data.batching import TranslationExample, token_batches
+from transformerkit.data.batching import TranslationExample, pad_right, token_batches
 from transformerkit.data.labeled import LabeledCorpus, hash_split, load_labeled
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.devices import model_device, pick_device
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
-from transformerkit.tasks.fine_tuning import EncoderTaskData, encoder_for_task, pad_right
+from transformerkit.tasks.fine_tuning import EncoderBatch, EncoderTaskData, encoder_for_task
 from transformerkit.training.recipe import RunConfig
-from transformerkit.training.task import final_model_scores
+from transformerkit.training.task import ScoredBySplit
 
 
 @dataclass
@@ -48,16 +48,9 @@ class ClassificationData(EncoderTaskData):
 
 
 @dataclass
-class LabeledBatch:
-    ids: Tensor
-    """(batch, longest) token ids, right-padded."""
-    mask: Tensor
+class LabeledBatch(EncoderBatch):
     labels: Tensor
     """(batch,) class indices."""
-
-    @property
-    def tokens(self) -> int:
-        return len(self.labels)  # the loss sums over sequences
 
 
 def splits(run: ClassificationRun) -> dict[str, LabeledCorpus]:
@@ -85,7 +78,7 @@ def classification_scores(predicted: list[int], gold: list[int]) -> dict[str, fl
             "macro_f1": float(f1_score(gold, predicted, average="macro", zero_division=0))}
 
 
-class ClassificationTask:
+class ClassificationTask(ScoredBySplit):
     """Labeled texts → WordPiece → encoder-only model with a classification head; cross-entropy;
     validation loss, accuracy and macro-F1. ``data.init_from`` fine-tunes a pretrained encoder."""
 
@@ -105,9 +98,7 @@ class ClassificationTask:
             "skipped_empty": self.corpora["train"].skipped_empty, "labels": len(self.labels)}
 
     def _encode(self, corpus: LabeledCorpus) -> tuple[list[list[int]], list[int]]:
-        n = self.run.data.max_length
-        ids = [row[:n - 1] + row[-1:] if len(row) > n else row
-               for row in self.tokenizer.encode(corpus.texts, add_special_tokens=True)]
+        ids = self.tokenizer.encode_for_encoder(corpus.texts, self.run.data.max_length)
         index = {label: i for i, label in enumerate(self.labels)}
         unknown = sorted(set(corpus.labels) - set(index))
         if unknown:
@@ -149,12 +140,6 @@ class ClassificationTask:
             gold += batch.labels.tolist()
         return {"loss": total / max(len(gold), 1), **classification_scores(predicted, gold)}
 
-    def validate(self, autocast: AbstractContextManager[Any]) -> dict[str, Any]:
-        return {f"valid_{k}": v for k, v in self.evaluate("valid", autocast).items()}
-
-    def test_scores(self, model_dir: Path, autocast: AbstractContextManager[Any]) -> dict[str, Any]:
-        return final_model_scores(self, model_dir, autocast)
-
 
 @dataclass
 class TextClassifier:
@@ -166,9 +151,7 @@ class TextClassifier:
     def classify(self, texts: list[str]) -> list[tuple[str, float]]:
         """(label, probability) per text."""
         device = model_device(self.model)
-        rows = [row[:self.max_length - 1] + row[-1:] if len(row) > self.max_length else row
-                for row in self.tokenizer.encode(texts, add_special_tokens=True)]
-        ids, mask = pad_right(rows, self.tokenizer.pad_id)
+        ids, mask = pad_right(self.tokenizer.encode_for_encoder(texts, self.max_length), self.tokenizer.pad_id)
         probabilities = self.model.classify(ids.to(device), mask.to(device)).float().softmax(-1)
         best = probabilities.max(dim=-1)
         return [(self.model.config.labels[i], p) for i, p in zip(best.indices.tolist(), best.values.tolist())]

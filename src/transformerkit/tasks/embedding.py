@@ -13,6 +13,7 @@ from torch import Tensor
 
 from transformerkit.checkpoint import CheckpointError, load_model_dir
 from transformerkit.commands import Commands, read_lines, write_lines
+from transformerkit.data.batching import pad_right
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.devices import model_device, pick_device
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
@@ -30,18 +31,12 @@ class SentenceEncoder:
     def encode(self, texts: list[str]) -> Tensor:
         """(len(texts), d_model) unit vectors, in the order of ``texts``."""
         device = model_device(self.model)
-        ids = [row[:self.max_length - 1] + row[-1:] if len(row) > self.max_length else row
-               for row in self.tokenizer.encode(texts, add_special_tokens=True)]
+        ids = self.tokenizer.encode_for_encoder(texts, self.max_length)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # little padding per batch
         out = torch.empty(len(ids), self.model.config.d_model)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start:start + self.batch_size]
-            width = max(len(ids[i]) for i in chunk)
-            batch = torch.full((len(chunk), width), self.tokenizer.pad_id, dtype=torch.long)
-            mask = torch.zeros(len(chunk), width, dtype=torch.bool)
-            for row, i in enumerate(chunk):
-                batch[row, :len(ids[i])] = torch.tensor(ids[i])
-                mask[row, :len(ids[i])] = True
+            batch, mask = pad_right([ids[i] for i in chunk], self.tokenizer.pad_id)
             batch, mask = batch.to(device), mask.to(device)
             hidden, _ = self.model(batch, attention_mask=mask)
             out[chunk] = EncoderOnlyTransformer.mean_pooled(hidden, mask).float().cpu()

@@ -1,6 +1,6 @@
 """What the encoder tasks (classification, question answering) share: a data section naming the
 tokenizer and pretrained weights, a model with a task head, fresh or initialized from a
-pretrained encoder, and right-padded batches."""
+pretrained encoder, and the batch of right-padded inputs."""
 
 from __future__ import annotations
 
@@ -17,6 +17,21 @@ from transformerkit.models.encoder_only import EncoderOnlyTransformer
 from transformerkit.training.recipe import RunConfig
 
 _HEADS = ("classifier.", "span_head.", "masked_lm_head.")
+
+
+@dataclass
+class EncoderBatch:
+    """Right-padded encoder inputs (:func:`~transformerkit.data.batching.pad_right`); a task's
+    batch adds its targets."""
+
+    ids: Tensor
+    """(batch, longest) token ids."""
+    mask: Tensor
+    """(batch, longest) True at real tokens."""
+
+    @property
+    def tokens(self) -> int:
+        return len(self.ids)  # the loss sums over sequences
 
 
 @dataclass
@@ -61,10 +76,3 @@ def encoder_for_task(config: TransformerConfig, init_from: str | None, tokenizer
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens, the model "
                          f"{model.config.vocab_size} (set model.vocab_size)")
     return model, tokenizer
-
-
-def pad_right(rows: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
-    """(batch, longest) ids and the mask of real tokens."""
-    width = max(map(len, rows))
-    ids = torch.tensor([row + [pad_id] * (width - len(row)) for row in rows])
-    return ids, ids.new_tensor([[True] * len(row) + [False] * (width - len(row)) for row in rows], dtype=torch.bool)

@@ -3,7 +3,6 @@ and labeling image files (:class:`ImageClassifier`)."""
 
 from __future__ import annotations
 
-import random
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from torch import Tensor
 from transformerkit.checkpoint import CheckpointError, load_model_dir
 from transformerkit.commands import Commands, UsageError
 from transformerkit.config import TransformerConfig
+from transformerkit.data.batching import epoch_random
 from transformerkit.data.image_processing import ImageProcessor
 from transformerkit.data.images import ImageSet, image_splits, read_image_file
 from transformerkit.devices import model_device, pick_device
@@ -23,7 +23,7 @@ from transformerkit.models.vision import VisionTransformer
 from transformerkit.tasks.classification import classification_scores
 from transformerkit.tasks.images import ImageData
 from transformerkit.training.recipe import RunConfig
-from transformerkit.training.task import final_model_scores
+from transformerkit.training.task import ScoredBySplit
 
 
 @dataclass
@@ -77,7 +77,7 @@ def augment(images: Tensor, items: list[Augmented], shift: int) -> Tensor:
     return images
 
 
-class ImageClassificationTask:
+class ImageClassificationTask(ScoredBySplit):
     """Labeled images → ViT with a classification head; cross-entropy; validation loss, accuracy, macro-F1."""
 
     def __init__(self, run: ImageClassificationRun, out: Path, resume: bool, device: torch.device) -> None:
@@ -96,7 +96,7 @@ class ImageClassificationTask:
 
     def epoch_batches(self, epoch: int) -> list[list[Augmented]]:
         d = self.run.data
-        rng = random.Random(f"{self.run.training.seed}-{epoch}")
+        rng = epoch_random(self.run.training.seed, epoch)
         order = list(range(len(self.splits["train"])))
         rng.shuffle(order)
         items = [Augmented(i, rng.randint(-d.shift, d.shift), rng.randint(-d.shift, d.shift),
@@ -128,12 +128,6 @@ class ImageClassificationTask:
             total += F.cross_entropy(logits, batch.labels, reduction="sum").item()
             predicted += logits.argmax(-1).tolist()
         return {"loss": total / max(len(images), 1), **classification_scores(predicted, images.labels.tolist())}
-
-    def validate(self, autocast: AbstractContextManager[Any]) -> dict[str, Any]:
-        return {f"valid_{k}": v for k, v in self.evaluate("valid", autocast).items()}
-
-    def test_scores(self, model_dir: Path, autocast: AbstractContextManager[Any]) -> dict[str, Any]:
-        return final_model_scores(self, model_dir, autocast)
 
 
 @dataclass

@@ -15,7 +15,6 @@ KV cache) started from the class token.
 from __future__ import annotations
 
 import math
-import random
 import sys
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
@@ -30,6 +29,7 @@ from transformerkit.backends.layout import use_decoding_layout
 from transformerkit.checkpoint import CheckpointError, load_model_dir
 from transformerkit.commands import Commands, UsageError
 from transformerkit.config import TransformerConfig
+from transformerkit.data.batching import epoch_random
 from transformerkit.data.image_processing import PREPROCESSOR_CONFIG, PixelTokenizer
 from transformerkit.data.images import DataError, ImageSet, image_splits, save_image_grid
 from transformerkit.devices import model_device, pick_device
@@ -40,7 +40,7 @@ from transformerkit.models.decoder_only import DecoderOnlyTransformer
 from transformerkit.tasks.image_classification import load_image_classifier
 from transformerkit.tasks.images import ImageData
 from transformerkit.training.recipe import RunConfig
-from transformerkit.training.task import final_model_scores
+from transformerkit.training.task import ScoredBySplit
 
 
 @dataclass
@@ -75,7 +75,7 @@ def pixel_nll(model: DecoderOnlyTransformer, sequences: Tensor, levels: int, lab
                            label_smoothing=label_smoothing)
 
 
-class ImageGenerationTask:
+class ImageGenerationTask(ScoredBySplit):
     """Labeled grayscale images → pixel sequences → a decoder-only model; validation bits per pixel."""
 
     def __init__(self, run: ImageGenerationRun, out: Path, resume: bool, device: torch.device) -> None:
@@ -98,7 +98,7 @@ class ImageGenerationTask:
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         order = list(range(len(self.sequences["train"])))
-        random.Random(f"{self.run.training.seed}-{epoch}").shuffle(order)
+        epoch_random(self.run.training.seed, epoch).shuffle(order)
         size = self.run.data.batch_size
         return [order[i:i + size] for i in range(0, len(order), size)]
 
@@ -112,12 +112,6 @@ class ImageGenerationTask:
     def evaluate(self, split: str, autocast: AbstractContextManager[Any]) -> dict[str, float]:
         """Negative log-likelihood on ``split``: nats and bits per pixel."""
         return bits_per_pixel(self.model, self.tokenizer, self.sequences[split], self.run.data.batch_size, autocast)
-
-    def validate(self, autocast: AbstractContextManager[Any]) -> dict[str, Any]:
-        return {f"valid_{k}": v for k, v in self.evaluate("valid", autocast).items()}
-
-    def test_scores(self, model_dir: Path, autocast: AbstractContextManager[Any]) -> dict[str, Any]:
-        return final_model_scores(self, model_dir, autocast)
 
 
 @torch.no_grad()

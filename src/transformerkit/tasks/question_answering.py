@@ -4,6 +4,10 @@ Input:   [CLS] question [SEP] context window [SEP]      token types 0 … 0 1 �
 Output:  start, end = span head logits (batch, seq) each; the answer is the context span (s, e)
          maximizing start[s] + end[e] with s ≤ e < s + max_answer_tokens, both inside the context.
 Loss:    (CE(start, s*) + CE(end, e*)) / 2 per window; a window without the answer points at [CLS].
+         With ``data.every_occurrence``, s* and e* range over every occurrence of the answer in the
+         window: (−log Σ_{s∈S} p_start(s) − log Σ_{e∈E} p_end(e)) / 2, the likelihood of pointing at
+         any of them (the Attention Sum Reader's, Kadlec et al., 2016), where a cloze answer occurs
+         several times and no occurrence is more right than another.
 
 Contexts longer than the model's input are cut into overlapping windows (``stride`` tokens shared
 by consecutive windows, as Hugging Face's ``run_qa.py`` does); a question's answer is the best span
@@ -20,20 +24,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from transformerkit.checkpoint import CheckpointError, load_model_dir
 from transformerkit.commands import Commands
 from transformerkit.config import TransformerConfig
-from transformerkit.data.batching import TranslationExample, token_batches
+from transformerkit.data.batching import TranslationExample, pad_right, token_batches
 from transformerkit.data.squad import QAExample, load_squad, squad_scores
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.devices import model_device, pick_device
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
-from transformerkit.tasks.fine_tuning import EncoderTaskData, encoder_for_task, pad_right
+from transformerkit.tasks.fine_tuning import EncoderBatch, EncoderTaskData, encoder_for_task
 from transformerkit.training.recipe import RunConfig
-from transformerkit.training.task import final_model_scores
+from transformerkit.training.task import ScoredBySplit
 
 
 @dataclass
@@ -50,6 +53,9 @@ class QuestionAnsweringData(EncoderTaskData):
     """Longer questions are cut."""
     max_answer_tokens: int = 30
     """The longest answer span predicted."""
+    every_occurrence: bool = False
+    """Train on every occurrence of the answer in a window (the question's answers that lie in it),
+    not only the first: for cloze questions, whose answer word recurs."""
 
     def validate(self, run: RunConfig[Any]) -> None:
         super().validate(run)
@@ -73,9 +79,18 @@ class Window:
     """Position of the first context token in ``ids``."""
     offsets: list[tuple[int, int]]
     """Character span in the context of each context token."""
-    start: int = 0
-    end: int = 0
-    """Token positions of the answer in ``ids`` (0, 0: [CLS], the answer is not in this window)."""
+    spans: list[tuple[int, int]] = field(default_factory=list)
+    """Token positions (first, last) in ``ids`` of each of the question's answers wholly inside
+    the window, in the order of the answers."""
+
+    @property
+    def start(self) -> int:
+        """Where the first answer in the window starts (0: [CLS], the answer is not in this window)."""
+        return self.spans[0][0] if self.spans else 0
+
+    @property
+    def end(self) -> int:
+        return self.spans[0][1] if self.spans else 0
 
     def span_text(self, context: str, start: int, end: int) -> str:
         """The context's text from token position ``start`` to ``end`` (inclusive) of ``ids``."""
@@ -85,8 +100,8 @@ class Window:
 def windows(tokenizer: SubwordTokenizer, examples: list[QAExample], max_length: int, stride: int,
             max_question_tokens: int = 64) -> list[Window]:
     """Every question's context cut into windows of at most ``max_length`` tokens in all, consecutive
-    windows sharing ``stride`` context tokens. A window's answer is the first of the question's
-    answers that lies wholly inside it."""
+    windows sharing ``stride`` context tokens, each with the question's answers that lie wholly
+    inside it."""
     questions = tokenizer.tokenizer.encode_batch([e.question for e in examples], add_special_tokens=False)
     contexts = tokenizer.tokenizer.encode_batch([e.context for e in examples], add_special_tokens=False)
     found = []
@@ -108,8 +123,9 @@ def windows(tokenizer: SubwordTokenizer, examples: list[QAExample], max_length: 
                 begin, finish = answer.start, answer.start + len(answer.text)
                 inside = [i for i, (a, b) in enumerate(offsets) if a < finish and b > begin]
                 if inside and offsets[0][0] <= begin and offsets[-1][1] >= finish:
-                    window.start, window.end = window.context_start + inside[0], window.context_start + inside[-1]
-                    break
+                    span = (window.context_start + inside[0], window.context_start + inside[-1])
+                    if span not in window.spans:
+                        window.spans.append(span)
             found.append(window)
             if last == len(context.ids):
                 break
@@ -131,18 +147,24 @@ def best_spans(start: Tensor, end: Tensor, context_mask: Tensor, max_answer_toke
 
 
 @dataclass
-class SpanBatch:
-    ids: Tensor
-    mask: Tensor
+class SpanBatch(EncoderBatch):
     token_types: Tensor
     starts: Tensor
     ends: Tensor
+    """(batch, seq) True where an answer in the window starts / ends ([CLS] alone: no answer)."""
     context_mask: Tensor
     """(batch, seq) True at context tokens (where an answer may start or end)."""
 
-    @property
-    def tokens(self) -> int:
-        return len(self.starts)  # the loss sums over windows
+
+def span_loss(start: Tensor, end: Tensor, batch: SpanBatch, every_occurrence: bool) -> Tensor:
+    """The span loss summed over the batch's windows (module docstring): the first answer's
+    cross-entropy, or the likelihood of any of them. start, end: (batch, seq) logits."""
+    losses = []
+    for logits, targets in ((start.float(), batch.starts), (end.float(), batch.ends)):
+        if not every_occurrence:
+            targets = targets & (targets.cumsum(-1) == 1)  # the first answer only
+        losses.append(logits.logsumexp(-1) - logits.masked_fill(~targets, float("-inf")).logsumexp(-1))
+    return (losses[0] + losses[1]).sum() / 2
 
 
 def span_batch(rows: list[Window], pad_id: int, device: torch.device) -> SpanBatch:
@@ -152,9 +174,12 @@ def span_batch(rows: list[Window], pad_id: int, device: torch.device) -> SpanBat
     context_end = torch.tensor([w.context_start + len(w.offsets) for w in rows])[:, None]
     token_types = ((positions >= context_start) & mask).long()
     context_mask = (positions >= context_start) & (positions < context_end)
-    return SpanBatch(ids.to(device), mask.to(device), token_types.to(device),
-                     torch.tensor([w.start for w in rows], device=device),
-                     torch.tensor([w.end for w in rows], device=device), context_mask.to(device))
+    starts, ends = torch.zeros(ids.shape, dtype=torch.bool), torch.zeros(ids.shape, dtype=torch.bool)
+    for row, window in enumerate(rows):
+        for first, last in window.spans or [(0, 0)]:
+            starts[row, first] = ends[row, last] = True
+    return SpanBatch(ids.to(device), mask.to(device), token_types.to(device), starts.to(device), ends.to(device),
+                     context_mask.to(device))
 
 
 @dataclass
@@ -169,7 +194,8 @@ class Prediction:
 @torch.no_grad()
 def predict_answers(model: EncoderOnlyTransformer, examples: list[QAExample], rows: list[Window],
                     batches: list[list[int]], pad_id: int, max_answer_tokens: int,
-                    autocast: AbstractContextManager[Any]) -> tuple[float, dict[str, Prediction]]:
+                    autocast: AbstractContextManager[Any],
+                    every_occurrence: bool = False) -> tuple[float, dict[str, Prediction]]:
     """The span loss summed over ``rows`` (the windows of ``examples``, in ``batches`` of indices) and
     the best span per question id."""
     device = model_device(model)
@@ -179,8 +205,7 @@ def predict_answers(model: EncoderOnlyTransformer, examples: list[QAExample], ro
         with autocast:
             start, end = model.span_logits(batch.ids, batch.mask, batch.token_types)
         start, end = start.float(), end.float()
-        total += ((F.cross_entropy(start, batch.starts, reduction="sum")
-                   + F.cross_entropy(end, batch.ends, reduction="sum")) / 2).item()
+        total += span_loss(start, end, batch, every_occurrence).item()
         firsts, lasts, scores = best_spans(start, end, batch.context_mask, max_answer_tokens)
         p_start = start.masked_fill(~batch.mask, float("-inf")).softmax(-1)
         p_end = end.masked_fill(~batch.mask, float("-inf")).softmax(-1)
@@ -193,7 +218,7 @@ def predict_answers(model: EncoderOnlyTransformer, examples: list[QAExample], ro
     return total, best
 
 
-class QuestionAnsweringTask:
+class QuestionAnsweringTask(ScoredBySplit):
     """SQuAD-format questions → windows → encoder-only model with a span head; validation loss,
     exact match and F1 (SQuAD v1.1's definitions). ``data.init_from`` fine-tunes a pretrained encoder."""
 
@@ -213,7 +238,7 @@ class QuestionAnsweringTask:
                              f"({self.model.config.max_positions})")
         self.windows = {split: windows(self.tokenizer, examples, d.max_length, d.stride, d.max_question_tokens)
                         for split, examples in self.examples.items()}
-        self.has_validation = bool(self.examples["valid"])
+        self.has_validation, self.has_test = bool(self.examples["valid"]), bool(self.examples["test"])
         self.generation = run.decoding
         self.data_report = {f"{split}_questions": len(e) for split, e in self.examples.items()} | {
             f"{split}_windows": len(w) for split, w in self.windows.items()} | {
@@ -230,22 +255,15 @@ class QuestionAnsweringTask:
 
     def loss(self, batch: SpanBatch) -> Tensor:
         start, end = self.model.span_logits(batch.ids, batch.mask, batch.token_types)
-        return (F.cross_entropy(start.float(), batch.starts, reduction="sum")
-                + F.cross_entropy(end.float(), batch.ends, reduction="sum")) / 2
+        return span_loss(start, end, batch, self.run.data.every_occurrence)
 
     def evaluate(self, split: str, autocast: AbstractContextManager[Any]) -> dict[str, float]:
         """Loss per window, and exact match and F1 (percent) of the best span per question."""
         total, predictions = predict_answers(self.model, self.examples[split], self.windows[split],
                                              self._batches(split, 0, 0, shuffle=False), self.tokenizer.pad_id,
-                                             self.run.data.max_answer_tokens, autocast)
+                                             self.run.data.max_answer_tokens, autocast, self.run.data.every_occurrence)
         return {"loss": total / max(len(self.windows[split]), 1),
                 **squad_scores({i: p.text for i, p in predictions.items()}, self.examples[split])}
-
-    def validate(self, autocast: AbstractContextManager[Any]) -> dict[str, Any]:
-        return {f"valid_{k}": v for k, v in self.evaluate("valid", autocast).items()}
-
-    def test_scores(self, model_dir: Path, autocast: AbstractContextManager[Any]) -> dict[str, Any] | None:
-        return final_model_scores(self, model_dir, autocast) if self.run.data.test else None
 
 
 def window_batches(rows: list[Window], max_tokens: int, seed: int = 0, epoch: int = 0,

@@ -71,6 +71,20 @@ def final_model_scores(task: EvaluatedTask, model_dir: Path, autocast: AbstractC
     return {f"test_{k}": v for k, v in task.evaluate("test", autocast).items()}
 
 
+class ScoredBySplit:
+    """``validate`` and ``test_scores`` of a :class:`TrainingTask` for a task that scores any split
+    with ``evaluate(split, autocast)`` (an :class:`EvaluatedTask`): the validation split's scores
+    prefixed ``valid_``, and the final model's on the test split where ``has_test`` says there is one."""
+
+    has_test = True
+
+    def validate(self: Any, autocast: AbstractContextManager[Any]) -> dict[str, Any]:
+        return {f"valid_{k}": v for k, v in self.evaluate("valid", autocast).items()}
+
+    def test_scores(self: Any, model_dir: Path, autocast: AbstractContextManager[Any]) -> dict[str, Any] | None:
+        return final_model_scores(self, model_dir, autocast) if self.has_test else None
+
+
 def run_tokenizer(out: Path, resume: bool, train: Callable[[], SubwordTokenizer]) -> SubwordTokenizer:
     """The run's tokenizer: learned once (by rank 0 of several processes) and saved as
     ``out/tokenizer.json``; a resumed run, or another rank, reloads it."""
