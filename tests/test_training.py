@@ -112,6 +112,23 @@ def test_cosine_over_a_time_budget_plans_its_steps_once_and_resumes_with_the_pla
     assert planned_run.scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)  # the cosine's end
 
 
+def test_the_plan_measures_speed_after_the_slow_first_steps(small_corpus: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first steps (allocation, kernel choice) are slow: the plan takes the speed of the
+    warm-up's second half, so a fast steady state is not cut short."""
+    from transformerkit.training import trainer as trainer_module
+
+    budget = {"training.schedule": "cosine", "training.max_minutes": 1, "training.warmup_steps": 4}
+    trainer = Trainer(load_recipe(None, recipe_overrides(small_corpus, tmp_path / "run", **budget)))
+    clock = [0.0]
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: clock[0])
+    log = trainer_module.JsonlLog(tmp_path / "log.jsonl", None)
+    for step, seconds in ((1, 40.0), (2, 50.0), (3, 51.0), (4, 52.0)):  # 25 s per step, then 1 s
+        trainer.progress.step, clock[0] = step, seconds
+        trainer._plan_steps(0.0, log)
+    assert trainer.progress.planned_steps == 4 + (60 - 52) // 1  # not 4 · 60 / 52 steps at the average speed
+
+
 def test_resuming_with_another_model_shape_names_the_settings(small_corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     Trainer(load_recipe(None, recipe_overrides(small_corpus, out, **{"training.max_steps": 2}))).train()

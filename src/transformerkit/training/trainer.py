@@ -144,6 +144,9 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1.0, betas=t.adam_betas, eps=t.adam_eps,
                                           weight_decay=t.weight_decay, fused=self.device.type in ("cpu", "cuda"))
         self.progress = Progress()
+        # (step, elapsed seconds) half-way through the warm-up, where the cosine plan measures speed
+        # from; (0, 0) until then, and for a run resumed in the warm-up's second half
+        self._half_warmup = (0, 0.0)
         self.scheduler = inverse_sqrt_scheduler(self.optimizer, self.model.config.d_model, t.warmup_steps, t.lr_scale,
                                                 total_steps=self._decay_end if t.schedule == "cosine" else None)
         if resume:
@@ -289,16 +292,24 @@ class Trainer:
 
     def _plan_steps(self, started: float, log: JsonlLog) -> None:
         """At the end of the warm-up of a cosine run without ``max_steps``: the steps that fit in
-        ``max_minutes`` at the speed measured so far (validation and checkpoints included), agreed
-        by every process (rank 0's clock)."""
+        ``max_minutes`` at the speed of the warm-up's second half (validation and checkpoints
+        included; the first steps, slowed by allocation and kernel selection, are left out),
+        agreed by every process (rank 0's clock)."""
         t, p = self.run.training, self.progress
-        if t.schedule != "cosine" or t.max_steps is not None or p.planned_steps is not None or p.step < t.warmup_steps:
+        if t.schedule != "cosine" or t.max_steps is not None or p.planned_steps is not None:
+            return
+        elapsed = p.elapsed_seconds + time.perf_counter() - started
+        if p.step == t.warmup_steps // 2:
+            self._half_warmup = (p.step, elapsed)
+        if p.step < t.warmup_steps:
             return
         assert t.max_minutes is not None  # the recipe's validation
-        elapsed = p.elapsed_seconds + time.perf_counter() - started
-        p.planned_steps = self.dist.from_main(max(p.step, int(p.step * 60 * t.max_minutes / elapsed)))
+        since_step, since = self._half_warmup
+        seconds_per_step = (elapsed - since) / (p.step - since_step)
+        planned = p.step + int((60 * t.max_minutes - elapsed) / seconds_per_step)
+        p.planned_steps = self.dist.from_main(max(p.step, planned))
         log.write({"event": "plan", "step": p.step, "planned_steps": p.planned_steps,
-                   "seconds_per_step": elapsed / p.step})
+                   "seconds_per_step": seconds_per_step})
 
     def _stop_reason(self, started: float, stop: _StopRequest) -> str | None:
         t, p = self.run.training, self.progress
