@@ -5,8 +5,10 @@
 
 Each row times transformerkit and its peers interleaved (A B C A B C …) after a warm-up and
 reports the median; weights are random (speed does not depend on their values). Peers:
-``torch.nn.Transformer`` with the same embeddings and output projection, and Hugging Face
-``transformers`` (BART, GPT-2, BERT) configured to the same shapes.
+``torch.nn.Transformer`` with the same embeddings and output projection, Hugging Face
+``transformers`` (BART, GPT-2, BERT) configured to the same shapes, and on every row our own
+model with every speed measure off ("transformerkit, plain PyTorch"), which no row may trail by
+more than 5 %.
 
 FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` (matrix products and attention,
 2 per multiply-add, forward and backward); the peaks are large fp32
@@ -33,7 +35,8 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import interleaved_medians  # noqa: E402
 
-from transformerkit.backends.calibration import choose_onednn_products  # noqa: E402
+from transformerkit.backends.calibration import (choose_onednn_products,  # noqa: E402
+                                                 use_decoding_layout_where_faster)
 from transformerkit.backends.layout import use_decoding_layout  # noqa: E402
 from transformerkit.backends.machine import describe  # noqa: E402
 from transformerkit.backends.onednn import use_onednn_products  # noqa: E402
@@ -45,8 +48,15 @@ from transformerkit.generation.search import beam_search  # noqa: E402
 from transformerkit.memory import retain_freed_memory  # noqa: E402
 from transformerkit.models.decoder_only import DecoderOnlyTransformer  # noqa: E402
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer  # noqa: E402
+from transformerkit.models.common import TransformerModel  # noqa: E402
 from transformerkit.models.encoder_only import EncoderOnlyTransformer  # noqa: E402
+from transformerkit.nn.dropout import Dropout  # noqa: E402
 from transformerkit.nn.embedding import SinusoidalPositionalEncoding  # noqa: E402
+
+
+PLAIN = "transformerkit, plain PyTorch"
+"""The column of our model with every speed measure off (:func:`plain_pytorch`); its target 0.95×:
+no row may be more than 5 % slower than it."""
 
 
 @dataclass
@@ -84,6 +94,19 @@ class Peaks:
         peak = self.matmul(precision)
         return (f"{flops / seconds / 1e9:.0f} GFLOP/s achieved = {flops / seconds / peak:.0%} of the {precision} "
                 f"peak; products at peak = {flops / peak / (hf_seconds / 2):.0%} of the 2× HF step")
+
+
+def plain_pytorch(model: TransformerModel) -> TransformerModel:
+    """A copy of ``model`` with every transformerkit speed measure off: PyTorch's own attention
+    kernel (``F.scaled_dot_product_attention`` as it is) and ``nn.Dropout``, products on
+    ``nn.Linear``, weights as stored. The yardstick of the "plain PyTorch" column: no measure may
+    make a row slower than this."""
+    plain = copy.deepcopy(model)
+    plain.set_attention_kernel("fused")
+    for module in plain.modules():
+        if isinstance(module, Dropout):
+            module.__class__ = nn.Dropout  # the same p and mode; PyTorch's random numbers
+    return plain
 
 
 def as_trained(model: nn.Module, precision: str) -> tuple[nn.Module, str]:
@@ -177,17 +200,17 @@ def seq2seq_training(shape: str, precision: str, batch: int, length: int, repeat
     tgt = torch.randint(3, config.vocab_size, (batch, length + 1), generator=generator)
     tgt_in, tgt_out = tgt[:, :-1].contiguous(), tgt[:, 1:].contiguous()
     torch.manual_seed(0)
-    plain = EncoderDecoderTransformer(config).train()
-    ours, chosen = as_trained(plain, precision)
+    model = EncoderDecoderTransformer(config).train()
+    ours, chosen = as_trained(model, precision)
+    plain = plain_pytorch(model)
     torch_model = TorchTransformerModel(config).train()
     bart = hf_bart(config).train()
+    plain_step = training_step(plain, lambda: plain.loss(src, tgt_in, tgt_out), precision)
     steps = {"transformerkit": training_step(ours, lambda: ours.loss(src, tgt_in, tgt_out), precision),
              "nn.Transformer": training_step(torch_model, lambda: torch_model.loss(src, tgt_in, tgt_out), precision),
              "HF BART": training_step(bart, lambda: smoothed_loss(bart(input_ids=src, decoder_input_ids=tgt_in).logits,
-                                                                  tgt_out, config), precision)}
-    plain_step = training_step(plain, lambda: plain.loss(src, tgt_in, tgt_out), precision)
-    if ours is not plain:
-        steps["transformerkit, plain PyTorch"] = plain_step
+                                                                  tgt_out, config), precision),
+             PLAIN: plain_step}
     seconds = interleaved_medians(steps, repeats)
     tokens = batch * length
     rate = {k: tokens / v for k, v in seconds.items()}
@@ -196,7 +219,7 @@ def seq2seq_training(shape: str, precision: str, batch: int, length: int, repeat
     return Row(f"train enc-dec {shape} ({config.d_model}, {config.num_encoder_layers}+{config.num_decoder_layers}, "
                f"vocab {config.vocab_size}), {precision}, batch {batch}×{length}", "tgt tok/s",
                rate["transformerkit"], {k: v for k, v in rate.items() if k != "transformerkit"},
-               {"nn.Transformer": 1.5, "HF BART": 2.0}, note)
+               {"nn.Transformer": 1.5, "HF BART": 2.0, PLAIN: 0.95}, note)
 
 
 def decoder_training(precision: str, batch: int, length: int, repeats: int, peaks: Peaks) -> Row:
@@ -204,17 +227,17 @@ def decoder_training(precision: str, batch: int, length: int, repeats: int, peak
     config = preset("gpt2", num_decoder_layers=6, d_model=512, d_ff=2048, num_heads=8, max_positions=length)
     ids = torch.randint(0, config.vocab_size, (batch, length + 1), generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
-    plain = DecoderOnlyTransformer(config).train()
-    ours, chosen = as_trained(plain, precision)
+    model = DecoderOnlyTransformer(config).train()
+    ours, chosen = as_trained(model, precision)
+    plain = plain_pytorch(model)
     hf = GPT2LMHeadModel(GPT2Config(vocab_size=config.vocab_size, n_positions=length, n_embd=config.d_model,
                                     n_layer=config.num_decoder_layers, n_head=config.num_heads,
                                     n_inner=config.d_ff)).train()
     inputs, targets = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
-    steps = {"transformerkit": training_step(ours, lambda: ours.loss(inputs, targets), precision),
-             "HF GPT-2": training_step(hf, lambda: smoothed_loss(hf(inputs).logits, targets, config), precision)}
     plain_step = training_step(plain, lambda: plain.loss(inputs, targets), precision)
-    if ours is not plain:
-        steps["transformerkit, plain PyTorch"] = plain_step
+    steps = {"transformerkit": training_step(ours, lambda: ours.loss(inputs, targets), precision),
+             "HF GPT-2": training_step(hf, lambda: smoothed_loss(hf(inputs).logits, targets, config), precision),
+             PLAIN: plain_step}
     seconds = interleaved_medians(steps, repeats)
     rate = {k: batch * length / v for k, v in seconds.items()}
     note = peaks.training_note(count_flops(plain_step), seconds["transformerkit"],
@@ -222,7 +245,7 @@ def decoder_training(precision: str, batch: int, length: int, repeats: int, peak
     return Row(f"train decoder-only ({config.d_model}, {config.num_decoder_layers} layers, vocab {config.vocab_size}), "
                f"{precision}, batch {batch}×{length}", "tok/s", rate["transformerkit"],
                {k: v for k, v in rate.items() if k != "transformerkit"},
-               {"HF GPT-2": 2.0}, note)
+               {"HF GPT-2": 2.0, PLAIN: 0.95}, note)
 
 
 def greedy_generation(batch: int, new_tokens: int, repeats: int, bandwidth: float) -> Row:
@@ -252,19 +275,23 @@ def greedy_generation(batch: int, new_tokens: int, repeats: int, bandwidth: floa
             hf.generate(prompt, attention_mask=mask.long(), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                         do_sample=False, pad_token_id=50256)
 
-    laid_out = use_decoding_layout(copy.deepcopy(ours))  # as `transformerkit generate` loads it on a CPU
-    candidates = {"transformerkit": run(laid_out), "HF generate": hf_run,
-                  "transformerkit, plain weights": run(ours)}
+    loaded = copy.deepcopy(ours)
+    layout = use_decoding_layout_where_faster(loaded)  # as `transformerkit generate` loads it on a CPU
+    candidates = {"transformerkit": run(loaded), "HF generate": hf_run, PLAIN: run(plain_pytorch(ours)),
+                  "transformerkit, blocked layout": run(use_decoding_layout(copy.deepcopy(ours)))}
     if batch == 1:  # the opt-in approximation: bf16 weights (`generate --dtype bf16`)
-        candidates["transformerkit bf16 weights"] = run(use_decoding_layout(copy.deepcopy(ours).to(torch.bfloat16)))
+        in_bf16 = copy.deepcopy(ours).to(torch.bfloat16)
+        use_decoding_layout_where_faster(in_bf16)
+        candidates["transformerkit bf16 weights"] = run(in_bf16)
     seconds = interleaved_medians(candidates, repeats)
     rate = {k: batch * new_tokens / v for k, v in seconds.items()}
     weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters())
     traffic = weight_bytes * rate["transformerkit"] / batch  # the weights are read once per step
     return Row(f"greedy generation, GPT-2 124M shape, fp32, KV cache, batch {batch}, {new_tokens} new tokens",
                "tok/s", rate["transformerkit"], {k: v for k, v in rate.items() if k != "transformerkit"},
-               {"HF generate": 2.5} if batch == 1 else {},
-               f"weights read at {traffic / 1e9:.1f} GB/s = {traffic / bandwidth:.0%} of measured bandwidth")
+               {"HF generate": 2.5, PLAIN: 0.95} if batch == 1 else {PLAIN: 0.95},
+               f"weights read at {traffic / 1e9:.1f} GB/s = {traffic / bandwidth:.0%} of measured bandwidth; "
+               f"decoding layout: {'on' if layout.use else 'off'}, {layout.reason}")
 
 
 def beam_generation(batch: int, new_tokens: int, repeats: int) -> Row:
@@ -272,7 +299,8 @@ def beam_generation(batch: int, new_tokens: int, repeats: int) -> Row:
     src = torch.randint(3, 8000, (batch, 32), generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     plain = EncoderDecoderTransformer(config).eval()
-    ours = use_decoding_layout(copy.deepcopy(plain))  # as `transformerkit translate` loads it
+    ours = copy.deepcopy(plain)
+    layout = use_decoding_layout_where_faster(ours)  # as `transformerkit translate` loads it
     bart = hf_bart(config).eval()
 
     class NoEarlyEnd(Seq2SeqDecoder):
@@ -296,11 +324,14 @@ def beam_generation(batch: int, new_tokens: int, repeats: int) -> Row:
                           min_new_tokens=new_tokens, do_sample=False, early_stopping=False)
 
     seconds = interleaved_medians({"transformerkit": run(ours), "HF BART generate": hf_run,
-                                   "transformerkit, plain weights": run(plain)}, repeats)
+                                   PLAIN: run(plain_pytorch(plain)),
+                                   "transformerkit, blocked layout": run(use_decoding_layout(copy.deepcopy(plain)))},
+                                  repeats)
     rate = {k: batch / v for k, v in seconds.items()}
     return Row(f"beam search 4, batch {batch}, {new_tokens} new tokens, d512 6+6 vocab 8000, fp32", "sentences/s",
                rate["transformerkit"], {k: v for k, v in rate.items() if k != "transformerkit"},
-               {"HF BART generate": 2.0})
+               {"HF BART generate": 2.0, PLAIN: 0.95},
+               f"decoding layout: {'on' if layout.use else 'off'}, {layout.reason}")
 
 
 def bert_forward(precision: str, batch: int, length: int, repeats: int) -> Row:
@@ -322,7 +353,13 @@ def bert_forward(precision: str, batch: int, length: int, repeats: int) -> Row:
         with torch.inference_mode(), autocast():
             hf(ids, attention_mask=mask.long())
 
-    runs = {"transformerkit": ours_run, "HF BertModel": hf_run}
+    plain = plain_pytorch(ours)
+
+    def plain_run() -> None:
+        with torch.inference_mode(), autocast():
+            plain(ids, mask)
+
+    runs = {"transformerkit": ours_run, "HF BertModel": hf_run, PLAIN: plain_run}
     if precision == "fp32":
         onednn = use_onednn_products(copy.deepcopy(ours))
 
@@ -333,7 +370,7 @@ def bert_forward(precision: str, batch: int, length: int, repeats: int) -> Row:
     seconds = interleaved_medians(runs, repeats)
     rate = {k: batch * length / v for k, v in seconds.items()}
     return Row(f"BERT-base encoder forward, {precision}, batch {batch}×{length}", "tok/s", rate["transformerkit"],
-               {k: v for k, v in rate.items() if k != "transformerkit"}, {"HF BertModel": 1.3})
+               {k: v for k, v in rate.items() if k != "transformerkit"}, {"HF BertModel": 1.3, PLAIN: 0.95})
 
 
 def measure_peaks(size: int = 2048) -> Peaks:

@@ -1,6 +1,6 @@
 """The speed measures of ``transformerkit.backends``: oneDNN products give the same values and
 gradients as ``F.linear``, only where they apply; the transform leaves the model's state alone;
-the measured choice can be overridden and is kept when a run resumes."""
+the measured choices (oneDNN products, the decoding layout) can be overridden and are kept."""
 
 import copy
 
@@ -10,7 +10,9 @@ import torch.nn.functional as F
 
 from transformerkit.config import preset
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
-from transformerkit.backends.calibration import OVERRIDE, choose_onednn_products
+from transformerkit.backends.calibration import (LAYOUT_OVERRIDE, OVERRIDE, choose_decoding_layout,
+                                                 choose_onednn_products, use_decoding_layout_where_faster)
+from transformerkit.backends.layout import DecodingLinear
 from transformerkit.backends.onednn import (ONEDNN_AVAILABLE, OneDNNLinear, onednn_linear, use_onednn_products,
                                             uses_onednn)
 
@@ -146,3 +148,42 @@ def test_a_measured_choice_is_kept_and_shown_by_info(monkeypatch: pytest.MonkeyP
     assert report["speed_choices_file"] == str(tmp_path / "speed-choices.json")
     (tmp_path / "speed-choices.json").write_text("not json")  # a damaged cache is measured again
     assert "measured on" in choose_onednn_products(model, rows=32, rounds=2).reason
+
+
+@needs_onednn
+@pytest.mark.parametrize("wish", ["on", "off"])
+def test_the_decoding_layout_is_applied_as_the_override_says_and_decodes_alike(monkeypatch: pytest.MonkeyPatch,
+                                                                               wish: str) -> None:
+    from transformerkit.generation.search import greedy_decode
+    monkeypatch.setenv(LAYOUT_OVERRIDE, wish)
+    torch.manual_seed(0)
+    model = EncoderDecoderTransformer(preset("tiny", vocab_size=50)).eval()
+    loaded = copy.deepcopy(model)
+    choice = use_decoding_layout_where_faster(loaded)
+    assert choice.use == (wish == "on") and LAYOUT_OVERRIDE in choice.reason
+    assert any(isinstance(m, DecodingLinear) for m in loaded.modules()) == (wish == "on")
+    src = torch.randint(3, 50, (3, 7), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(greedy_decode(loaded, src, max_length_offset=5), greedy_decode(model, src, max_length_offset=5))
+
+
+@needs_onednn
+def test_the_decoding_layout_measurement_times_both_and_is_kept(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.delenv(LAYOUT_OVERRIDE, raising=False)
+    monkeypatch.setenv("TRANSFORMERKIT_CACHE", str(tmp_path))
+    config = preset("tiny", vocab_size=50)
+    model = EncoderDecoderTransformer(config).eval()
+    state = torch.get_rng_state()
+    first = choose_decoding_layout(model, calls=2, rounds=2)
+    assert torch.equal(torch.get_rng_state(), state)  # a seeded sampler after loading draws what it would have
+    assert set(first.timings_ms) == {"plain weights", "blocked layout"}
+    assert f"1/8 rows×{config.d_model}→{config.d_ff} float32" in first.reason
+    assert first.use == (first.timings_ms["blocked layout"] < 0.95 * first.timings_ms["plain weights"])
+    again = choose_decoding_layout(model, calls=2, rounds=2)
+    assert again.use == first.use and again.timings_ms == first.timings_ms and "kept in" in again.reason
+    assert not choose_decoding_layout(model.to(torch.float16)).use  # not a layout for fp16
+
+
+def test_a_wrong_layout_override_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(LAYOUT_OVERRIDE, "yes")
+    with pytest.raises(ValueError, match=f"{LAYOUT_OVERRIDE} must be auto, on or off, got 'yes'"):
+        choose_decoding_layout(EncoderDecoderTransformer(preset("tiny", vocab_size=50)))

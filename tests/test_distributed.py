@@ -85,33 +85,39 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-5, msg=lambda m: f"{key}: {m}")
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_two_processes_end_with_the_weights_of_one(strategy: str, pairs: Path, tmp_path: Path) -> None:
-    path = recipe(tmp_path, pairs, max_steps=4, distributed=strategy)
-    one = train(path, tmp_path / "one", 1)
+@pytest.fixture(scope="module")
+def one_process(pairs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference: 4 steps of the recipe in one process (where ``training.distributed`` plays no part)."""
+    directory = tmp_path_factory.mktemp("one-process")
+    one = train(recipe(directory, pairs, max_steps=4), directory / "run", 1)
     assert one.returncode == 0, failure(one)
+    return directory / "run"
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_end_with_the_weights_of_one(strategy: str, pairs: Path, one_process: Path,
+                                                   tmp_path: Path) -> None:
+    path = recipe(tmp_path, pairs, max_steps=4, distributed=strategy)
     two = train(path, tmp_path / "two", 2)
     assert two.returncode == 0, failure(two)
-    reference = weights(tmp_path / "one", 4)
+    reference = weights(one_process, 4)
     assert_same_weights(weights(tmp_path / "two", 4), reference)
-    assert any(not torch.equal(reference[k], weights(tmp_path / "one", 2)[k]) for k in reference)  # it trained
+    assert any(not torch.equal(reference[k], weights(one_process, 2)[k]) for k in reference)  # it trained
     logs = [json.loads(line) for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
     assert logs[0]["processes"] == 2  # one log, written by rank 0
     valid = [r for r in logs if r["event"] == "valid"]
-    reference_valid = [json.loads(line) for line in (tmp_path / "one" / "log.jsonl").read_text().splitlines()
+    reference_valid = [json.loads(line) for line in (one_process / "log.jsonl").read_text().splitlines()
                        if '"valid"' in line]
     assert [round(r["valid_loss"], 4) for r in valid] == [round(r["valid_loss"], 4) for r in reference_valid]
 
 
-def test_a_checkpoint_saved_by_two_processes_resumes_on_one(pairs: Path, tmp_path: Path) -> None:
+def test_a_checkpoint_saved_by_two_processes_resumes_on_one(pairs: Path, one_process: Path, tmp_path: Path) -> None:
     path = recipe(tmp_path, pairs)
-    straight = train(path, tmp_path / "straight", 1, "--set", "training.max_steps=4")
-    assert straight.returncode == 0, failure(straight)
     first = train(path, tmp_path / "moved", 2, "--set", "training.max_steps=2")
     assert first.returncode == 0, failure(first)
     second = train(path, tmp_path / "moved", 1, "--set", "training.max_steps=4", "--resume")
     assert second.returncode == 0, failure(second)
-    assert_same_weights(weights(tmp_path / "moved", 4), weights(tmp_path / "straight", 4))
+    assert_same_weights(weights(tmp_path / "moved", 4), weights(one_process, 4))  # as if never interrupted
     translated = subprocess.run([sys.executable, "-m", "transformerkit", "translate", "--model",
                                  str(tmp_path / "moved" / "model")], input="open file\n", capture_output=True,
                                 text=True, timeout=120)

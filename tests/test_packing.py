@@ -5,7 +5,7 @@ import torch
 
 from transformerkit.config import preset
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
-from transformerkit.nn.attention_kernels import fused_attention, reference_attention
+from transformerkit.nn.attention_kernels import attend, reference_attention
 from transformerkit.nn.packing import TokenPacking, packing_for
 
 LENGTHS = [9, 4, 7]
@@ -69,6 +69,6 @@ def test_bf16_inference_attention_runs_in_fp32_and_returns_bf16() -> None:
     mask[1, ..., 4:] = False
     expected, _ = reference_attention(q.bfloat16().float(), k.bfloat16().float(), v.bfloat16().float(), mask)
     with torch.no_grad():
-        out = fused_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask)
+        out, _ = attend(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask, False, 0.0, "auto")
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), expected.bfloat16().float(), atol=1e-2, rtol=0)

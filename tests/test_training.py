@@ -123,9 +123,10 @@ def test_the_plan_measures_speed_after_the_slow_first_steps(small_corpus: Path, 
     clock = [0.0]
     monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: clock[0])
     log = trainer_module.JsonlLog(tmp_path / "log.jsonl", None)
+    trainer._session_start = 0.0  # the run's clock starts at 0
     for step, seconds in ((1, 40.0), (2, 50.0), (3, 51.0), (4, 52.0)):  # 25 s per step, then 1 s
         trainer.progress.step, clock[0] = step, seconds
-        trainer._plan_steps(0.0, log)
+        trainer._plan_steps(log)
     assert trainer.progress.planned_steps == 4 + (60 - 52) // 1  # not 4 · 60 / 52 steps at the average speed
 
 

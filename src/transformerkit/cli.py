@@ -79,13 +79,14 @@ def model_info(args: argparse.Namespace) -> int:
 
 def machine_info(args: argparse.Namespace) -> int:
     """The machine, the PyTorch build and the speed choices made on it (``backends/``)."""
-    from transformerkit.backends.calibration import CACHE, OVERRIDE, cache_file, speed_choices
+    from transformerkit.backends.calibration import CACHE, LAYOUT_OVERRIDE, OVERRIDE, cache_file, speed_choices
     from transformerkit.backends.machine import describe, isa_flags, processor
     from transformerkit.backends.onednn import ONEDNN_AVAILABLE
 
     report = {"machine": describe(), "processor": processor(), "isa": isa_flags(), "torch": torch.__version__,
               "threads": torch.get_num_threads(), "onednn": ONEDNN_AVAILABLE, "cuda": torch.cuda.is_available(),
-              "overrides": {name: os.environ[name] for name in (OVERRIDE, CACHE) if name in os.environ},
+              "overrides": {name: os.environ[name] for name in (OVERRIDE, LAYOUT_OVERRIDE, CACHE)
+                            if name in os.environ},
               "speed_choices_file": str(cache_file()), "speed_choices": speed_choices()}
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
@@ -95,7 +96,7 @@ def machine_info(args: argparse.Namespace) -> int:
     for measure, choice in report["speed_choices"].items():
         print(f"  {measure}: {'on' if choice['use'] else 'off'} — {choice['reason']}")
     if not report["speed_choices"]:
-        print("  none measured yet (training measures what it needs)")
+        print("  none measured yet (training and decoding measure what they need)")
     return 0
 
 

@@ -9,8 +9,9 @@ only where it was measured faster on the machine that runs it:
                                           gradients) on oneDNN instead of ``F.linear``; the trainer
                                           applies it when :mod:`.calibration` measures it faster
     layout.use_decoding_layout(model)     CPU inference: weights reordered into oneDNN's blocked
-                                          layout for products with a few rows (decoding); applied
-                                          by the generating tasks' loaders
+                                          layout for products with a few rows (decoding); the
+                                          generating tasks' loaders apply it when :mod:`.calibration`
+                                          measures it faster
 
 Figures for particular machines are in BENCHMARKS.md.
 """

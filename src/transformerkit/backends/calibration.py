@@ -1,13 +1,19 @@
 """Speed measures decided by measurement on the machine that runs them.
 
-:func:`choose_onednn_products` times one training product of the model's own shape — the
-``nn.Linear`` shape holding the most weights, forward and backward, ``rows`` rows — with
-``F.linear`` and with oneDNN, interleaved, and takes oneDNN only when its median is at least 5 %
-lower. It costs well under a second, and the decision is kept per processor model, torch version
-and shape in ``speed-choices.json`` under the user's cache directory (``platformdirs``; the
-environment variable ``TRANSFORMERKIT_CACHE`` moves it), so that every run on a machine takes
-the same kernels and repeats exactly. ``TRANSFORMERKIT_ONEDNN_PRODUCTS`` (``on`` / ``off``,
-default ``auto``) overrides it.
+Each choice times the measure against plain PyTorch on a product of the model's own shape — the
+``nn.Linear`` shape holding the most weights — interleaved, and takes the measure only when its
+median is at least 5 % lower:
+
+* :func:`choose_onednn_products` (fp32 training): forward and backward of ``rows`` rows with
+  ``F.linear`` and with oneDNN;
+* :func:`choose_decoding_layout` (inference): forward of the few rows of a decoding step with the
+  plain weight and with oneDNN's blocked layout (:mod:`.layout`), in the model's dtype.
+
+A choice costs well under a second, and is kept per processor model, torch version and shape in
+``speed-choices.json`` under the user's cache directory (``platformdirs``; the environment
+variable ``TRANSFORMERKIT_CACHE`` moves it), so that every run on a machine takes the same
+kernels and repeats exactly. ``TRANSFORMERKIT_ONEDNN_PRODUCTS`` and
+``TRANSFORMERKIT_DECODING_LAYOUT`` (``on`` / ``off``, default ``auto``) override them.
 """
 
 from __future__ import annotations
@@ -28,13 +34,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from transformerkit.backends.layout import DecodingLinear, use_decoding_layout
 from transformerkit.backends.machine import isa_flags, processor
 from transformerkit.backends.onednn import ONEDNN_AVAILABLE, onednn_linear
 
 OVERRIDE = "TRANSFORMERKIT_ONEDNN_PRODUCTS"
+LAYOUT_OVERRIDE = "TRANSFORMERKIT_DECODING_LAYOUT"
 CACHE = "TRANSFORMERKIT_CACHE"
 MARGIN = 0.95
-"""oneDNN is taken when its median time is below this share of ``F.linear``'s."""
+"""A measure is taken when its median time is below this share of plain PyTorch's."""
 
 
 @dataclass(frozen=True)
@@ -91,29 +99,57 @@ def _milliseconds(step: Callable[[], None]) -> float:
     return 1000 * (time.perf_counter() - started)
 
 
-def choose_onednn_products(model: nn.Module, rows: int = 1024, rounds: int = 5) -> Choice:
-    """Whether :func:`~transformerkit.backends.onednn.use_onednn_products` speeds up fp32 CPU
-    training of ``model`` here (the override first, then the measurement)."""
-    wish = os.environ.get(OVERRIDE, "auto").lower()
+def _override(variable: str) -> str:
+    wish = os.environ.get(variable, "auto").lower()
     if wish not in ("auto", "on", "off"):
-        raise ValueError(f"{OVERRIDE} must be auto, on or off, got {wish!r}")
-    if not ONEDNN_AVAILABLE:
-        return Choice(False, "this PyTorch build has no oneDNN", {})
-    if wish != "auto":
-        return Choice(wish == "on", f"{OVERRIDE}={wish}", {})
+        raise ValueError(f"{variable} must be auto, on or off, got {wish!r}")
+    return wish
+
+
+def _largest_linear(model: nn.Module) -> nn.Linear | None:
+    """The ``nn.Linear`` shape holding the most weights in ``model`` (one module of it), or None."""
     weights: Counter[tuple[int, int]] = Counter()
+    first: dict[tuple[int, int], nn.Linear] = {}
     for m in model.modules():
         if isinstance(m, nn.Linear):
             weights[(m.in_features, m.out_features)] += m.in_features * m.out_features
-    if not weights:
-        return Choice(False, "the model has no linear maps", {})
-    (d_in, d_out), _ = weights.most_common(1)[0]
-    shape = f"{rows}×{d_in}→{d_out} forward+backward"
-    key = f"{_machine_key()}oneDNN products | {shape}"
+            first.setdefault((m.in_features, m.out_features), m)
+    return first[weights.most_common(1)[0][0]] if weights else None
+
+
+def _measured(key: str, what: str, plain: Callable[[], None], measure: Callable[[], None], names: tuple[str, str],
+              rounds: int) -> Choice:
+    """The kept choice for ``key``, else: time ``plain`` and ``measure`` interleaved after a warm-up,
+    take the measure when its median is below ``MARGIN`` of plain's, and keep that."""
     saved = _cached().get(key)
     if isinstance(saved, dict) and isinstance(saved.get("use"), bool):
         timings = dict(saved.get("timings_ms", {}))
         return Choice(saved["use"], f"{saved.get('reason')} (kept in {cache_file()})", timings)
+    plain(), measure()  # warm-up: first calls allocate and pick kernels
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(rounds):
+        times[names[0]].append(_milliseconds(plain))
+        times[names[1]].append(_milliseconds(measure))
+    medians = {name: round(statistics.median(t), 3) for name, t in times.items()}
+    faster = medians[names[1]] < MARGIN * medians[names[0]]
+    choice = Choice(faster, f"measured on {what}: {names[1]} {'faster' if faster else 'not 5 % faster'}", medians)
+    _remember(key, choice)
+    return choice
+
+
+def choose_onednn_products(model: nn.Module, rows: int = 1024, rounds: int = 5) -> Choice:
+    """Whether :func:`~transformerkit.backends.onednn.use_onednn_products` speeds up fp32 CPU
+    training of ``model`` here (the override first, then the measurement)."""
+    wish = _override(OVERRIDE)
+    if not ONEDNN_AVAILABLE:
+        return Choice(False, "this PyTorch build has no oneDNN", {})
+    if wish != "auto":
+        return Choice(wish == "on", f"{OVERRIDE}={wish}", {})
+    largest = _largest_linear(model)
+    if largest is None:
+        return Choice(False, "the model has no linear maps", {})
+    d_in, d_out = largest.in_features, largest.out_features
+    shape = f"{rows}×{d_in}→{d_out} forward+backward"
     numbers = torch.Generator().manual_seed(0)  # its own: training's random stream stays as it was
     x = torch.randn(rows, d_in, generator=numbers).requires_grad_()
     weight = torch.randn(d_out, d_in, generator=numbers).requires_grad_()
@@ -123,14 +159,53 @@ def choose_onednn_products(model: nn.Module, rows: int = 1024, rounds: int = 5) 
     def step(product: Callable[[Tensor, Tensor, Tensor], Tensor]) -> Callable[[], None]:
         return lambda: product(x, weight, bias).backward(grad)
 
-    plain, onednn = step(F.linear), step(onednn_linear)
-    plain(), onednn()  # warm-up: first calls allocate and pick kernels
-    times: dict[str, list[float]] = {"F.linear": [], "oneDNN": []}
-    for _ in range(rounds):
-        times["F.linear"].append(_milliseconds(plain))
-        times["oneDNN"].append(_milliseconds(onednn))
-    medians = {name: round(statistics.median(t), 3) for name, t in times.items()}
-    faster = medians["oneDNN"] < MARGIN * medians["F.linear"]
-    choice = Choice(faster, f"measured on {shape}: oneDNN {'faster' if faster else 'not 5 % faster'}", medians)
-    _remember(key, choice)
+    return _measured(f"{_machine_key()}oneDNN products | {shape}", shape, step(F.linear), step(onednn_linear),
+                     ("F.linear", "oneDNN"), rounds)
+
+
+def choose_decoding_layout(model: nn.Module, rows: tuple[int, ...] = (1, 8), calls: int = 20,
+                           rounds: int = 5) -> Choice:
+    """Whether :func:`~transformerkit.backends.layout.use_decoding_layout` speeds up decoding with
+    ``model`` here: ``calls`` products of each row count in ``rows`` (a decoding step's rows: one
+    sequence, a few beams) with the model's largest weight shape, in its dtype, plain vs blocked."""
+    wish = _override(LAYOUT_OVERRIDE)
+    weight = next(model.parameters(), None)
+    if weight is None or weight.device.type != "cpu" or weight.dtype not in (torch.float32, torch.bfloat16):
+        return Choice(False, "the layout is for fp32 and bf16 models on a CPU", {})
+    if not ONEDNN_AVAILABLE:
+        return Choice(False, "this PyTorch build has no oneDNN", {})
+    if wish != "auto":
+        return Choice(wish == "on", f"{LAYOUT_OVERRIDE}={wish}", {})
+    largest = _largest_linear(model)
+    if largest is None:
+        return Choice(False, "the model has no linear maps", {})
+    d_in, d_out = largest.in_features, largest.out_features
+    dtype = str(weight.dtype).removeprefix("torch.")
+    shape = f"{'/'.join(map(str, rows))} rows×{d_in}→{d_out} {dtype} forward"
+    numbers = torch.Generator().manual_seed(0)  # its own: a seeded sampler's random stream stays as it was
+    plain = nn.utils.skip_init(nn.Linear, d_in, d_out, dtype=weight.dtype).requires_grad_(False)
+    with torch.no_grad():
+        plain.weight.copy_(torch.randn(d_out, d_in, generator=numbers))
+        plain.bias.zero_()
+    blocked = DecodingLinear(plain)
+    inputs = [torch.randn(n, d_in, generator=numbers).to(weight.dtype) for n in rows]
+
+    def decode(linear: nn.Module) -> Callable[[], None]:
+        def run() -> None:
+            with torch.inference_mode():
+                for x in inputs:
+                    for _ in range(calls):
+                        linear(x)
+        return run
+
+    return _measured(f"{_machine_key()}decoding layout | {shape}", shape, decode(plain), decode(blocked),
+                     ("plain weights", "blocked layout"), rounds)
+
+
+def use_decoding_layout_where_faster(model: nn.Module) -> Choice:
+    """Apply :func:`~transformerkit.backends.layout.use_decoding_layout` to ``model`` (in place,
+    for inference) where :func:`choose_decoding_layout` measures it faster; the choice."""
+    choice = choose_decoding_layout(model)
+    if choice.use:
+        use_decoding_layout(model)
     return choice

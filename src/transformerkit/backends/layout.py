@@ -2,16 +2,17 @@
 
 Decoding multiplies a handful of rows (one per sequence or beam) by every weight matrix: the step
 is bound by reading the weights, and how fast they are read depends on how they are laid out.
-oneDNN can reorder a weight once into its own blocked layout for a given number of rows; on the
-machines measured in BENCHMARKS.md that read faster at 1–32 rows than ``nn.Linear``'s plain
-(out, in) matrix, in fp32 and in bf16. The arithmetic is the same up to summation order.
+oneDNN can reorder a weight once into its own blocked layout for a given number of rows; on some
+machines (BENCHMARKS.md) that reads faster at 1–32 rows than ``nn.Linear``'s plain (out, in)
+matrix, on others not. The arithmetic is the same up to summation order.
 
 :func:`use_decoding_layout` swaps every ``nn.Linear`` of an fp32 or bf16 CPU model for a
 :class:`DecodingLinear` (in place, for inference: the blocked weight serves this one product and
 nothing else, so the model can no longer be trained, moved or cast); ``state_dict()`` still gives
 the (out, in) weights. The loaders of generating tasks
 (:func:`~transformerkit.tasks.translation.load_translator`,
-:func:`~transformerkit.tasks.language_modeling.load_generator`, …) apply it.
+:func:`~transformerkit.tasks.language_modeling.load_generator`, …) apply it where
+:func:`~transformerkit.backends.calibration.choose_decoding_layout` measures it faster.
 """
 
 from __future__ import annotations

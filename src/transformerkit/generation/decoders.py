@@ -34,7 +34,7 @@ class Seq2SeqDecoder:
 
     The source is encoded once and its memory, mask and cross-attention keys/values stay one row
     per sentence: each sentence's ``copies`` consecutive rows attend over that one row (grouped
-    cross-attention, :class:`~transformerkit.nn.attention.MultiHeadAttention`), so beams neither
+    cross-attention, :func:`~transformerkit.nn.attention_kernels.attend`), so beams neither
     copy nor re-read it. :meth:`select` must keep rows in whole groups of ``copies`` per sentence.
     """
 

@@ -48,10 +48,11 @@ class MultiHeadAttention(nn.Module):
     With a :class:`KVCache`, self-attention appends the new keys/values and attends over all cached
     positions; cross-attention projects ``memory`` on the first call and reuses it afterwards.
 
-    Cross-attention also takes ``memory`` with fewer rows than ``x``: with batch = g · mem_batch,
-    each group of g consecutive rows of ``x`` (a sentence's beams) attends over one row of
-    ``memory``, whose keys and values are then projected, cached and read once per group: the
-    group's queries are stacked as g · q_len queries of that row.
+    Cross-attention also takes ``memory`` with fewer rows than ``x`` (batch = g · mem_batch: a
+    sentence's g beams over its one row of encoder output, laid out so by the decoding code,
+    :class:`transformerkit.generation.decoders.Seq2SeqDecoder`): its keys and values are then
+    projected and cached once per sentence, and :func:`~transformerkit.nn.attention_kernels.attend`
+    reads them once per group.
     """
 
     def __init__(self, d_model: int, num_heads: int, d_k: int, d_v: int, dropout: float = 0.0,
@@ -131,34 +132,12 @@ class MultiHeadAttention(nn.Module):
                 if cache is not None:
                     cache.append(k, v)
 
-        group = q.shape[0] // k.shape[0]  # rows of x per row of memory (cross-attention over shared memory)
-        if q.shape[0] != group * k.shape[0]:
-            raise ValueError(f"{q.shape[0]} query rows cannot share {k.shape[0]} memory rows in equal groups")
-        if group > 1:
-            q = _stack_groups(q, group)
         out, weights = attend(q, k, v, mask, causal, self.dropout if self.training else 0.0, self.kernel, need_weights)
-        if group > 1:
-            out = _unstack_groups(out, group)
-            weights = None if weights is None else _unstack_groups(weights, group)
         batch, _, q_len, _ = out.shape
         out = out.transpose(1, 2).reshape(batch, q_len, self.num_heads * self.d_v)
         if packing is not None:
             out = packing.pack(out)
         return self.out_proj(out), weights
-
-
-def _stack_groups(x: Tensor, group: int) -> Tensor:
-    """(rows·group, heads, q_len, width) → (rows, heads, group·q_len, width): a group's queries side by side."""
-    batch, heads, q_len, width = x.shape
-    return x.view(batch // group, group, heads, q_len, width).transpose(1, 2).reshape(
-        batch // group, heads, group * q_len, width)
-
-
-def _unstack_groups(x: Tensor, group: int) -> Tensor:
-    """Inverse of :func:`_stack_groups`: (rows, heads, group·q_len, width) → (rows·group, heads, q_len, width)."""
-    rows, heads, stacked, width = x.shape
-    return x.view(rows, heads, group, stacked // group, width).transpose(1, 2).reshape(
-        rows * group, heads, stacked // group, width)
 
 
 _FUSED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "kv_proj": ("k_proj", "v_proj")}

@@ -8,11 +8,19 @@ Two kernels compute softmax(Q Kᵀ / √d_k) V (§3.2.1, eq. 1) with the same in
   kernels where the device has them).
 
 ``auto`` (every model's default) takes the formula where it was measured faster
-(:func:`formula_is_faster`), else ``fused``.
+(:func:`formula_is_faster`), else ``fused``, computed in fp32 where that was measured faster
+(:func:`fp32_is_faster`). ``fused`` and ``reference`` are PyTorch's kernel and the formula as
+they are, whatever the device (``fused`` is what plain PyTorch runs).
 
 Shapes: q (batch, heads, q_len, d_k), k (batch, heads, k_len, d_k), v (batch, heads, k_len, d_v);
 masks bool, broadcastable to (batch, heads, q_len, k_len), ``True`` = may attend. A query row
 whose keys are all masked out returns zeros.
+
+Grouped rows (:func:`attend`): q may have g times the rows of k and v (a sentence's g beams over
+its one row of encoder output). Each group of g consecutive rows of q then attends over one row
+of k and v, read once: the group's queries are stacked as g · q_len queries of that row,
+(rows·g, heads, q_len, d) → (rows, heads, g·q_len, d), and unstacked after. The mask of grouped
+rows is per key (batch of k, 1, 1, k_len), as padding is.
 """
 
 from __future__ import annotations
@@ -69,9 +77,9 @@ def formula_is_faster(q: Tensor) -> bool:
 
 
 def fp32_is_faster(q: Tensor) -> bool:
-    """Whether :func:`fused_attention` upcasts: bf16 inference on a CPU, where PyTorch's fused CPU
-    kernel was measured slower in bf16 than in fp32 (BENCHMARKS.md). The casts move 6 bytes per
-    element of q, k, v."""
+    """Where ``auto`` runs :func:`fused_attention` in fp32: bf16 inference on a CPU, where PyTorch's
+    fused CPU kernel was measured slower in bf16 than in fp32 (BENCHMARKS.md). The casts move 6
+    bytes per element of q, k, v."""
     return q.device.type == "cpu" and q.dtype == torch.bfloat16 and not torch.is_grad_enabled()
 
 
@@ -82,8 +90,6 @@ def fused_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None,
     ``causal=True`` with no other mask and q_len == k_len takes SDPA's ``is_causal`` fast path; a
     single query (one decoding step) is the newest position, so the causal mask allows every key.
     """
-    if fp32_is_faster(q):
-        return fused_attention(q.float(), k.float(), v.float(), mask, causal, dropout_p).to(q.dtype)
     if causal and q.shape[2] == 1:
         causal = False
     if causal and mask is None and q.shape[2] == k.shape[2]:
@@ -102,10 +108,39 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, d
     """Attention output (batch, heads, q_len, d_v) on the kernel that ``kernel`` names, and the
     weights (batch, heads, q_len, k_len) when the formula computed them at the caller's wish
     (``need_weights``, or ``kernel="reference"``), else None.
-    ``causal`` also forbids keys after the query's position (self-attention)."""
+    ``causal`` also forbids keys after the query's position (self-attention). q's batch may be a
+    multiple g of k's: grouped rows (module docstring)."""
+    group = q.shape[0] // k.shape[0]
+    if q.shape[0] != group * k.shape[0]:
+        raise ValueError(f"{q.shape[0]} query rows cannot share {k.shape[0]} key rows in equal groups")
+    if group > 1:
+        out, weights = _attend(_stack_groups(q, group), k, v, mask, causal, dropout_p, kernel, need_weights)
+        return _unstack_groups(out, group), None if weights is None else _unstack_groups(weights, group)
+    return _attend(q, k, v, mask, causal, dropout_p, kernel, need_weights)
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, dropout_p: float,
+            kernel: AttentionKernel, need_weights: bool) -> tuple[Tensor, Tensor | None]:
+    """:func:`attend` for q, k, v with the same rows."""
     if need_weights or kernel == "reference" or (kernel == "auto" and formula_is_faster(q)):
         if causal:
             mask = merge_masks(mask, causal_mask(q.shape[2], k.shape[2], q.device))
         out, weights = reference_attention(q, k, v, mask, dropout_p)
         return out, weights if need_weights or kernel == "reference" else None
+    if kernel == "auto" and fp32_is_faster(q):
+        return fused_attention(q.float(), k.float(), v.float(), mask, causal, dropout_p).to(q.dtype), None
     return fused_attention(q, k, v, mask, causal, dropout_p), None
+
+
+def _stack_groups(x: Tensor, group: int) -> Tensor:
+    """(rows·group, heads, q_len, width) → (rows, heads, group·q_len, width): a group's queries side by side."""
+    batch, heads, q_len, width = x.shape
+    return x.view(batch // group, group, heads, q_len, width).transpose(1, 2).reshape(
+        batch // group, heads, group * q_len, width)
+
+
+def _unstack_groups(x: Tensor, group: int) -> Tensor:
+    """Inverse of :func:`_stack_groups`: (rows, heads, group·q_len, width) → (rows·group, heads, q_len, width)."""
+    rows, heads, stacked, width = x.shape
+    return x.view(rows, heads, group, stacked // group, width).transpose(1, 2).reshape(
+        rows * group, heads, stacked // group, width)

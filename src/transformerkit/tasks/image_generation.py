@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from transformerkit.backends.layout import use_decoding_layout
+from transformerkit.backends.calibration import use_decoding_layout_where_faster
 from transformerkit.checkpoint import CheckpointError, load_model_dir
 from transformerkit.commands import Commands, UsageError
 from transformerkit.config import TransformerConfig
@@ -167,7 +167,7 @@ def load_image_generator(model_dir: str | Path, device: str | None = None, **ove
     model, tokenizer, generation = load_model_dir(model_dir, device)
     if not isinstance(tokenizer, PixelTokenizer) or not isinstance(model, DecoderOnlyTransformer):
         raise CheckpointError(f"{model_dir} holds no image generation model")
-    use_decoding_layout(model)
+    use_decoding_layout_where_faster(model)
     generation = replace(generation, **{k: v for k, v in overrides.items() if v is not None})
     generation.validate()
     return ImageGenerator(model, tokenizer, generation)

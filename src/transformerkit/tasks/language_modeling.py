@@ -15,7 +15,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from transformerkit.backends.layout import use_decoding_layout
+from transformerkit.backends.calibration import use_decoding_layout_where_faster
 from transformerkit.checkpoint import CheckpointError, load_model_dir
 from transformerkit.commands import Commands
 from transformerkit.data.text import block_starts, blocks, contiguous_split, read_text
@@ -244,7 +244,7 @@ def load_generator(model_dir: str | Path, device: str | None = None,
         raise CheckpointError(f"{model_dir} holds {kind} model, not a language model")
     if dtype == "bf16":
         model.to(torch.bfloat16)
-    use_decoding_layout(model)
+    use_decoding_layout_where_faster(model)
     generation = replace(generation, **{k: v for k, v in overrides.items() if v is not None})
     generation.validate()
     return TextGenerator(model, tokenizer, generation)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from transformerkit.backends.layout import use_decoding_layout
+from transformerkit.backends.calibration import use_decoding_layout_where_faster
 from transformerkit.checkpoint import CheckpointError, load_model_dir
 from transformerkit.commands import Commands, UsageError, read_lines, write_lines
 from transformerkit.config import TransformerConfig
@@ -236,7 +236,7 @@ def load_translator(model_dir: str | Path, beam: int | None = None, length_penal
     model, tokenizer, generation = load_model_dir(model_dir, device)
     if not isinstance(model, EncoderDecoderTransformer):
         raise CheckpointError(f"{model_dir} holds a {model.model_type} model, not a translation model")
-    use_decoding_layout(model)
+    use_decoding_layout_where_faster(model)
     if beam is not None:
         if beam < 1:
             raise ValueError(f"beam must be at least 1, got {beam}")

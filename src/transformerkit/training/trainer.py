@@ -94,6 +94,27 @@ def _stack_optimizer_states(parts: list[dict[str, Tensor]]) -> dict[str, Tensor]
     return {key: torch.cat([p[key] for p in parts]) if parts[0][key].dim() else parts[0][key] for key in parts[0]}
 
 
+class _LogWindow:
+    """Mean loss and target tokens per second of training (validation and saving excluded) over the
+    steps since the last ``train`` log record."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.tokens, self.loss, self.steps, self.start = 0, 0.0, 0, time.perf_counter()
+
+    def add(self, loss: float, tokens: int) -> None:
+        self.tokens, self.loss, self.steps = self.tokens + tokens, self.loss + loss, self.steps + 1
+
+    def pause(self, seconds: float) -> None:
+        """Leave ``seconds`` spent outside training out of the rate."""
+        self.start += seconds
+
+    def tokens_per_second(self) -> float:
+        return self.tokens / (time.perf_counter() - self.start)
+
+
 class _TaskLoss(nn.Module):
     """The task's loss as a module's forward, so DDP and FSDP see one forward and backward per
     micro-batch whichever model method the task calls."""
@@ -147,6 +168,7 @@ class Trainer:
         # (step, elapsed seconds) half-way through the warm-up, where the cosine plan measures speed
         # from; (0, 0) until then, and for a run resumed in the warm-up's second half
         self._half_warmup = (0, 0.0)
+        self._session_start = time.perf_counter()  # where this session's training time counts from
         self.scheduler = inverse_sqrt_scheduler(self.optimizer, self.model.config.d_model, t.warmup_steps, t.lr_scale,
                                                 total_steps=self._decay_end if t.schedule == "cosine" else None)
         if resume:
@@ -290,7 +312,17 @@ class Trainer:
         """The step a cosine schedule reaches 0 at: ``max_steps``, else the plan (None before it is made)."""
         return self.run.training.max_steps or self.progress.planned_steps
 
-    def _plan_steps(self, started: float, log: JsonlLog) -> None:
+    def _elapsed(self) -> float:
+        """Seconds this run has trained, over all its sessions (resumes) until now."""
+        return self.progress.elapsed_seconds + time.perf_counter() - self._session_start
+
+    def _bank_elapsed(self) -> None:
+        """Move the current session's seconds into ``progress`` (before a checkpoint stores it)."""
+        now = time.perf_counter()
+        self.progress.elapsed_seconds += now - self._session_start
+        self._session_start = now
+
+    def _plan_steps(self, log: JsonlLog) -> None:
         """At the end of the warm-up of a cosine run without ``max_steps``: the steps that fit in
         ``max_minutes`` at the speed of the warm-up's second half (validation and checkpoints
         included; the first steps, slowed by allocation and kernel selection, are left out),
@@ -298,7 +330,7 @@ class Trainer:
         t, p = self.run.training, self.progress
         if t.schedule != "cosine" or t.max_steps is not None or p.planned_steps is not None:
             return
-        elapsed = p.elapsed_seconds + time.perf_counter() - started
+        elapsed = self._elapsed()
         if p.step == t.warmup_steps // 2:
             self._half_warmup = (p.step, elapsed)
         if p.step < t.warmup_steps:
@@ -311,7 +343,7 @@ class Trainer:
         log.write({"event": "plan", "step": p.step, "planned_steps": p.planned_steps,
                    "seconds_per_step": seconds_per_step})
 
-    def _stop_reason(self, started: float, stop: _StopRequest) -> str | None:
+    def _stop_reason(self, stop: _StopRequest) -> str | None:
         t, p = self.run.training, self.progress
         if stop.signal is not None:
             return "interrupted"
@@ -321,17 +353,19 @@ class Trainer:
             return "planned_steps"
         if t.max_epochs is not None and p.epoch >= t.max_epochs:
             return "max_epochs"
-        if t.max_minutes is not None and p.elapsed_seconds + time.perf_counter() - started >= 60 * t.max_minutes:
+        if t.max_minutes is not None and self._elapsed() >= 60 * t.max_minutes:
             return "max_minutes"
         if t.patience is not None and p.validations_without_improvement >= t.patience:
             return "early_stopping"
         return None
 
-    def _agreed_stop_reason(self, started: float, stop: _StopRequest) -> str | None:
+    def _agreed_stop_reason(self, stop: _StopRequest) -> str | None:
         """Rank 0's stop decision on every rank (clocks and signals differ between processes)."""
-        return self.dist.from_main(self._stop_reason(started, stop))
+        return self.dist.from_main(self._stop_reason(stop))
 
     def train(self) -> TrainResult:
+        """Train until a stop reason (budget, plan, epochs, early stopping, a signal), checkpointing
+        on the way; then write ``model/``. Each step: optimizer step, log, validate, plan, save."""
         t, p = self.run.training, self.progress
         self.model.train()
         log = JsonlLog(self.out / "log.jsonl", self.out / "tensorboard" if t.tensorboard else None,
@@ -342,52 +376,32 @@ class Trainer:
                    "speed_choices": {name: c.to_dict() for name, c in self.speed_choices.items()}})
         bar = tqdm(total=t.max_steps, initial=p.step, disable=not (t.progress and self.dist.is_main), unit="step",
                    dynamic_ncols=True)
-        started = time.perf_counter()
-        window_tokens, window_start, window_loss, window_steps = 0, time.perf_counter(), 0.0, 0
+        self._session_start = time.perf_counter()
+        window = _LogWindow()
         last_validation: dict[str, Any] | None = p.history[-1] if p.history else None
-        save_every = t.save_every or t.validate_every
         with _StopRequest() as stop:
-            reason = self._agreed_stop_reason(started, stop)
+            reason = self._agreed_stop_reason(stop)
             while reason is None:
                 batches = self.task.epoch_batches(p.epoch)
                 while reason is None and p.batch_in_epoch < len(batches):
                     group = batches[p.batch_in_epoch:p.batch_in_epoch + t.accumulate]
-                    loss, tokens = self._step(group)
+                    window.add(*self._step(group))
                     p.batch_in_epoch += len(group)
                     p.step += 1
-                    window_tokens, window_loss, window_steps = window_tokens + tokens, window_loss + loss, window_steps + 1
                     bar.update(1)
                     if p.step % t.log_every == 0:
-                        now = time.perf_counter()
-                        record = {"event": "train", "step": p.step, "epoch": p.epoch, "loss": window_loss / window_steps,
-                                  "lr": self.scheduler.get_last_lr()[0],
-                                  "tokens_per_second": window_tokens / (now - window_start),
-                                  "elapsed_seconds": p.elapsed_seconds + now - started}
-                        log.write(record)
-                        bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_second']:.0f}",
-                                        lr=f"{record['lr']:.2e}", eta=self._eta(started))
-                        window_tokens, window_start, window_loss, window_steps = 0, now, 0.0, 0
-                    improved, paused_at = False, time.perf_counter()
-                    if self.task.has_validation and p.step % t.validate_every == 0:
-                        last_validation = self._validate_and_track(log, started)
-                        improved = last_validation["improved"]
-                    self._plan_steps(started, log)
-                    reason = self._agreed_stop_reason(started, stop)
-                    if improved or p.step % save_every == 0 or reason is not None:
-                        p.elapsed_seconds += time.perf_counter() - started
-                        started = time.perf_counter()
-                        saved = self.save()
-                        if improved and self.dist.is_main:
-                            point(self.checkpoints / "best", saved)
-                            self._prune()
-                    window_start += time.perf_counter() - paused_at  # tokens/s counts training time only
+                        self._log_window(window, log, bar)
+                    paused_at = time.perf_counter()
+                    reason, validation = self._between_steps(log, stop)
+                    last_validation = validation or last_validation
+                    window.pause(time.perf_counter() - paused_at)  # tokens/s counts training time only
                 if p.batch_in_epoch >= len(batches):
                     p.epoch += 1
                     p.batch_in_epoch = 0
-                    reason = reason or self._agreed_stop_reason(started, stop)
+                    reason = reason or self._agreed_stop_reason(stop)
             latest = self.checkpoints / "latest"
             if self.dist.from_main(not latest.exists() or latest.resolve().name != f"step-{p.step:08d}"):
-                p.elapsed_seconds += time.perf_counter() - started
+                self._bank_elapsed()
                 self.save()
         bar.close()
         log.write({"event": "stop", "step": p.step, "reason": reason})
@@ -395,9 +409,39 @@ class Trainer:
         log.close()
         return TrainResult(self.out, model_dir, p.step, reason, last_validation)
 
-    def _eta(self, started: float) -> str:
+    def _log_window(self, window: _LogWindow, log: JsonlLog, bar: tqdm) -> None:
+        """A ``train`` record (mean loss, tokens/s since the last one) in the log and on the bar."""
+        p = self.progress
+        record = {"event": "train", "step": p.step, "epoch": p.epoch, "loss": window.loss / window.steps,
+                  "lr": self.scheduler.get_last_lr()[0], "tokens_per_second": window.tokens_per_second(),
+                  "elapsed_seconds": self._elapsed()}
+        log.write(record)
+        bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_second']:.0f}",
+                        lr=f"{record['lr']:.2e}", eta=self._eta())
+        window.reset()
+
+    def _between_steps(self, log: JsonlLog, stop: _StopRequest) -> tuple[str | None, dict[str, Any] | None]:
+        """After an optimizer step: validate when due, plan a cosine schedule's end, decide whether
+        to stop, and save a checkpoint when due (every ``save_every`` steps, on a new best
+        validation loss, and before stopping). Returns (stop reason, the validation record or None)."""
         t, p = self.run.training, self.progress
-        elapsed = p.elapsed_seconds + time.perf_counter() - started
+        validation = None
+        if self.task.has_validation and p.step % t.validate_every == 0:
+            validation = self._validate_and_track(log)
+        self._plan_steps(log)
+        reason = self._agreed_stop_reason(stop)
+        improved = validation is not None and validation["improved"]
+        if improved or p.step % (t.save_every or t.validate_every) == 0 or reason is not None:
+            self._bank_elapsed()
+            saved = self.save()
+            if improved and self.dist.is_main:
+                point(self.checkpoints / "best", saved)
+                self._prune()
+        return reason, validation
+
+    def _eta(self) -> str:
+        t, p = self.run.training, self.progress
+        elapsed = self._elapsed()
         remaining = []
         if t.max_minutes is not None:
             remaining.append(60 * t.max_minutes - elapsed)
@@ -409,7 +453,7 @@ class Trainer:
         seconds = max(0, int(min(remaining)))
         return f"{seconds // 60}:{seconds % 60:02d}"
 
-    def _validate_and_track(self, log: JsonlLog, started: float) -> dict[str, Any]:
+    def _validate_and_track(self, log: JsonlLog) -> dict[str, Any]:
         p = self.progress
         result = None
         model = self._full_model()  # FSDP: gathered from every rank's shard
@@ -429,7 +473,7 @@ class Trainer:
         else:
             p.validations_without_improvement += 1
         record = {"event": "valid", "step": p.step, **result, "improved": improved,
-                  "elapsed_seconds": p.elapsed_seconds + time.perf_counter() - started}
+                  "elapsed_seconds": self._elapsed()}
         p.history.append(record)
         log.write(record)
         if self.dist.is_main:
