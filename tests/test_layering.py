@@ -1,4 +1,4 @@
-"""The package imports only downward: nn ← models ← generation ← checkpoint ← training ← tasks ← cli.
+"""The package imports only downward: nn ← models ← generation ← checkpoint ← training ← tasks ← cli / serve.
 
 Every ``import`` of a transformerkit module, at module level or inside a function, is read from
 the source (nothing is executed). A module may import its own package or a lower layer; the
@@ -19,7 +19,7 @@ LAYERS = {
     "checkpoint": 5,
     "interop": 6, "training": 6,
     "tasks": 7,
-    "cli": 8, "__main__": 9, "": 8,  # "": the package's own __init__, its public face
+    "cli": 8, "serve": 8, "__main__": 9, "": 8,  # "": the package's own __init__, its public face
 }
 
 

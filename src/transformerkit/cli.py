@@ -25,6 +25,7 @@
     transformerkit average-checkpoints --out DIR (--inputs DIR … | --run RUN --last N)
     transformerkit plot-attention --model DIR --text TEXT --out FILE.png
     transformerkit plot-attention --model VIT_DIR --image FILE … --out FILE.png [--method rollout|last-layer]
+    transformerkit serve --model DIR [--host 127.0.0.1] [--port 8000]   (HTTP API; pip install 'transformerkit[serve]')
 
 Errors in what the user typed (unknown keys, bad values, unknown presets) end with one line on
 stderr and exit status 2, never a traceback.
@@ -46,6 +47,7 @@ from transformerkit.config import PRESETS, TransformerConfig, preset
 from transformerkit.data.sources import SOURCES
 from transformerkit.memory import retain_freed_memory
 from transformerkit.models.families import model_class_for
+from transformerkit.serve import add_commands as add_serve_commands
 from transformerkit.tasks import serving_module, task_modules
 from transformerkit.typed_config import apply_overrides
 
@@ -201,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     for module in task_modules():  # each task's own verbs
         if hasattr(module, "add_commands"):
             module.add_commands(commands)
+    add_serve_commands(commands)
 
     converter = commands.add_parser("convert", help="import a Hugging Face GPT-2, BERT or ViT directory, or export one")
     converter.add_argument("input", help="Hugging Face directory (import) or transformerkit model directory (export)")

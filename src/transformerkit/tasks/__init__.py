@@ -5,7 +5,7 @@ loader, and the command-line verbs that use them. ``cli.py`` finds them through 
 which a module may define:
 
     add_commands(commands)              add its own verbs (``translate``, ``classify``, …)
-    serves(model_class, config, dir)    whether a model directory is this module's to evaluate or plot
+    serves(model_class, config, dir)    whether a model directory is this module's (to evaluate, plot, serve)
     evaluate(args) -> dict              ``transformerkit evaluate`` for such a directory (scores as JSON)
     plot_attention(args) -> str         ``transformerkit plot-attention`` for it (returns the message)
 
@@ -66,14 +66,22 @@ def task_modules() -> list[ModuleType]:
     return list({entry.partition(":")[0]: task_module(entry) for entry in TASKS.values()}.values())
 
 
-def serving_module(model_dir: str | Path, function: str) -> Any:
-    """The task module that serves a model directory (its ``serves`` says so) with ``function``;
-    ValueError when none does."""
+def serving_modules(model_dir: str | Path) -> list[ModuleType]:
+    """The task modules whose ``serves`` claims a model directory, in table order (the first is
+    the directory's task)."""
     directory = Path(model_dir)
     model_class, config = read_model_config(directory)
-    for module in task_modules():
-        if hasattr(module, "serves") and module.serves(model_class, config, directory) and hasattr(module, function):
+    return [module for module in task_modules()
+            if hasattr(module, "serves") and module.serves(model_class, config, directory)]
+
+
+def serving_module(model_dir: str | Path, function: str) -> Any:
+    """``function`` of the first task module that serves a model directory and has it; ValueError
+    when none does."""
+    for module in serving_modules(model_dir):
+        if hasattr(module, function):
             return getattr(module, function)
+    model_class, _ = read_model_config(Path(model_dir))
     command = function.replace("_", "-")
     raise ValueError(f"{model_dir}: `{command}` does not apply to this {model_class.model_type} model")
 

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from transformerkit.checkpoint import CheckpointError, load_model_dir
 from transformerkit.commands import Commands, read_lines
+from transformerkit.config import TransformerConfig
 from transformerkit.data.batching import TranslationExample, pad_right, token_batches
 from transformerkit.data.labeled import LabeledCorpus, hash_split, load_labeled
 from transformerkit.data.tokenizer import SubwordTokenizer
@@ -148,12 +149,15 @@ class TextClassifier:
     max_length: int = 512
 
     @torch.inference_mode()
-    def classify(self, texts: list[str]) -> list[tuple[str, float]]:
-        """(label, probability) per text."""
+    def probabilities(self, texts: list[str]) -> Tensor:
+        """(len(texts), labels) class probabilities, in the order of ``config.labels``."""
         device = model_device(self.model)
         ids, mask = pad_right(self.tokenizer.encode_for_encoder(texts, self.max_length), self.tokenizer.pad_id)
-        probabilities = self.model.classify(ids.to(device), mask.to(device)).float().softmax(-1)
-        best = probabilities.max(dim=-1)
+        return self.model.classify(ids.to(device), mask.to(device)).float().softmax(-1).cpu()
+
+    def classify(self, texts: list[str]) -> list[tuple[str, float]]:
+        """(label, probability) of the most probable label, per text."""
+        best = self.probabilities(texts).max(dim=-1)
         return [(self.model.config.labels[i], p) for i, p in zip(best.indices.tolist(), best.values.tolist())]
 
 
@@ -163,6 +167,11 @@ def load_classifier(model_dir: str | Path, device: str | None = None) -> TextCla
     if not isinstance(model, EncoderOnlyTransformer) or not model.config.labels:
         raise CheckpointError(f"{model_dir} holds no classification model")
     return TextClassifier(model, tokenizer, model.config.max_positions)
+
+
+def serves(model_class: type, config: TransformerConfig, directory: Path) -> bool:
+    """Whether a model directory is this module's: an encoder with a classification head."""
+    return model_class is EncoderOnlyTransformer and bool(config.labels)
 
 
 def add_commands(commands: Commands) -> None:

@@ -18,6 +18,7 @@ from torch import Tensor
 from transformerkit.backends.calibration import use_decoding_layout_where_faster
 from transformerkit.checkpoint import CheckpointError, load_model_dir
 from transformerkit.commands import Commands
+from transformerkit.config import TransformerConfig
 from transformerkit.data.text import block_starts, blocks, contiguous_split, read_text
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.devices import model_device, pick_device
@@ -157,6 +158,9 @@ class TextGenerator:
     model: DecoderOnlyTransformer
     tokenizer: SubwordTokenizer
     generation: GenerationConfig
+    finish_reasons: list[str] = field(default_factory=list, init=False)
+    """After a :meth:`stream` has ended, why each row ended: ``stop`` (EOS or a stop string) or
+    ``length`` (``max_new_tokens``), as OpenAI's API names them."""
 
     @property
     def device(self) -> torch.device:
@@ -217,6 +221,7 @@ class TextGenerator:
                 pieces.append(text[len(emitted[row]):])
                 emitted[row] = text
             yield pieces
+        self.finish_reasons = ["stop" if end else "length" for end in ended]
         # rows that reached max_new_tokens: release what was held back
         final = [text if ended[row] else self.tokenizer.decode([generated[row]])[0] for row, text in enumerate(emitted)]
         if any(f != e for f, e in zip(final, emitted)):
@@ -248,6 +253,11 @@ def load_generator(model_dir: str | Path, device: str | None = None,
     generation = replace(generation, **{k: v for k, v in overrides.items() if v is not None})
     generation.validate()
     return TextGenerator(model, tokenizer, generation)
+
+
+def serves(model_class: type, config: TransformerConfig, directory: Path) -> bool:
+    """Whether a model directory is this module's: a decoder-only model over text (a tokenizer)."""
+    return model_class is DecoderOnlyTransformer and (directory / "tokenizer.json").is_file()
 
 
 def add_commands(commands: Commands) -> None:

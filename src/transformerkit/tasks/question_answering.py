@@ -92,9 +92,15 @@ class Window:
     def end(self) -> int:
         return self.spans[0][1] if self.spans else 0
 
+    def span_characters(self, start: int, end: int) -> tuple[int, int]:
+        """Where token positions ``start`` to ``end`` (inclusive) of ``ids`` lie in the context:
+        (first character, one past the last)."""
+        return self.offsets[start - self.context_start][0], self.offsets[end - self.context_start][1]
+
     def span_text(self, context: str, start: int, end: int) -> str:
         """The context's text from token position ``start`` to ``end`` (inclusive) of ``ids``."""
-        return context[self.offsets[start - self.context_start][0]:self.offsets[end - self.context_start][1]]
+        first, last = self.span_characters(start, end)
+        return context[first:last]
 
 
 def windows(tokenizer: SubwordTokenizer, examples: list[QAExample], max_length: int, stride: int,
@@ -189,6 +195,9 @@ class Prediction:
     """start[s] + end[e]: what ranks the spans of a question's windows."""
     probability: float
     """softmax(start)[s] · softmax(end)[e] over the window's tokens."""
+    start: int
+    """The answer is ``context[start:end]`` (character offsets)."""
+    end: int
 
 
 @torch.no_grad()
@@ -213,8 +222,9 @@ def predict_answers(model: EncoderOnlyTransformer, examples: list[QAExample], ro
             window, s, e, score = rows[i], int(firsts[row]), int(lasts[row]), float(scores[row])
             example = examples[window.example]
             if example.id not in best or score > best[example.id].score:
-                best[example.id] = Prediction(window.span_text(example.context, s, e), score,
-                                              float(p_start[row, s] * p_end[row, e]))
+                first, last = window.span_characters(s, e)
+                best[example.id] = Prediction(example.context[first:last], score,
+                                              float(p_start[row, s] * p_end[row, e]), first, last)
     return total, best
 
 

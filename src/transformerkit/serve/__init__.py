@@ -1,0 +1,89 @@
+"""``transformerkit serve``: a model directory behind an HTTP API (FastAPI on uvicorn).
+
+One process serves one model directory. Its task (the first task module whose ``serves`` claims
+the directory, :func:`transformerkit.tasks.serving_modules`) decides the endpoints, through one
+table, :data:`ENDPOINTS`: task module → the module here that adds its routes::
+
+    language models     POST /v1/completions   OpenAI's completions API (streamed as server-sent events)
+    text encoders       POST /v1/embeddings    OpenAI's embeddings API (float or base64)
+    classifiers         POST /v1/classify      labels with probabilities
+    question answering  POST /v1/answer        question + context → span, score, character offsets
+    translation, summarization
+                        POST /v1/translate     texts → translations (beam, length penalty)
+    every model         GET /health, GET /v1/models, GET /metrics (Prometheus)
+
+Requests are pydantic models that refuse unknown fields; every error is a JSON body in OpenAI's
+shape, ``{"error": {"message", "type", "param", "code"}}``: 400 for a malformed or invalid
+request (naming the field), 404/405 for a wrong path or method, 413 for a body over
+``--max-request-bytes``, 429 when ``--max-waiting`` requests already wait for the model, 500 for
+a failure inside the model (the next request is served as usual). The model runs one request at
+a time (a lock); each request's result is what the command-line verb gives for the same input
+and seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+from importlib import import_module
+from pathlib import Path
+from typing import Any
+
+from transformerkit.commands import Commands, UsageError
+
+ENDPOINTS = {
+    "transformerkit.tasks.language_modeling": "completions",
+    "transformerkit.tasks.embedding": "embeddings",
+    "transformerkit.tasks.classification": "classify",
+    "transformerkit.tasks.question_answering": "answer",
+    "transformerkit.tasks.translation": "translate",
+}
+"""Task module → the module of :mod:`transformerkit.serve` whose ``add_routes(app, model_dir, server)``
+adds that task's endpoints."""
+
+
+def create_app(model_dir: str | Path, max_request_bytes: int = 1 << 20, max_waiting: int = 64) -> Any:
+    """The FastAPI application serving ``model_dir`` (the model is loaded now)."""
+    from transformerkit.serve.common import new_app
+    from transformerkit.tasks import serving_modules
+
+    directory = Path(model_dir)
+    served = [ENDPOINTS[m.__name__] for m in serving_modules(directory) if m.__name__ in ENDPOINTS]
+    if not served:
+        raise ValueError(f"{model_dir}: no HTTP endpoints serve this kind of model")
+    app, server = new_app(directory, max_request_bytes, max_waiting)
+    routes = import_module(f"{__name__}.{served[0]}")
+    server.task = served[0]
+    routes.add_routes(app, directory, server)
+    return app
+
+
+def add_commands(commands: Commands) -> None:
+    """``serve``: the HTTP API of a model directory."""
+    command = commands.add_parser("serve", help="serve a model directory over HTTP (OpenAI-compatible where "
+                                                "an OpenAI API exists)")
+    command.add_argument("--model", required=True, help="model directory")
+    command.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    command.add_argument("--port", type=int, default=8000)
+    command.add_argument("--max-request-bytes", type=int, default=1 << 20,
+                         help="larger request bodies are refused with 413 (default: 1 MiB)")
+    command.add_argument("--max-waiting", type=int, default=64,
+                         help="requests that may wait for the model; one more is refused with 429 (default: 64)")
+    command.set_defaults(handler=serve_command)
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError:
+        raise UsageError("transformerkit serve needs FastAPI and uvicorn: "
+                         "pip install 'transformerkit[serve]'") from None
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port must be in 1..65535, got {args.port}")
+    if args.max_request_bytes < 1 or args.max_waiting < 0:
+        raise UsageError(f"--max-request-bytes must be positive and --max-waiting 0 or more, got "
+                         f"{args.max_request_bytes} and {args.max_waiting}")
+    app = create_app(args.model, args.max_request_bytes, args.max_waiting)
+    # SIGTERM / Ctrl-C: stop accepting, let requests in flight finish (streams get 30 s), then exit
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=30)
+    return 0

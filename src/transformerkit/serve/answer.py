@@ -1,0 +1,31 @@
+"""``POST /v1/answer`` for extractive question answering: the best span of the context, its score,
+probability and character offsets (``context[start:end]`` is the answer), as ``transformerkit
+answer`` finds it (:class:`~transformerkit.tasks.question_answering.QuestionAnswerer`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import Field
+from starlette.concurrency import run_in_threadpool
+
+from transformerkit.serve.common import Server, Strict
+from transformerkit.tasks.question_answering import load_answerer
+
+
+class AnswerRequest(Strict):
+    question: str = Field(min_length=1)
+    context: str = Field(min_length=1)
+    model: str | None = None
+
+
+def add_routes(app: FastAPI, model_dir: Path, server: Server) -> None:
+    answerer = load_answerer(model_dir)
+
+    @app.post("/v1/answer")
+    async def answer(request: AnswerRequest) -> dict[str, Any]:
+        prediction = await run_in_threadpool(server.run, lambda: answerer.answer(request.question, request.context), 1)
+        return {"model": server.name, "answer": prediction.text, "score": prediction.score,
+                "probability": prediction.probability, "start": prediction.start, "end": prediction.end}

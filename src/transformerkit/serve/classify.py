@@ -1,0 +1,35 @@
+"""``POST /v1/classify`` for text classifiers: each text's most probable label and the probability
+of every label (:class:`~transformerkit.tasks.classification.TextClassifier`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import Field
+from starlette.concurrency import run_in_threadpool
+
+from transformerkit.serve.common import Server, Strict
+from transformerkit.tasks.classification import load_classifier
+
+
+class ClassifyRequest(Strict):
+    texts: list[str] = Field(min_length=1, max_length=1024)
+    model: str | None = None
+
+
+def add_routes(app: FastAPI, model_dir: Path, server: Server) -> None:
+    classifier = load_classifier(model_dir)
+    labels = classifier.model.config.labels
+
+    @app.post("/v1/classify")
+    async def classify(request: ClassifyRequest) -> dict[str, Any]:
+        probabilities = await run_in_threadpool(server.run, lambda: classifier.probabilities(request.texts),
+                                                  len(request.texts))
+        results = []
+        for row in probabilities.tolist():
+            best = max(range(len(labels)), key=row.__getitem__)
+            results.append({"label": labels[best], "probability": row[best],
+                            "probabilities": dict(zip(labels, row))})
+        return {"model": server.name, "results": results}

@@ -1,0 +1,209 @@
+"""What every endpoint shares: the server's state (the model's lock and its queue limit), strict
+request models, OpenAI-shaped errors, the request-size limit, the metrics, and ``/health``,
+``/v1/models`` and ``/metrics``."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+T = TypeVar("T")
+
+
+class Strict(BaseModel):
+    """A request body: unknown fields are refused (a typo is an error, not a silent default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Metrics:
+    """What ``GET /metrics`` reports (Prometheus text format), in a registry of the app's own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("transformerkit_requests", "HTTP requests answered", ["path", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("transformerkit_request_seconds", "time to the response's start", ["path"],
+                                 registry=self.registry)
+        self.tokens = Counter("transformerkit_generated_tokens", "tokens generated", registry=self.registry)
+        self.rows = Histogram("transformerkit_batch_rows", "sequences the model ran together per request",
+                              buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry)
+        self.waiting = Gauge("transformerkit_queue_length", "requests waiting for the model", registry=self.registry)
+
+
+@dataclass
+class Server:
+    """One served model directory: its name (the OpenAI ``model`` id), task, metrics, and the lock
+    that runs one request at a time through the model, with at most ``max_waiting`` waiting for it."""
+
+    directory: Path
+    max_waiting: int = 64
+    task: str = ""
+    created: int = field(default_factory=lambda: int(time.time()))
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    metrics: Metrics = field(default_factory=Metrics)
+    _count: threading.Lock = field(default_factory=threading.Lock)
+    _waiting: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.directory.resolve().name
+
+    @contextmanager
+    def model_turn(self) -> Iterator[None]:
+        """Hold the model; a request that would make the queue longer than ``max_waiting`` is a 429."""
+        with self._count:
+            if self.lock.locked() and self._waiting >= self.max_waiting:
+                raise HTTPException(429, f"the model is busy and {self._waiting} requests already wait for it: "
+                                         f"try again")
+            self._waiting += 1
+            self.metrics.waiting.set(self._waiting)
+        with self.lock:
+            with self._count:
+                self._waiting -= 1
+                self.metrics.waiting.set(self._waiting)
+            yield
+
+    def run(self, work: Callable[[], T], rows: int = 1) -> T:
+        """``work()`` over ``rows`` sequences with the model to itself; a ValueError (input the model
+        refuses) is a 400."""
+        with self.model_turn():
+            self.metrics.rows.observe(rows)
+            try:
+                return work()
+            except ValueError as error:
+                raise HTTPException(400, str(error)) from None
+
+    def locked(self, items: Iterator[T], rows: int = 1) -> Iterator[T]:
+        """``items`` produced with the model to itself (a stream holds it until it ends or is closed)."""
+        with self.model_turn():
+            self.metrics.rows.observe(rows)
+            yield from items
+
+
+class RequestTooLarge(Exception):
+    pass
+
+
+def error_body(status: int, message: str, param: str | None = None) -> JSONResponse:
+    """OpenAI's error shape."""
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": status}}, status)
+
+
+class LimitRequestSize:
+    """ASGI middleware: a body over ``limit`` bytes is answered 413 before the endpoint runs (by its
+    Content-Length, or while a chunked body arrives)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+
+        async def counting() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise RequestTooLarge
+            return message
+
+        try:
+            await self.app(scope, counting, send)
+        except RequestTooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_body(413, f"the request body is over the server's limit of {self.limit} bytes")
+        await response(scope, receive, send)
+
+
+class CountRequests:
+    """ASGI middleware: every answer counted by path and status, and the time to its start (the
+    first byte of a stream). Paths that are no route count as ``other``."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: list[Any]) -> None:
+        self.app, self.metrics, self.routes = app, metrics, routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        path = scope["path"] if any(getattr(r, "path", None) == scope["path"] for r in self.routes) else "other"
+
+        async def counted(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.metrics.requests.labels(path, str(message["status"])).inc()
+                self.metrics.latency.labels(path).observe(time.perf_counter() - started)
+            await send(message)
+
+        await self.app(scope, receive, counted)
+
+
+def _field(location: tuple[Any, ...]) -> str | None:
+    parts = [str(part) for part in location if part != "body"]
+    return ".".join(parts) or None
+
+
+def new_app(directory: Path, max_request_bytes: int, max_waiting: int) -> tuple[FastAPI, Server]:
+    """A FastAPI app with the shared endpoints, metrics and error handling, and its :class:`Server`."""
+    server = Server(directory, max_waiting)
+    app = FastAPI(title=f"transformerkit: {server.name}", docs_url="/docs", redoc_url=None)
+    app.state.server = server
+
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0]
+        if first.get("type") == "json_invalid":
+            return error_body(400, f"the body is not valid JSON ({first.get('ctx', {}).get('error', 'unreadable')})")
+        param = _field(tuple(first.get("loc", ())))
+        return error_body(400, f"{param or 'body'}: {first.get('msg', 'invalid')}", param)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        return error_body(error.status_code, str(error.detail))
+
+    @app.exception_handler(Exception)
+    async def failure(request: Request, error: Exception) -> JSONResponse:
+        return error_body(500, f"the model failed on this request: {type(error).__name__}: {error}")
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "model": server.name, "task": server.task}
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": server.name, "object": "model", "created": server.created,
+                                            "owned_by": "transformerkit"}]}
+
+    app.add_middleware(LimitRequestSize, limit=max_request_bytes)
+    app.add_middleware(CountRequests, metrics=server.metrics, routes=app.routes)  # the list the tasks' routes join
+    return app, server
+

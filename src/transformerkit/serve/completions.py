@@ -1,0 +1,144 @@
+"""``POST /v1/completions`` for language models, as OpenAI's completions API defines it.
+
+A request's sampling settings replace the model's generation defaults (``generation_config.json``)
+where given; ``temperature: 0`` is greedy decoding. ``n`` continuations of each prompt are rows
+of one batch; choice ``i·n + j`` is prompt i's j-th. With ``stream: true`` the text arrives as
+server-sent events, one ``text_completion`` chunk per decoding step and prompt row, then a chunk
+with each row's ``finish_reason`` (``stop``: EOS or a stop string; ``length``: ``max_tokens``),
+then ``data: [DONE]``. A client that disconnects ends the decoding at the next step.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import suppress
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
+from pydantic import Field, field_validator
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from transformerkit.serve.common import Server, Strict
+from transformerkit.tasks.language_modeling import TextGenerator, load_generator
+
+
+class CompletionRequest(Strict):
+    model: str | None = None
+    """Any name: one process serves one model (``GET /v1/models`` gives its id)."""
+    prompt: str | list[str] = ""
+    max_tokens: int = Field(16, ge=1, le=65536)
+    temperature: float | None = Field(None, ge=0, le=100)
+    top_p: float | None = Field(None, gt=0, le=1)
+    n: int = Field(1, ge=1, le=64)
+    stream: bool = False
+    stop: str | list[str] | None = None
+    seed: int | None = Field(None, ge=0, le=2 ** 63 - 1)
+    user: str | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def some_prompts(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and not 1 <= len(value) <= 256:
+            raise ValueError("give a string or a list of 1 to 256 strings")
+        return value
+
+
+def _generator(base: TextGenerator, request: CompletionRequest) -> TextGenerator:
+    """``base`` with the request's settings over the model's generation defaults."""
+    changes: dict[str, Any] = {"max_new_tokens": request.max_tokens}
+    if request.temperature is not None:
+        changes |= {"do_sample": False} if request.temperature == 0 else {"do_sample": True,
+                                                                          "temperature": request.temperature}
+    if request.top_p is not None:
+        changes["top_p"] = request.top_p
+    if request.stop is not None:
+        changes["stop"] = [request.stop] if isinstance(request.stop, str) else list(request.stop)
+    if request.seed is not None:
+        changes["seed"] = request.seed
+    generation = replace(base.generation, **changes)
+    try:
+        generation.validate()
+    except ValueError as error:
+        raise ValueError(f"the sampling settings: {error}") from None
+    return TextGenerator(base.model, base.tokenizer, generation)
+
+
+def add_routes(app: FastAPI, model_dir: Path, server: Server) -> None:
+    base = load_generator(model_dir)
+
+    def header() -> dict[str, Any]:
+        return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+                "model": server.name}
+
+    def count(texts: list[str]) -> int:
+        """Tokens of generated texts, added to the metrics."""
+        tokens = sum(len(ids) for ids in base.tokenizer.encode(texts))
+        server.metrics.tokens.inc(tokens)
+        return tokens
+
+    def usage(prompts: list[str], texts: list[str]) -> dict[str, int]:
+        prompt_tokens = sum(len(ids) for ids in base.tokenizer.encode(prompts))
+        completion_tokens = count(texts)
+        return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens}
+
+    @app.post("/v1/completions", response_model=None)
+    async def completions(request: CompletionRequest) -> dict[str, Any] | StreamingResponse:
+        try:
+            generator = _generator(base, request)
+        except ValueError as error:
+            raise HTTPException(400, str(error)) from None
+        prompts = [request.prompt] if isinstance(request.prompt, str) else request.prompt
+        rows = [p for p in prompts for _ in range(request.n)]  # choice i·n + j: prompt i's j-th
+        if request.stream:
+            chunks = server.locked(_chunks(generator, rows, header(), count), len(rows))
+            try:  # the first step in the handler: a prompt the model cannot continue is still a 400
+                first = await run_in_threadpool(next, chunks, None)
+            except ValueError as error:
+                raise HTTPException(400, str(error)) from None
+            return StreamingResponse(_events(chunks, first), media_type="text/event-stream")
+        texts = await run_in_threadpool(server.run, lambda: generator.generate(rows), len(rows))
+        choices = [{"text": text, "index": i, "logprobs": None, "finish_reason": reason}
+                   for i, (text, reason) in enumerate(zip(texts, generator.finish_reasons))]
+        return {**header(), "choices": choices, "usage": usage(prompts, texts)}
+
+
+def _chunks(generator: TextGenerator, rows: list[str], head: dict[str, Any],
+            count: Callable[[list[str]], int]) -> Iterator[str]:
+    """The server-sent events of one streamed request (``rows``: its prompts, each ``n`` times);
+    ``count`` gets the texts generated."""
+    def event(choices: list[dict[str, Any]]) -> str:
+        return f"data: {json.dumps({**head, 'choices': choices}, ensure_ascii=False)}\n\n"
+
+    texts = [""] * len(rows)
+    for pieces in generator.stream(rows):
+        texts = [t + p for t, p in zip(texts, pieces)]
+        choices = [{"text": piece, "index": i, "logprobs": None, "finish_reason": None}
+                   for i, piece in enumerate(pieces) if piece]
+        if choices:
+            yield event(choices)
+    count(texts)
+    yield event([{"text": "", "index": i, "logprobs": None, "finish_reason": reason}
+                 for i, reason in enumerate(generator.finish_reasons)])
+    yield "data: [DONE]\n\n"
+
+
+async def _events(chunks: Iterator[str], first: str | None) -> AsyncIterator[str]:
+    """The rest of :func:`_chunks`, decoded in a worker thread a step at a time. When the client
+    goes away the response is cancelled and the decoding closed: at once, or, when a step is still
+    running in the worker, as soon as it returns (then nothing holds the generator any more)."""
+    try:
+        chunk = first
+        while chunk is not None:
+            yield chunk
+            chunk = await run_in_threadpool(next, chunks, None)
+    finally:
+        with suppress(ValueError):  # "generator already executing": the step in the worker ends it
+            chunks.close()

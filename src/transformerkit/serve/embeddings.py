@@ -1,0 +1,48 @@
+"""``POST /v1/embeddings`` for text encoders, as OpenAI's embeddings API defines it: one
+mean-pooled, L2-normalized vector per input text (:class:`~transformerkit.tasks.embedding.SentenceEncoder`,
+as ``transformerkit embed`` computes them), as numbers or as base64 of little-endian float32
+(``encoding_format``, which the official ``openai`` client asks for by default)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import FastAPI
+from pydantic import field_validator
+from starlette.concurrency import run_in_threadpool
+
+from transformerkit.serve.common import Server, Strict
+from transformerkit.tasks.embedding import load_sentence_encoder
+
+
+class EmbeddingRequest(Strict):
+    input: str | list[str]
+    model: str | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    user: str | None = None
+
+    @field_validator("input")
+    @classmethod
+    def some_text(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and not 1 <= len(value) <= 2048:
+            raise ValueError("give a string or a list of 1 to 2048 strings")
+        return value
+
+
+def add_routes(app: FastAPI, model_dir: Path, server: Server) -> None:
+    encoder = load_sentence_encoder(model_dir)
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: EmbeddingRequest) -> dict[str, Any]:
+        texts = [request.input] if isinstance(request.input, str) else request.input
+        vectors = await run_in_threadpool(server.run, lambda: encoder.encode(texts), len(texts))
+        if request.encoding_format == "base64":
+            values: list[Any] = [base64.b64encode(v.numpy().astype("<f4").tobytes()).decode("ascii") for v in vectors]
+        else:
+            values = vectors.tolist()
+        tokens = sum(len(ids) for ids in encoder.tokenizer.encode_for_encoder(texts, encoder.max_length))
+        return {"object": "list", "model": server.name,
+                "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(values)],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}

@@ -1,0 +1,36 @@
+"""``POST /v1/translate`` for encoder-decoder models (translation and summarization): texts in,
+their translations out, in order, as ``transformerkit translate`` gives them
+(:class:`~transformerkit.tasks.translation.Translator`); ``beam`` and ``length_penalty`` replace
+the model's decoding defaults for the request."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import Field
+from starlette.concurrency import run_in_threadpool
+
+from transformerkit.serve.common import Server, Strict
+from transformerkit.tasks.translation import Translator, load_translator
+
+
+class TranslateRequest(Strict):
+    texts: list[str] = Field(min_length=1, max_length=1024)
+    beam: int | None = Field(None, ge=1, le=64)
+    length_penalty: float | None = Field(None, ge=0, le=10)
+    model: str | None = None
+
+
+def add_routes(app: FastAPI, model_dir: Path, server: Server) -> None:
+    base = load_translator(model_dir)
+
+    @app.post("/v1/translate")
+    async def translate(request: TranslateRequest) -> dict[str, Any]:
+        changes = {k: v for k, v in (("beam", request.beam), ("length_penalty", request.length_penalty))
+                   if v is not None}
+        translator = Translator(base.model, base.tokenizer, replace(base.generation, **changes), base.max_tokens)
+        translations = await run_in_threadpool(server.run, lambda: translator.translate(request.texts))
+        return {"model": server.name, "translations": translations}

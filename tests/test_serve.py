@@ -1,0 +1,251 @@
+"""``transformerkit serve``: a real uvicorn server on a loopback port, spoken to over HTTP by real
+clients (the official ``openai`` package, ``httpx``). Each endpoint answers what the Python API
+(and so the command-line verb) gives for the same input and seed; bad requests get a 4xx JSON
+error naming the field and leave the server serving."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import torch
+
+from transformerkit.checkpoint import save_model_dir
+from transformerkit.cli import main
+from transformerkit.config import preset
+from transformerkit.data.tokenizer import SubwordTokenizer
+from transformerkit.generation.config import GenerationConfig
+from transformerkit.models.decoder_only import DecoderOnlyTransformer
+from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
+from transformerkit.models.encoder_only import EncoderOnlyTransformer
+from transformerkit.serve import create_app
+from transformerkit.tasks.classification import load_classifier
+from transformerkit.tasks.embedding import load_sentence_encoder
+from transformerkit.tasks.language_modeling import load_generator
+from transformerkit.tasks.question_answering import load_answerer
+from transformerkit.tasks.translation import load_translator
+from transformerkit.training.task import model_config_for
+
+uvicorn = pytest.importorskip("uvicorn")
+openai = pytest.importorskip("openai")
+
+TEXTS = ["open the file and save it", "delete this folder now", "print the new image", "close the window",
+         "copy the settings to a new file", "the image is saved in the folder"] * 4
+
+
+@contextmanager
+def running(model_dir: Path, app: Any = None, **options: int) -> Iterator[str]:
+    """A uvicorn server for ``model_dir`` (or ``app``) in a thread, on a free loopback port; its base URL."""
+    app = app or create_app(model_dir, **options)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def save(directory: Path, model: torch.nn.Module, tokenizer: SubwordTokenizer,
+         generation: GenerationConfig | None = None) -> Path:
+    save_model_dir(directory, model, tokenizer, generation or GenerationConfig())
+    return directory
+
+
+@pytest.fixture(scope="module")
+def language_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tokenizer = SubwordTokenizer.train_characters(TEXTS)
+    torch.manual_seed(0)
+    model = DecoderOnlyTransformer(model_config_for(preset("gpt-tiny"), tokenizer)).eval()
+    generation = GenerationConfig(max_new_tokens=12, do_sample=True, temperature=0.9, top_k=0)
+    return save(tmp_path_factory.mktemp("lm") / "sonnet-lm", model, tokenizer, generation)
+
+
+@pytest.fixture(scope="module")
+def wordpiece() -> SubwordTokenizer:
+    return SubwordTokenizer.train(TEXTS, vocab_size=60)
+
+
+def encoder(tokenizer: SubwordTokenizer, **head: object) -> EncoderOnlyTransformer:
+    torch.manual_seed(0)
+    return EncoderOnlyTransformer(preset("minilm-l6", num_encoder_layers=1, d_model=16, d_ff=32, num_heads=2,
+                                         vocab_size=tokenizer.vocab_size, **head)).eval()
+
+
+def test_completions_through_the_openai_client_equal_generate_with_the_same_seed(language_model: Path) -> None:
+    with running(language_model) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="none")
+        (listed,) = client.models.list().data
+        assert listed.id == "sonnet-lm"
+        reply = client.completions.create(model=listed.id, prompt="open the", max_tokens=9, seed=3,
+                                          temperature=0.7, top_p=0.9)
+        streamed = client.completions.create(model=listed.id, prompt="open the", max_tokens=9, seed=3,
+                                             temperature=0.7, top_p=0.9, stream=True)
+        chunks = list(streamed)
+        greedy = client.completions.create(model=listed.id, prompt=["open the", "close"], max_tokens=5,
+                                           temperature=0, n=2)
+        assert httpx.get(f"{url}/health").json() == {"status": "ok", "model": "sonnet-lm", "task": "completions"}
+    expected = load_generator(language_model, max_new_tokens=9, seed=3, temperature=0.7, top_p=0.9,
+                              do_sample=True).generate(["open the"])[0]
+    (choice,) = reply.choices
+    assert choice.text == expected and choice.finish_reason in ("stop", "length")
+    assert reply.usage.completion_tokens == len(expected) and reply.usage.prompt_tokens == len("open the")
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == expected  # streamed: the same text
+    assert chunks[-1].choices[0].finish_reason == choice.finish_reason
+    plain = load_generator(language_model, max_new_tokens=5, do_sample=False).generate(["open the", "close"])
+    assert [c.text for c in sorted(greedy.choices, key=lambda c: c.index)] == [plain[0], plain[0], plain[1], plain[1]]
+
+
+def test_bad_requests_get_a_json_error_naming_the_field_and_the_server_keeps_serving(
+        language_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformerkit.tasks.language_modeling import TextGenerator
+
+    app = create_app(language_model, max_request_bytes=2000, max_waiting=0)
+    with running(language_model, app) as url:
+        def post(body: str | bytes) -> httpx.Response:
+            return httpx.post(f"{url}/v1/completions", content=body, headers={"content-type": "application/json"},
+                              timeout=30)
+
+        answers = {
+            "malformed": post(b'{"prompt": "open'),
+            "unknown field": post(json.dumps({"prompt": "a", "temprature": 1})),
+            "wrong type": post(json.dumps({"prompt": "a", "max_tokens": "many"})),
+            "out of range": post(json.dumps({"prompt": "a", "n": 0})),
+            "not an object": post(b"[1, 2]"),
+            "too large": post(json.dumps({"prompt": "a" * 5000})),
+            "too long for the model": post(json.dumps({"prompt": "a" * 400, "max_tokens": 4})),
+        }
+        wrong_path = httpx.get(f"{url}/v1/nothing")
+        wrong_method = httpx.get(f"{url}/v1/completions")
+        monkeypatch.setattr(TextGenerator, "generate", lambda self, texts: 1 / 0)
+        failed = post(json.dumps({"prompt": "a"}))
+        monkeypatch.undo()
+        with app.state.server.lock:  # the model busy with another request, and no room to wait
+            busy = post(json.dumps({"prompt": "a"}))
+        after = post(json.dumps({"prompt": "open", "max_tokens": 3}))
+        metrics = httpx.get(f"{url}/metrics").text
+    status = {name: r.status_code for name, r in answers.items()}
+    assert status == {"malformed": 400, "unknown field": 400, "wrong type": 400, "out of range": 400,
+                      "not an object": 400, "too large": 413, "too long for the model": 400}
+    errors = {name: r.json()["error"] for name, r in answers.items()}
+    assert "not valid JSON" in errors["malformed"]["message"]
+    assert errors["unknown field"]["param"] == "temprature" and errors["wrong type"]["param"] == "max_tokens"
+    assert errors["out of range"]["param"] == "n" and "2000 bytes" in errors["too large"]["message"]
+    assert "max_positions" in errors["too long for the model"]["message"]
+    assert (wrong_path.status_code, wrong_method.status_code) == (404, 405) and "error" in wrong_path.json()
+    assert failed.status_code == 500 and "ZeroDivisionError" in failed.json()["error"]["message"]
+    assert busy.status_code == 429 and "busy" in busy.json()["error"]["message"]
+    assert after.status_code == 200 and len(after.json()["choices"]) == 1
+    assert 'transformerkit_requests_total{path="/v1/completions",status="200"} 1.0' in metrics
+    assert 'transformerkit_requests_total{path="other",status="404"} 1.0' in metrics
+    assert 'transformerkit_requests_total{path="/v1/completions",status="413"} 1.0' in metrics
+    generated = after.json()["usage"]["completion_tokens"]
+    assert f"transformerkit_generated_tokens_total {float(generated)}" in metrics
+
+
+def test_a_stream_whose_client_goes_away_stops_decoding_and_frees_the_model(
+        language_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformerkit.tasks.language_modeling import TextGenerator
+
+    steps: list[int] = []
+
+    def slow_stream(self: TextGenerator, texts: list[str]) -> Iterator[list[str]]:
+        self.finish_reasons = ["length"] * len(texts)
+        for step in range(1000):  # 10 s if nobody stops it
+            time.sleep(0.01)
+            steps.append(step)
+            yield ["x"] * len(texts)
+
+    monkeypatch.setattr(TextGenerator, "stream", slow_stream)
+    app = create_app(language_model)
+    with running(language_model, app) as url:
+        with httpx.stream("POST", f"{url}/v1/completions", json={"prompt": "a", "stream": True}) as response:
+            first = next(line for line in response.iter_lines() if line.startswith("data: "))
+        assert json.loads(first.removeprefix("data: "))["choices"][0]["text"] == "x"
+        deadline = time.monotonic() + 5
+        while app.state.server.lock.locked():  # freed once the decoding has stopped
+            assert time.monotonic() < deadline, "the model is still held after the client went away"
+            time.sleep(0.01)
+        stopped_at = len(steps)
+        time.sleep(0.2)
+        assert len(steps) == stopped_at < 1000  # no step after that
+        monkeypatch.undo()
+        assert httpx.post(f"{url}/v1/completions", json={"prompt": "a", "max_tokens": 2}).status_code == 200
+
+
+def test_embeddings_through_the_openai_client_equal_embed(wordpiece: SubwordTokenizer, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    model_dir = save(tmp_path / "encoder", encoder(wordpiece), wordpiece)
+    texts = ["open the file", "delete this folder now"]
+    with running(model_dir) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="none")
+        as_base64 = client.embeddings.create(model="encoder", input=texts)  # the client's default encoding
+        as_floats = httpx.post(f"{url}/v1/embeddings", json={"input": texts[0], "encoding_format": "float"}).json()
+    expected = load_sentence_encoder(model_dir).encode(texts)
+    received = torch.tensor([d.embedding for d in sorted(as_base64.data, key=lambda d: d.index)])
+    torch.testing.assert_close(received, expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(torch.tensor(as_floats["data"][0]["embedding"]), expected[0], atol=1e-6, rtol=0)
+    (tmp_path / "lines.txt").write_text("\n".join(texts) + "\n")
+    assert main(["embed", "--model", str(model_dir), "--input", str(tmp_path / "lines.txt")]) == 0
+    cli = torch.tensor([json.loads(line)["embedding"] for line in capsys.readouterr().out.splitlines()])
+    torch.testing.assert_close(received, cli, atol=1e-6, rtol=0)
+
+
+def test_classify_and_answer_return_what_the_python_api_gives(wordpiece: SubwordTokenizer, tmp_path: Path) -> None:
+    classifier_dir = save(tmp_path / "classifier", encoder(wordpiece, labels=["negative", "neutral", "positive"]),
+                          wordpiece)
+    answerer_dir = save(tmp_path / "answerer", encoder(wordpiece, span_head=True), wordpiece)
+    context = "the image is saved in the folder and the file is open"
+    with running(classifier_dir) as url:
+        labels = httpx.post(f"{url}/v1/classify", json={"texts": TEXTS[:3]}).json()["results"]
+        empty = httpx.post(f"{url}/v1/classify", json={"texts": []})
+    with running(answerer_dir) as url:
+        answer = httpx.post(f"{url}/v1/answer", json={"question": "where is the image", "context": context}).json()
+    probabilities = load_classifier(classifier_dir).probabilities(TEXTS[:3])
+    for result, row in zip(labels, probabilities.tolist()):
+        assert result["probabilities"] == pytest.approx(dict(zip(["negative", "neutral", "positive"], row)), abs=1e-6)
+        assert result["probability"] == pytest.approx(max(row), abs=1e-6)
+    assert empty.status_code == 400 and empty.json()["error"]["param"] == "texts"
+    expected = load_answerer(answerer_dir).answer("where is the image", context)
+    assert answer["answer"] == expected.text == context[answer["start"]:answer["end"]]
+    assert answer["score"] == pytest.approx(expected.score, abs=1e-5)
+
+
+def test_translate_returns_what_translate_gives_and_other_models_are_named(
+        language_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tokenizer = SubwordTokenizer.train(TEXTS, vocab_size=60)
+    torch.manual_seed(0)
+    model = EncoderDecoderTransformer(model_config_for(preset("tiny", d_model=32, d_ff=64), tokenizer)).eval()
+    model_dir = save(tmp_path / "translator", model, tokenizer, GenerationConfig(beam=2, max_length_offset=6))
+    texts = ["open the file", "", "close the window"]
+    with running(model_dir) as url:
+        default = httpx.post(f"{url}/v1/translate", json={"texts": texts}).json()["translations"]
+        beam3 = httpx.post(f"{url}/v1/translate", json={"texts": texts, "beam": 3}).json()["translations"]
+        refused = httpx.post(f"{url}/v1/completions", json={"prompt": "a"})
+    assert default == load_translator(model_dir).translate(texts) and default[1] == ""
+    assert beam3 == load_translator(model_dir, beam=3).translate(texts)
+    assert refused.status_code == 404
+    image_model = tmp_path / "not-served"
+    image_model.mkdir()
+    config = {"model_type": "transformerkit-vit", **preset("vit-28").to_dict()}
+    (image_model / "config.json").write_text(json.dumps(config))
+    assert main(["serve", "--model", str(image_model)]) == 2
+    assert "no HTTP endpoints serve this kind of model" in capsys.readouterr().err
+    assert main(["serve", "--model", str(model_dir), "--port", "70000"]) == 2
+    assert "--port must be in 1..65535, got 70000" in capsys.readouterr().err
