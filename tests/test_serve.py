@@ -159,6 +159,57 @@ def test_bad_requests_get_a_json_error_naming_the_field_and_the_server_keeps_ser
     assert f"transformerkit_generated_tokens_total {float(generated)}" in metrics
 
 
+def hostile_requests(count: int, seed: int = 0) -> Iterator[tuple[str, str, bytes, dict[str, str]]]:
+    """(method, path, body, headers): random JSON of wrong types and ranges for every field, random
+    bytes, truncated and non-UTF-8 bodies, wrong content types, unknown paths and methods."""
+    import random
+
+    rng = random.Random(seed)
+    values = [None, True, -1, 0, 2 ** 70, 1e308, float("nan"), "", "x" * 300, "\u0000\u202e\ud7ff", [], [1, "a"],
+              {"a": 1}, ["ok", None], 0.5, 3, "open the", ["open", "the"], -0.0]
+    fields = ["prompt", "max_tokens", "temperature", "top_p", "n", "stream", "stop", "seed", "model", "user",
+              "input", "texts", "beam", "logprobs", "echo"]
+    paths = ["/v1/completions"] * 6 + ["/v1/embeddings", "/v1/translate", "/health", "/v1/models", "/metrics",
+                                       "/v1/completions/x", "/%00", "/v1/../etc/passwd"]
+    for _ in range(count):
+        path, method = rng.choice(paths), rng.choice(["POST"] * 8 + ["GET", "PUT", "DELETE"])
+        headers = {"content-type": rng.choice(["application/json"] * 5 + ["text/plain", "application/x-www-form"
+                                                                        "-urlencoded", "multipart/form-data"])}
+        kind = rng.random()
+        if kind < 0.6:  # JSON of wrong types and ranges; the generating ones kept short
+            body = {f: rng.choice(values) for f in rng.sample(fields, rng.randint(0, 5))}
+            if isinstance(body.get("max_tokens"), int) and 0 < body["max_tokens"] < 2 ** 63:
+                body["max_tokens"] = min(body["max_tokens"], 4)
+            if body.get("n") not in (None, 0, -1):
+                body["n"] = 1
+            raw = json.dumps(body, allow_nan=True).encode()
+        elif kind < 0.75:
+            raw = bytes(rng.randrange(256) for _ in range(rng.randint(0, 200)))
+        elif kind < 0.9:
+            raw = json.dumps({"prompt": "open the file", "max_tokens": 2}).encode()[:rng.randint(0, 30)]
+        else:
+            raw = "{\"prompt\": \"".encode() + bytes([0xff, 0xfe, 0x80]) + b'"}'
+        yield method, path, raw, headers
+
+
+def test_hostile_requests_get_json_errors_and_the_server_keeps_serving(language_model: Path) -> None:
+    tried, statuses = 0, set()
+    with running(language_model) as url:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            for method, path, body, headers in hostile_requests(500):
+                response = client.request(method, path, content=body, headers=headers)
+                tried += 1
+                statuses.add(response.status_code)
+                assert response.status_code < 500, (method, path, body, response.text)
+                assert "Traceback" not in response.text
+                if response.status_code >= 400:
+                    assert isinstance(response.json()["error"]["message"], str)
+            health = client.get("/health")
+            normal = client.post("/v1/completions", json={"prompt": "open", "max_tokens": 3})
+    assert tried == 500 and {400, 404, 405} <= statuses
+    assert health.json()["status"] == "ok" and normal.status_code == 200 and len(normal.json()["choices"]) == 1
+
+
 def test_a_stream_whose_client_goes_away_stops_decoding_and_frees_the_model(
         language_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from transformerkit.tasks.language_modeling import TextGenerator
@@ -187,6 +238,34 @@ def test_a_stream_whose_client_goes_away_stops_decoding_and_frees_the_model(
         assert len(steps) == stopped_at < 1000  # no step after that
         monkeypatch.undo()
         assert httpx.post(f"{url}/v1/completions", json={"prompt": "a", "max_tokens": 2}).status_code == 200
+
+
+def test_concurrent_requests_share_batches_and_get_what_each_would_get_alone(language_model: Path,
+                                                                            tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    tokenizer = SubwordTokenizer.train(TEXTS, vocab_size=60)
+    torch.manual_seed(0)
+    model = EncoderDecoderTransformer(model_config_for(preset("tiny", d_model=32, d_ff=64), tokenizer)).eval()
+    translator_dir = save(tmp_path / "translator", model, tokenizer, GenerationConfig(beam=2, max_length_offset=6))
+    sentences = [[t] for t in TEXTS[:6]] + [TEXTS[6:9]]
+    prompts = ["open the", "close", "print the new", "s", "delete this"] * 2
+    with running(translator_dir, max_wait_ms=300) as url, ThreadPoolExecutor(8) as pool:
+        translated = list(pool.map(lambda texts: httpx.post(f"{url}/v1/translate", json={"texts": texts},
+                                                            timeout=60).json()["translations"], sentences))
+        translate_rows = httpx.get(f"{url}/metrics").text
+    with running(language_model, max_wait_ms=300) as url, ThreadPoolExecutor(10) as pool:
+        completed = list(pool.map(lambda prompt: httpx.post(f"{url}/v1/completions", timeout=60, json={
+            "prompt": prompt, "max_tokens": 6, "temperature": 0}).json()["choices"][0]["text"], prompts))
+        complete_rows = httpx.get(f"{url}/metrics").text
+    alone = load_translator(translator_dir)
+    assert translated == [alone.translate(texts) for texts in sentences]
+    generator = load_generator(language_model, max_new_tokens=6, do_sample=False)
+    assert completed == [generator.generate([prompt])[0] for prompt in prompts]
+    for metrics, requests in ((translate_rows, len(sentences)), (complete_rows, len(prompts))):
+        batches = float(next(line.split()[-1] for line in metrics.splitlines()
+                             if line.startswith("transformerkit_batch_rows_count")))
+        assert batches < requests  # some requests shared a batch
 
 
 def test_embeddings_through_the_openai_client_equal_embed(wordpiece: SubwordTokenizer, tmp_path: Path,

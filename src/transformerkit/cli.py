@@ -37,6 +37,7 @@ import argparse
 import json
 import os
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import NoReturn
 
@@ -168,8 +169,31 @@ def plot_attention(args: argparse.Namespace) -> int:
     return 0
 
 
+DESCRIPTION = """transformerkit: the Transformer ("Attention Is All You Need") from its parts up.
+Train a recipe, then translate, summarize, generate, embed, classify, answer or serve with the
+model directory it writes."""
+
+EXAMPLES = """examples:
+  transformerkit train configs/en-de-cpu.yaml                     train en→de (15 min on 2 CPU cores)
+  transformerkit translate --model runs/en-de/model < input.en    one translation per line
+  transformerkit generate --model runs/shakespeare-char/model --prompt ROMEO.
+  transformerkit serve --model runs/en-de/model --port 8000       an HTTP API (pip install 'transformerkit[serve]')
+  transformerkit info                                             the machine and the speed choices made on it
+
+`transformerkit VERB --help` describes each verb."""
+
+
+def _version() -> str:
+    try:
+        return version("transformerkit")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="transformerkit", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="transformerkit", description=DESCRIPTION, epilog=EXAMPLES,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"transformerkit {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     info = commands.add_parser("model-info", help="print a configuration and its exact parameter count")
@@ -261,7 +285,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        return args.handler(args)
+        status = args.handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return status
+    except BrokenPipeError:  # the reader went away (`… | head -1`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 141  # 128 + SIGPIPE: what a shell reports for a tool the closed pipe stopped
     except (UsageError, ValueError, RuntimeError, OSError) as error:
         where = f" (rank {os.environ['RANK']})" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
         print(f"transformerkit: error{where}: {error}", file=sys.stderr)

@@ -16,19 +16,35 @@ class UsageError(Exception):
 
 
 def read_lines(path: str | None) -> list[str]:
-    """The lines of ``path`` (stdin when None), without their line breaks."""
-    if path is None:
-        return [line.rstrip("\n") for line in sys.stdin]
-    with open(path, encoding="utf-8") as source:
-        return [line.rstrip("\n") for line in source]
+    """The lines of ``path`` (stdin when None or ``-``), without their line breaks (``\n`` or
+    ``\r\n``); text that is not UTF-8 is a :class:`UsageError` naming the file and the line."""
+    if path is None or path == "-":
+        stream = getattr(sys.stdin, "buffer", None)  # a text-only stand-in (tests, notebooks) has none
+        data = stream.read() if stream is not None else sys.stdin.read().encode("utf-8")
+        name = "standard input"
+    else:
+        with open(path, "rb") as source:
+            data, name = source.read(), path
+    lines = data.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()  # the break after the last line
+    decoded = []
+    for number, line in enumerate(lines, 1):
+        try:
+            decoded.append(line.decode("utf-8").removesuffix("\r"))
+        except UnicodeDecodeError as error:
+            raise UsageError(f"{name}: line {number} is not UTF-8 text (byte {error.start + 1}: "
+                             f"{line[error.start:error.start + 1]!r})") from None
+    return decoded
 
 
 def write_lines(lines: list[str], path: str | None) -> None:
-    """Write ``lines`` to ``path`` (stdout when None), one per line."""
-    sink: TextIO = open(path, "w", encoding="utf-8") if path else sys.stdout
+    """Write ``lines`` to ``path`` (stdout when None or ``-``), one per line."""
+    to_stdout = path is None or path == "-"
+    sink: TextIO = sys.stdout if to_stdout else open(path, "w", encoding="utf-8")
     try:
         sink.writelines(line + "\n" for line in lines)
         sink.flush()
     finally:
-        if path:
+        if not to_stdout:
             sink.close()

@@ -16,9 +16,10 @@ Requests are pydantic models that refuse unknown fields; every error is a JSON b
 shape, ``{"error": {"message", "type", "param", "code"}}``: 400 for a malformed or invalid
 request (naming the field), 404/405 for a wrong path or method, 413 for a body over
 ``--max-request-bytes``, 429 when ``--max-waiting`` requests already wait for the model, 500 for
-a failure inside the model (the next request is served as usual). The model runs one request at
-a time (a lock); each request's result is what the command-line verb gives for the same input
-and seed.
+a failure inside the model (the next request is served as usual). Concurrent requests with the
+same settings are batched (``--max-batch-rows``, ``--max-wait-ms``; sampled completions run
+alone), one batch at a time through the model (a lock); each request's result is what the
+command-line verb gives for the same input and seed.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ ENDPOINTS = {
 adds that task's endpoints."""
 
 
-def create_app(model_dir: str | Path, max_request_bytes: int = 1 << 20, max_waiting: int = 64) -> Any:
+def create_app(model_dir: str | Path, max_request_bytes: int = 1 << 20, max_waiting: int = 64,
+               max_batch_rows: int = 32, max_wait_ms: float = 5.0) -> Any:
     """The FastAPI application serving ``model_dir`` (the model is loaded now)."""
     from transformerkit.serve.common import new_app
     from transformerkit.tasks import serving_modules
@@ -50,7 +52,7 @@ def create_app(model_dir: str | Path, max_request_bytes: int = 1 << 20, max_wait
     served = [ENDPOINTS[m.__name__] for m in serving_modules(directory) if m.__name__ in ENDPOINTS]
     if not served:
         raise ValueError(f"{model_dir}: no HTTP endpoints serve this kind of model")
-    app, server = new_app(directory, max_request_bytes, max_waiting)
+    app, server = new_app(directory, max_request_bytes, max_waiting, max_batch_rows, max_wait_ms)
     routes = import_module(f"{__name__}.{served[0]}")
     server.task = served[0]
     routes.add_routes(app, directory, server)
@@ -68,6 +70,10 @@ def add_commands(commands: Commands) -> None:
                          help="larger request bodies are refused with 413 (default: 1 MiB)")
     command.add_argument("--max-waiting", type=int, default=64,
                          help="requests that may wait for the model; one more is refused with 429 (default: 64)")
+    command.add_argument("--max-batch-rows", type=int, default=32,
+                         help="inputs of concurrent requests run through the model together, at most (default: 32)")
+    command.add_argument("--max-wait-ms", type=float, default=5.0,
+                         help="how long a request waits for others to share its batch (default: 5)")
     command.set_defaults(handler=serve_command)
 
 
@@ -80,10 +86,10 @@ def serve_command(args: argparse.Namespace) -> int:
                          "pip install 'transformerkit[serve]'") from None
     if not 0 < args.port < 65536:
         raise UsageError(f"--port must be in 1..65535, got {args.port}")
-    if args.max_request_bytes < 1 or args.max_waiting < 0:
-        raise UsageError(f"--max-request-bytes must be positive and --max-waiting 0 or more, got "
-                         f"{args.max_request_bytes} and {args.max_waiting}")
-    app = create_app(args.model, args.max_request_bytes, args.max_waiting)
+    if args.max_request_bytes < 1 or args.max_waiting < 0 or args.max_batch_rows < 1 or not 0 <= args.max_wait_ms < 1e4:
+        raise UsageError("--max-request-bytes and --max-batch-rows must be positive, --max-waiting 0 or more, "
+                         "--max-wait-ms in [0, 10000)")
+    app = create_app(args.model, args.max_request_bytes, args.max_waiting, args.max_batch_rows, args.max_wait_ms)
     # SIGTERM / Ctrl-C: stop accepting, let requests in flight finish (streams get 30 s), then exit
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=30)
     return 0

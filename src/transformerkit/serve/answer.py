@@ -9,7 +9,6 @@ from typing import Any
 
 from fastapi import FastAPI
 from pydantic import Field
-from starlette.concurrency import run_in_threadpool
 
 from transformerkit.serve.common import Server, Strict
 from transformerkit.tasks.question_answering import load_answerer
@@ -26,6 +25,6 @@ def add_routes(app: FastAPI, model_dir: Path, server: Server) -> None:
 
     @app.post("/v1/answer")
     async def answer(request: AnswerRequest) -> dict[str, Any]:
-        prediction = await run_in_threadpool(server.run, lambda: answerer.answer(request.question, request.context), 1)
+        (prediction,) = await server.batched("answer", [(request.question, request.context)], answerer.answer_all)
         return {"model": server.name, "answer": prediction.text, "score": prediction.score,
                 "probability": prediction.probability, "start": prediction.start, "end": prediction.end}

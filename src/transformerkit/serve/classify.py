@@ -8,7 +8,6 @@ from typing import Any
 
 from fastapi import FastAPI
 from pydantic import Field
-from starlette.concurrency import run_in_threadpool
 
 from transformerkit.serve.common import Server, Strict
 from transformerkit.tasks.classification import load_classifier
@@ -25,10 +24,9 @@ def add_routes(app: FastAPI, model_dir: Path, server: Server) -> None:
 
     @app.post("/v1/classify")
     async def classify(request: ClassifyRequest) -> dict[str, Any]:
-        probabilities = await run_in_threadpool(server.run, lambda: classifier.probabilities(request.texts),
-                                                  len(request.texts))
+        rows = await server.batched("classify", request.texts, lambda texts: classifier.probabilities(texts).tolist())
         results = []
-        for row in probabilities.tolist():
+        for row in rows:
             best = max(range(len(labels)), key=row.__getitem__)
             results.append({"label": labels[best], "probability": row[best],
                             "probabilities": dict(zip(labels, row))})

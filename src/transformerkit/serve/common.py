@@ -4,9 +4,10 @@ request models, OpenAI-shaped errors, the request-size limit, the metrics, and `
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -46,17 +48,22 @@ class Metrics:
 
 @dataclass
 class Server:
-    """One served model directory: its name (the OpenAI ``model`` id), task, metrics, and the lock
-    that runs one request at a time through the model, with at most ``max_waiting`` waiting for it."""
+    """One served model directory: its name (the OpenAI ``model`` id), task, metrics, the lock that
+    runs one batch at a time through the model (with at most ``max_waiting`` waiting for it), and
+    the requests gathered into the next batch (:meth:`batched`)."""
 
     directory: Path
     max_waiting: int = 64
+    max_batch_rows: int = 32
+    max_wait_ms: float = 5.0
     task: str = ""
     created: int = field(default_factory=lambda: int(time.time()))
     lock: threading.Lock = field(default_factory=threading.Lock)
     metrics: Metrics = field(default_factory=Metrics)
     _count: threading.Lock = field(default_factory=threading.Lock)
     _waiting: int = 0
+    _pending: dict[Hashable, list[_Job]] = field(default_factory=dict)
+    _running: set[asyncio.Future[None]] = field(default_factory=set)
 
     @property
     def name(self) -> str:
@@ -92,6 +99,52 @@ class Server:
         with self.model_turn():
             self.metrics.rows.observe(rows)
             yield from items
+
+    async def batched(self, key: Hashable, inputs: list[Any], work: Callable[[list[Any]], list[Any]]) -> list[Any]:
+        """``work(inputs)`` (one output per input), run together with other requests of the same
+        ``key`` that arrive within ``max_wait_ms`` (up to ``max_batch_rows`` inputs in all): their
+        inputs are concatenated, and each request gets its own slice of the outputs. ``key`` holds
+        every setting ``work`` depends on, so that a request's result is what it would be alone.
+        A batch that fails is run again request by request, so that one bad input fails only its
+        own request."""
+        loop = asyncio.get_running_loop()
+        job = _Job(inputs, loop.create_future())
+        jobs = self._pending.setdefault(key, [])
+        jobs.append(job)
+        if len(jobs) == 1:
+            loop.call_later(self.max_wait_ms / 1000, lambda: self._start(key, work))
+        elif sum(len(j.inputs) for j in jobs) >= self.max_batch_rows:
+            self._start(key, work)
+        return await job.future
+
+    def _start(self, key: Hashable, work: Callable[[list[Any]], list[Any]]) -> None:
+        jobs = self._pending.pop(key, None)
+        if jobs:  # not already started by a full batch
+            task = asyncio.ensure_future(self._run_batch(jobs, work))
+            self._running.add(task)  # the loop keeps only weak references to tasks
+            task.add_done_callback(self._running.discard)
+
+    async def _run_batch(self, jobs: list[_Job], work: Callable[[list[Any]], list[Any]]) -> None:
+        inputs = [x for job in jobs for x in job.inputs]
+        try:
+            outputs = await run_in_threadpool(self.run, lambda: work(inputs), len(inputs))
+        except Exception as error:
+            if len(jobs) == 1:
+                jobs[0].future.set_exception(error)
+                return
+            for job in jobs:  # find whose input it was: each on its own
+                await self._run_batch([job], work)
+            return
+        start = 0
+        for job in jobs:
+            job.future.set_result(outputs[start:start + len(job.inputs)])
+            start += len(job.inputs)
+
+
+@dataclass
+class _Job:
+    inputs: list[Any]
+    future: asyncio.Future[list[Any]]
 
 
 class RequestTooLarge(Exception):
@@ -167,9 +220,10 @@ def _field(location: tuple[Any, ...]) -> str | None:
     return ".".join(parts) or None
 
 
-def new_app(directory: Path, max_request_bytes: int, max_waiting: int) -> tuple[FastAPI, Server]:
+def new_app(directory: Path, max_request_bytes: int, max_waiting: int, max_batch_rows: int,
+            max_wait_ms: float) -> tuple[FastAPI, Server]:
     """A FastAPI app with the shared endpoints, metrics and error handling, and its :class:`Server`."""
-    server = Server(directory, max_waiting)
+    server = Server(directory, max_waiting, max_batch_rows, max_wait_ms)
     app = FastAPI(title=f"transformerkit: {server.name}", docs_url="/docs", redoc_url=None)
     app.state.server = server
 

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import suppress
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -104,9 +104,18 @@ def add_routes(app: FastAPI, model_dir: Path, server: Server) -> None:
             except ValueError as error:
                 raise HTTPException(400, str(error)) from None
             return StreamingResponse(_events(chunks, first), media_type="text/event-stream")
-        texts = await run_in_threadpool(server.run, lambda: generator.generate(rows), len(rows))
+        settings = generator.generation
+        # greedy requests with the same settings share batches; a sampled one runs alone (its seed
+        # draws for its own rows only)
+        key = json.dumps(asdict(settings), sort_keys=True) if not settings.do_sample else object()
+
+        def complete(batch: list[str]) -> list[tuple[str, str]]:
+            return list(zip(generator.generate(batch), generator.finish_reasons))
+
+        finished = await server.batched(key, rows, complete)
+        texts = [text for text, _ in finished]
         choices = [{"text": text, "index": i, "logprobs": None, "finish_reason": reason}
-                   for i, (text, reason) in enumerate(zip(texts, generator.finish_reasons))]
+                   for i, (text, reason) in enumerate(finished)]
         return {**header(), "choices": choices, "usage": usage(prompts, texts)}
 
 

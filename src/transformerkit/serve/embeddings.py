@@ -9,9 +9,9 @@ import base64
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from fastapi import FastAPI
 from pydantic import field_validator
-from starlette.concurrency import run_in_threadpool
 
 from transformerkit.serve.common import Server, Strict
 from transformerkit.tasks.embedding import load_sentence_encoder
@@ -37,7 +37,7 @@ def add_routes(app: FastAPI, model_dir: Path, server: Server) -> None:
     @app.post("/v1/embeddings")
     async def embeddings(request: EmbeddingRequest) -> dict[str, Any]:
         texts = [request.input] if isinstance(request.input, str) else request.input
-        vectors = await run_in_threadpool(server.run, lambda: encoder.encode(texts), len(texts))
+        vectors = torch.stack(await server.batched("embeddings", texts, lambda batch: list(encoder.encode(batch))))
         if request.encoding_format == "base64":
             values: list[Any] = [base64.b64encode(v.numpy().astype("<f4").tobytes()).decode("ascii") for v in vectors]
         else:

@@ -11,7 +11,6 @@ from typing import Any
 
 from fastapi import FastAPI
 from pydantic import Field
-from starlette.concurrency import run_in_threadpool
 
 from transformerkit.serve.common import Server, Strict
 from transformerkit.tasks.translation import Translator, load_translator
@@ -31,6 +30,8 @@ def add_routes(app: FastAPI, model_dir: Path, server: Server) -> None:
     async def translate(request: TranslateRequest) -> dict[str, Any]:
         changes = {k: v for k, v in (("beam", request.beam), ("length_penalty", request.length_penalty))
                    if v is not None}
-        translator = Translator(base.model, base.tokenizer, replace(base.generation, **changes), base.max_tokens)
-        translations = await run_in_threadpool(server.run, lambda: translator.translate(request.texts))
+        generation = replace(base.generation, **changes)
+        translator = Translator(base.model, base.tokenizer, generation, base.max_tokens)
+        translations = await server.batched(("translate", generation.beam, generation.length_penalty), request.texts,
+                                            translator.translate)
         return {"model": server.name, "translations": translations}

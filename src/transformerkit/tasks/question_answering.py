@@ -300,7 +300,12 @@ class QuestionAnswerer:
         return predictions
 
     def answer(self, question: str, context: str) -> Prediction:
-        return self.predict([QAExample("question", question, context)])["question"]
+        return self.answer_all([(question, context)])[0]
+
+    def answer_all(self, questions: list[tuple[str, str]]) -> list[Prediction]:
+        """The best span for each (question, context), in order."""
+        predictions = self.predict([QAExample(str(i), q, c) for i, (q, c) in enumerate(questions)])
+        return [predictions[str(i)] for i in range(len(questions))]
 
 
 def load_answerer(model_dir: str | Path, device: str | None = None, **options: int) -> QuestionAnswerer:
