@@ -117,6 +117,18 @@ def _largest_linear(model: nn.Module) -> nn.Linear | None:
     return first[weights.most_common(1)[0][0]] if weights else None
 
 
+def _measurable(variable: str, model: nn.Module) -> Choice | nn.Linear:
+    """The choice made without measuring (no oneDNN, the override ``variable`` set, no linear
+    map), or else the linear map of the shape to measure."""
+    wish = _override(variable)
+    if not ONEDNN_AVAILABLE:
+        return Choice(False, "this PyTorch build has no oneDNN", {})
+    if wish != "auto":
+        return Choice(wish == "on", f"{variable}={wish}", {})
+    largest = _largest_linear(model)
+    return Choice(False, "the model has no linear maps", {}) if largest is None else largest
+
+
 def _measured(key: str, what: str, plain: Callable[[], None], measure: Callable[[], None], names: tuple[str, str],
               rounds: int) -> Choice:
     """The kept choice for ``key``, else: time ``plain`` and ``measure`` interleaved after a warm-up,
@@ -140,14 +152,9 @@ def _measured(key: str, what: str, plain: Callable[[], None], measure: Callable[
 def choose_onednn_products(model: nn.Module, rows: int = 1024, rounds: int = 5) -> Choice:
     """Whether :func:`~transformerkit.backends.onednn.use_onednn_products` speeds up fp32 CPU
     training of ``model`` here (the override first, then the measurement)."""
-    wish = _override(OVERRIDE)
-    if not ONEDNN_AVAILABLE:
-        return Choice(False, "this PyTorch build has no oneDNN", {})
-    if wish != "auto":
-        return Choice(wish == "on", f"{OVERRIDE}={wish}", {})
-    largest = _largest_linear(model)
-    if largest is None:
-        return Choice(False, "the model has no linear maps", {})
+    largest = _measurable(OVERRIDE, model)
+    if isinstance(largest, Choice):
+        return largest
     d_in, d_out = largest.in_features, largest.out_features
     shape = f"{rows}×{d_in}→{d_out} forward+backward"
     numbers = torch.Generator().manual_seed(0)  # its own: training's random stream stays as it was
@@ -168,17 +175,13 @@ def choose_decoding_layout(model: nn.Module, rows: tuple[int, ...] = (1, 8), cal
     """Whether :func:`~transformerkit.backends.layout.use_decoding_layout` speeds up decoding with
     ``model`` here: ``calls`` products of each row count in ``rows`` (a decoding step's rows: one
     sequence, a few beams) with the model's largest weight shape, in its dtype, plain vs blocked."""
-    wish = _override(LAYOUT_OVERRIDE)
+    _override(LAYOUT_OVERRIDE)  # a wrong value is refused whatever the model
     weight = next(model.parameters(), None)
     if weight is None or weight.device.type != "cpu" or weight.dtype not in (torch.float32, torch.bfloat16):
         return Choice(False, "the layout is for fp32 and bf16 models on a CPU", {})
-    if not ONEDNN_AVAILABLE:
-        return Choice(False, "this PyTorch build has no oneDNN", {})
-    if wish != "auto":
-        return Choice(wish == "on", f"{LAYOUT_OVERRIDE}={wish}", {})
-    largest = _largest_linear(model)
-    if largest is None:
-        return Choice(False, "the model has no linear maps", {})
+    largest = _measurable(LAYOUT_OVERRIDE, model)
+    if isinstance(largest, Choice):
+        return largest
     d_in, d_out = largest.in_features, largest.out_features
     dtype = str(weight.dtype).removeprefix("torch.")
     shape = f"{'/'.join(map(str, rows))} rows×{d_in}→{d_out} {dtype} forward"

@@ -11,13 +11,13 @@ from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -29,6 +29,17 @@ class Strict(BaseModel):
     """A request body: unknown fields are refused (a typo is an error, not a silent default)."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def one_or_more_texts(most: int) -> Any:
+    """The type of a field holding a string or a list of 1 to ``most`` strings (OpenAI's
+    ``prompt`` and ``input``)."""
+    def check(value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and not 1 <= len(value) <= most:
+            raise ValueError(f"give a string or a list of 1 to {most} strings")
+        return value
+
+    return Annotated[str | list[str], AfterValidator(check)]
 
 
 class Metrics:

@@ -21,18 +21,21 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
-from pydantic import Field, field_validator
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from transformerkit.serve.common import Server, Strict
+from transformerkit.serve.common import Server, Strict, one_or_more_texts
 from transformerkit.tasks.language_modeling import TextGenerator, load_generator
+
+
+Prompts = one_or_more_texts(256)
 
 
 class CompletionRequest(Strict):
     model: str | None = None
     """Any name: one process serves one model (``GET /v1/models`` gives its id)."""
-    prompt: str | list[str] = ""
+    prompt: Prompts = ""
     max_tokens: int = Field(16, ge=1, le=65536)
     temperature: float | None = Field(None, ge=0, le=100)
     top_p: float | None = Field(None, gt=0, le=1)
@@ -42,12 +45,6 @@ class CompletionRequest(Strict):
     seed: int | None = Field(None, ge=0, le=2 ** 63 - 1)
     user: str | None = None
 
-    @field_validator("prompt")
-    @classmethod
-    def some_prompts(cls, value: str | list[str]) -> str | list[str]:
-        if isinstance(value, list) and not 1 <= len(value) <= 256:
-            raise ValueError("give a string or a list of 1 to 256 strings")
-        return value
 
 
 def _generator(base: TextGenerator, request: CompletionRequest) -> TextGenerator:

@@ -11,24 +11,20 @@ from typing import Any, Literal
 
 import torch
 from fastapi import FastAPI
-from pydantic import field_validator
 
-from transformerkit.serve.common import Server, Strict
+from transformerkit.serve.common import Server, Strict, one_or_more_texts
 from transformerkit.tasks.embedding import load_sentence_encoder
 
 
+Inputs = one_or_more_texts(2048)
+
+
 class EmbeddingRequest(Strict):
-    input: str | list[str]
+    input: Inputs
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
     user: str | None = None
 
-    @field_validator("input")
-    @classmethod
-    def some_text(cls, value: str | list[str]) -> str | list[str]:
-        if isinstance(value, list) and not 1 <= len(value) <= 2048:
-            raise ValueError("give a string or a list of 1 to 2048 strings")
-        return value
 
 
 def add_routes(app: FastAPI, model_dir: Path, server: Server) -> None:
