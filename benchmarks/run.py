@@ -276,12 +276,12 @@ def greedy_generation(batch: int, new_tokens: int, repeats: int, bandwidth: floa
                         do_sample=False, pad_token_id=50256)
 
     loaded = copy.deepcopy(ours)
-    layout = use_decoding_layout_where_faster(loaded)  # as `transformerkit generate` loads it on a CPU
+    layout = use_decoding_layout_where_faster(loaded, rows=(batch,))  # measured at this row's row count
     candidates = {"transformerkit": run(loaded), "HF generate": hf_run, PLAIN: run(plain_pytorch(ours)),
                   "transformerkit, blocked layout": run(use_decoding_layout(copy.deepcopy(ours)))}
     if batch == 1:  # the opt-in approximation: bf16 weights (`generate --dtype bf16`)
         in_bf16 = copy.deepcopy(ours).to(torch.bfloat16)
-        use_decoding_layout_where_faster(in_bf16)
+        use_decoding_layout_where_faster(in_bf16, rows=(batch,))
         candidates["transformerkit bf16 weights"] = run(in_bf16)
     seconds = interleaved_medians(candidates, repeats)
     rate = {k: batch * new_tokens / v for k, v in seconds.items()}
@@ -300,7 +300,7 @@ def beam_generation(batch: int, new_tokens: int, repeats: int) -> Row:
     torch.manual_seed(0)
     plain = EncoderDecoderTransformer(config).eval()
     ours = copy.deepcopy(plain)
-    layout = use_decoding_layout_where_faster(ours)  # as `transformerkit translate` loads it
+    layout = use_decoding_layout_where_faster(ours, rows=(4 * batch,))  # 4 beams × batch rows
     bart = hf_bart(config).eval()
 
     class NoEarlyEnd(Seq2SeqDecoder):

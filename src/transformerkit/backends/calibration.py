@@ -205,10 +205,12 @@ def choose_decoding_layout(model: nn.Module, rows: tuple[int, ...] = (1, 8), cal
                      ("plain weights", "blocked layout"), rounds)
 
 
-def use_decoding_layout_where_faster(model: nn.Module) -> Choice:
+def use_decoding_layout_where_faster(model: nn.Module, rows: tuple[int, ...] = (1, 8)) -> Choice:
     """Apply :func:`~transformerkit.backends.layout.use_decoding_layout` to ``model`` (in place,
-    for inference) where :func:`choose_decoding_layout` measures it faster; the choice."""
-    choice = choose_decoding_layout(model)
+    for inference) where :func:`choose_decoding_layout` measures it faster at the ``rows`` its
+    decoding steps will have; the choice. (The layout loses at one row and wins at several on some
+    machines, BENCHMARKS.md: the caller says which it decodes with.)"""
+    choice = choose_decoding_layout(model, rows)
     if choice.use:
         use_decoding_layout(model)
     return choice

@@ -167,7 +167,7 @@ def load_image_generator(model_dir: str | Path, device: str | None = None, **ove
     model, tokenizer, generation = load_model_dir(model_dir, device)
     if not isinstance(tokenizer, PixelTokenizer) or not isinstance(model, DecoderOnlyTransformer):
         raise CheckpointError(f"{model_dir} holds no image generation model")
-    use_decoding_layout_where_faster(model)
+    use_decoding_layout_where_faster(model, rows=(32,))  # a grid of samples at once
     generation = replace(generation, **{k: v for k, v in overrides.items() if v is not None})
     generation.validate()
     return ImageGenerator(model, tokenizer, generation)

@@ -249,7 +249,7 @@ def load_generator(model_dir: str | Path, device: str | None = None,
         raise CheckpointError(f"{model_dir} holds {kind} model, not a language model")
     if dtype == "bf16":
         model.to(torch.bfloat16)
-    use_decoding_layout_where_faster(model)
+    use_decoding_layout_where_faster(model, rows=(1,))  # one prompt (generate), a few (serve)
     generation = replace(generation, **{k: v for k, v in overrides.items() if v is not None})
     generation.validate()
     return TextGenerator(model, tokenizer, generation)

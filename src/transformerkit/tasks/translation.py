@@ -236,11 +236,11 @@ def load_translator(model_dir: str | Path, beam: int | None = None, length_penal
     model, tokenizer, generation = load_model_dir(model_dir, device)
     if not isinstance(model, EncoderDecoderTransformer):
         raise CheckpointError(f"{model_dir} holds a {model.model_type} model, not a translation model")
-    use_decoding_layout_where_faster(model)
     if beam is not None:
         if beam < 1:
             raise ValueError(f"beam must be at least 1, got {beam}")
         generation = replace(generation, beam=beam)
+    use_decoding_layout_where_faster(model, rows=(8 * max(1, generation.beam),))  # batches of sentences × beams
     if length_penalty is not None:
         generation = replace(generation, length_penalty=length_penalty)
     return Translator(model, tokenizer, generation)
