@@ -3,6 +3,7 @@ checkpoints independent of the number of processes, and a failing rank that stop
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -51,7 +52,19 @@ def train(recipe_path: Path, out: Path, processes: int, *extra: str, script: Pat
     command = (launcher if processes > 1 else [sys.executable]) + target + [
         "train", str(recipe_path), "--set", f"training.output_dir={out}", *extra]
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}  # loopback only; one thread a process
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    if processes > 1 and GLOO_TEARDOWN_ABORT in result.stdout + result.stderr:  # known, rare: run it again
+        if "--resume" not in extra:
+            shutil.rmtree(out, ignore_errors=True)  # a fresh run, from nothing
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    return result
+
+
+GLOO_TEARDOWN_ABORT = "terminate called without an active exception"
+"""What a rank prints when it aborts in C++ (a joinable thread destroyed): seen once in a CI-like run,
+with the suite's other worker loading both cores, after the run had logged its stop and written
+its model (gloo's teardown); a second launch is taken instead, so that this rare race does not
+fail the suite (a training that really fails fails twice)."""
 
 
 def failure(result: subprocess.CompletedProcess[str]) -> str:
