@@ -41,7 +41,7 @@ def read_lines(path: str | None) -> list[str]:
 def write_lines(lines: list[str], path: str | None) -> None:
     """Write ``lines`` to ``path`` (stdout when None or ``-``), one per line."""
     to_stdout = path is None or path == "-"
-    sink: TextIO = sys.stdout if to_stdout else open(path, "w", encoding="utf-8")
+    sink: TextIO = sys.stdout if path is None or to_stdout else open(path, "w", encoding="utf-8")
     try:
         sink.writelines(line + "\n" for line in lines)
         sink.flush()

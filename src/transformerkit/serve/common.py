@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Generator, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,15 +31,15 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def one_or_more_texts(most: int) -> Any:
-    """The type of a field holding a string or a list of 1 to ``most`` strings (OpenAI's
-    ``prompt`` and ``input``)."""
+def one_to(most: int) -> AfterValidator:
+    """The check of a field holding a string or a list of 1 to ``most`` strings (OpenAI's
+    ``prompt`` and ``input``): ``Annotated[str | list[str], one_to(most)]``."""
     def check(value: str | list[str]) -> str | list[str]:
         if isinstance(value, list) and not 1 <= len(value) <= most:
             raise ValueError(f"give a string or a list of 1 to {most} strings")
         return value
 
-    return Annotated[str | list[str], AfterValidator(check)]
+    return AfterValidator(check)
 
 
 class Metrics:
@@ -105,7 +105,7 @@ class Server:
             except ValueError as error:
                 raise HTTPException(400, str(error)) from None
 
-    def locked(self, items: Iterator[T], rows: int = 1) -> Iterator[T]:
+    def locked(self, items: Iterator[T], rows: int = 1) -> Generator[T, None, None]:
         """``items`` produced with the model to itself (a stream holds it until it ends or is closed)."""
         with self.model_turn():
             self.metrics.rows.observe(rows)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from contextlib import suppress
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
@@ -25,11 +25,11 @@ from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from transformerkit.serve.common import Server, Strict, one_or_more_texts
+from transformerkit.serve.common import Server, Strict, one_to
 from transformerkit.tasks.language_modeling import TextGenerator, load_generator
 
 
-Prompts = one_or_more_texts(256)
+Prompts = Annotated[str | list[str], one_to(256)]
 
 
 class CompletionRequest(Strict):
@@ -136,7 +136,7 @@ def _chunks(generator: TextGenerator, rows: list[str], head: dict[str, Any],
     yield "data: [DONE]\n\n"
 
 
-async def _events(chunks: Iterator[str], first: str | None) -> AsyncIterator[str]:
+async def _events(chunks: Generator[str, None, None], first: str | None) -> AsyncIterator[str]:
     """The rest of :func:`_chunks`, decoded in a worker thread a step at a time. When the client
     goes away the response is cancelled and the decoding closed: at once, or, when a step is still
     running in the worker, as soon as it returns (then nothing holds the generator any more)."""

@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 from fastapi import FastAPI
 
-from transformerkit.serve.common import Server, Strict, one_or_more_texts
+from transformerkit.serve.common import Server, Strict, one_to
 from transformerkit.tasks.embedding import load_sentence_encoder
 
 
-Inputs = one_or_more_texts(2048)
+Inputs = Annotated[str | list[str], one_to(2048)]
 
 
 class EmbeddingRequest(Strict):

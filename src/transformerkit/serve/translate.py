@@ -28,9 +28,10 @@ def add_routes(app: FastAPI, model_dir: Path, server: Server) -> None:
 
     @app.post("/v1/translate")
     async def translate(request: TranslateRequest) -> dict[str, Any]:
-        changes = {k: v for k, v in (("beam", request.beam), ("length_penalty", request.length_penalty))
-                   if v is not None}
-        generation = replace(base.generation, **changes)
+        default = base.generation
+        generation = replace(default, beam=default.beam if request.beam is None else request.beam,
+                             length_penalty=default.length_penalty if request.length_penalty is None
+                             else request.length_penalty)
         translator = Translator(base.model, base.tokenizer, generation, base.max_tokens)
         translations = await server.batched(("translate", generation.beam, generation.length_penalty), request.texts,
                                             translator.translate)
