@@ -268,6 +268,25 @@ def test_concurrent_requests_share_batches_and_get_what_each_would_get_alone(lan
         assert batches < requests  # some requests shared a batch
 
 
+def test_a_batch_answers_its_other_requests_when_one_is_cancelled(tmp_path: Path) -> None:
+    import asyncio
+
+    from transformerkit.serve.common import Server
+
+    async def scenario() -> tuple[list[str], bool]:
+        server = Server(tmp_path, max_wait_ms=50)
+        doubled = lambda texts: [t + t for t in texts]  # noqa: E731
+        dropped = asyncio.ensure_future(server.batched("k", ["c"], doubled))  # first in the batch
+        kept = asyncio.ensure_future(server.batched("k", ["a", "b"], doubled))
+        await asyncio.sleep(0)
+        dropped.cancel()  # its client went away while the batch gathered
+        result = await asyncio.wait_for(kept, 10)
+        full = await asyncio.wait_for(server.batched("k", ["x"] * 40, doubled), 10)  # over max_batch_rows: at once
+        return result, len(full) == 40
+
+    assert asyncio.run(scenario()) == (["aa", "bb"], True)
+
+
 def test_embeddings_through_the_openai_client_equal_embed(wordpiece: SubwordTokenizer, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     model_dir = save(tmp_path / "encoder", encoder(wordpiece), wordpiece)

@@ -122,10 +122,10 @@ class Server:
         job = _Job(inputs, loop.create_future())
         jobs = self._pending.setdefault(key, [])
         jobs.append(job)
-        if len(jobs) == 1:
-            loop.call_later(self.max_wait_ms / 1000, lambda: self._start(key, work))
-        elif sum(len(j.inputs) for j in jobs) >= self.max_batch_rows:
+        if sum(len(j.inputs) for j in jobs) >= self.max_batch_rows:  # full: no reason to wait
             self._start(key, work)
+        elif len(jobs) == 1:
+            loop.call_later(self.max_wait_ms / 1000, lambda: self._start(key, work))
         return await job.future
 
     def _start(self, key: Hashable, work: Callable[[list[Any]], list[Any]]) -> None:
@@ -136,19 +136,24 @@ class Server:
             task.add_done_callback(self._running.discard)
 
     async def _run_batch(self, jobs: list[_Job], work: Callable[[list[Any]], list[Any]]) -> None:
+        jobs = [job for job in jobs if not job.future.done()]  # a request whose client went away is dropped
+        if not jobs:
+            return
         inputs = [x for job in jobs for x in job.inputs]
         try:
             outputs = await run_in_threadpool(self.run, lambda: work(inputs), len(inputs))
         except Exception as error:
             if len(jobs) == 1:
-                jobs[0].future.set_exception(error)
+                if not jobs[0].future.done():
+                    jobs[0].future.set_exception(error)
                 return
             for job in jobs:  # find whose input it was: each on its own
                 await self._run_batch([job], work)
             return
         start = 0
         for job in jobs:
-            job.future.set_result(outputs[start:start + len(job.inputs)])
+            if not job.future.done():  # cancelled while the batch ran: its neighbours still get theirs
+                job.future.set_result(outputs[start:start + len(job.inputs)])
             start += len(job.inputs)
 
 
