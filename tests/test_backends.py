@@ -1,8 +1,11 @@
 """The speed measures of ``transformerkit.backends``: oneDNN products give the same values and
 gradients as ``F.linear``, only where they apply; the transform leaves the model's state alone;
-the measured choices (oneDNN products, the decoding layout) can be overridden and are kept."""
+the measured choices (oneDNN products, the decoding layout, the precision) can be overridden and
+are kept; bf16 is chosen only where the CPU has bf16 hardware, and bf16 weights stay plain where
+oneDNN cannot lay them out (the ISA detection is monkeypatched to imitate other CPUs)."""
 
 import copy
+import time
 
 import pytest
 import torch
@@ -10,9 +13,11 @@ import torch.nn.functional as F
 
 from transformerkit.config import preset
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
+from transformerkit.backends import machine
 from transformerkit.backends.calibration import (LAYOUT_OVERRIDE, OVERRIDE, choose_decoding_layout,
-                                                 choose_onednn_products, use_decoding_layout_where_faster)
-from transformerkit.backends.layout import DecodingLinear
+                                                 choose_inference_dtype, choose_onednn_products, choose_precision,
+                                                 use_decoding_layout_where_faster)
+from transformerkit.backends.layout import DecodingLinear, use_decoding_layout
 from transformerkit.backends.onednn import (ONEDNN_AVAILABLE, OneDNNLinear, onednn_linear, use_onednn_products,
                                             uses_onednn)
 
@@ -187,3 +192,95 @@ def test_a_wrong_layout_override_is_refused(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv(LAYOUT_OVERRIDE, "yes")
     with pytest.raises(ValueError, match=f"{LAYOUT_OVERRIDE} must be auto, on or off, got 'yes'"):
         choose_decoding_layout(EncoderDecoderTransformer(preset("tiny", vocab_size=50)))
+
+
+def slow_step(slow_in_bf16: bool, calls: list[bool]):
+    """A stand-in for a training step whose bf16 run takes 10× as long as its fp32 run, or the reverse."""
+    def step(bf16: bool) -> None:
+        calls.append(bf16)
+        time.sleep(0.02 if bf16 == slow_in_bf16 else 0.002)
+    return step
+
+
+def test_auto_precision_is_fp32_without_measuring_where_bf16_is_emulated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(machine, "native_bf16", lambda: False)  # an AVX2-only CPU
+    calls: list[bool] = []
+    choice = choose_precision("auto", "a step", slow_step(False, calls))
+    assert not choice.use and calls == [] and "no bf16 hardware" in choice.reason
+    assert not choose_precision("fp32", "a step", slow_step(False, calls)).use and calls == []
+
+
+def test_auto_precision_takes_bf16_only_where_it_measures_faster(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setattr(machine, "native_bf16", lambda: True)
+    monkeypatch.setenv("TRANSFORMERKIT_CACHE", str(tmp_path))
+    calls: list[bool] = []
+    faster = choose_precision("auto", "step A", slow_step(False, calls), rounds=2)
+    assert faster.use and set(calls) == {True, False} and faster.timings_ms["bf16"] < faster.timings_ms["fp32"]
+    slower = choose_precision("auto", "step B", slow_step(True, calls), rounds=2)
+    assert not slower.use and "not 5 % faster" in slower.reason
+    calls.clear()
+    kept = choose_precision("auto", "step A", slow_step(True, calls), rounds=2)
+    assert kept.use and calls == [] and "kept in" in kept.reason  # once per machine and shape
+    assert choose_precision("bf16", "step B", slow_step(True, calls)).use and calls == []  # native: as asked
+
+
+def test_explicit_bf16_on_a_cpu_without_bf16_hardware_trains_in_bf16_with_the_cost_measured(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(machine, "native_bf16", lambda: False)
+    calls: list[bool] = []
+    choice = choose_precision("bf16", "a step", slow_step(True, calls))
+    assert choice.use and "emulated" in choice.reason and choice.timings_ms["bf16"] > choice.timings_ms["fp32"]
+
+
+def test_onednn_isa_cap_below_bf16_counts_as_emulated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    for cap, native in (("AVX2", False), ("avx512_core", False), ("AVX512_CORE_BF16", True), ("ALL", True)):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+        assert machine.native_bf16() == native, cap
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert not machine.native_bf16()
+
+
+@needs_onednn
+def test_bf16_weights_stay_plain_where_onednn_cannot_lay_them_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On AVX2-only CPUs PyTorch refuses oneDNN's bf16 reorder (``mkldnn_reorder_linear_weight:
+    bf16 path needs the cpu support avx_ne_convert or avx512bw…``): decoding in bf16 must then
+    take plain weights, even when the layout is forced on, and never fail."""
+    from transformerkit.generation.search import greedy_decode
+    monkeypatch.setattr(machine, "onednn_bf16_weights", lambda: False)
+    monkeypatch.setenv(LAYOUT_OVERRIDE, "on")
+    torch.manual_seed(0)
+    model = EncoderDecoderTransformer(preset("tiny", vocab_size=50)).eval().to(torch.bfloat16)
+    loaded = copy.deepcopy(model)
+    choice = use_decoding_layout_where_faster(loaded)
+    assert not choice.use and "cannot hold bf16 weights" in choice.reason
+    assert not any(isinstance(m, DecodingLinear) for m in use_decoding_layout(loaded).modules())
+    src = torch.randint(3, 50, (3, 7), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(greedy_decode(loaded, src, max_length_offset=5), greedy_decode(model, src, max_length_offset=5))
+    fp32 = EncoderDecoderTransformer(preset("tiny", vocab_size=50)).eval()
+    assert use_decoding_layout_where_faster(fp32).use  # fp32 weights: the override still applies
+
+
+@needs_onednn
+@pytest.mark.skipif(not machine.onednn_bf16_weights(), reason="oneDNN cannot hold bf16 weights on this CPU "
+                    "(no AVX512BW/VL/DQ or AVX-NE-CONVERT): the plain-weight path is tested above")
+def test_bf16_weights_take_the_blocked_layout_where_onednn_supports_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(LAYOUT_OVERRIDE, "on")
+    model = EncoderDecoderTransformer(preset("tiny", vocab_size=50)).eval().to(torch.bfloat16)
+    assert use_decoding_layout_where_faster(model).use
+    assert any(isinstance(m, DecodingLinear) for m in model.modules())
+
+
+def test_auto_inference_dtype_is_fp32_without_bf16_hardware_and_measured_with_it(monkeypatch: pytest.MonkeyPatch,
+                                                                                 tmp_path) -> None:
+    monkeypatch.setenv("TRANSFORMERKIT_CACHE", str(tmp_path))
+    model = EncoderDecoderTransformer(preset("tiny", vocab_size=50)).eval()
+    monkeypatch.setattr(machine, "native_bf16", lambda: False)
+    choice = choose_inference_dtype(model, calls=2, rounds=2)
+    assert not choice.use and choice.timings_ms == {} and "no bf16 hardware" in choice.reason
+    monkeypatch.setattr(machine, "native_bf16", lambda: True)
+    choice = choose_inference_dtype(model, calls=2, rounds=2)
+    assert set(choice.timings_ms) == {"fp32", "bf16"}
+    assert choice.use == (choice.timings_ms["bf16"] < 0.95 * choice.timings_ms["fp32"])

@@ -93,6 +93,29 @@ def test_generate_cli_streams_a_continuation(text_file: Path, tmp_path: Path, ca
     assert "not a translation model" in capsys.readouterr().err
 
 
+def test_generate_in_bf16_and_auto_work_on_a_cpu_without_onednn_bf16(text_file: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Where oneDNN cannot hold bf16 weights (AVX2-only CPUs; detection monkeypatched), ``generate
+    --dtype bf16`` decodes with plain weights even with the layout forced on (it used to exit 2 with
+    ``mkldnn_reorder_linear_weight: bf16 path needs …``); ``--dtype auto`` decodes in fp32 there."""
+    from transformerkit.backends import machine
+    from transformerkit.backends.layout import DecodingLinear
+    from transformerkit.tasks.language_modeling import load_generator
+    Trainer(load_recipe(None, overrides(text_file, tmp_path / "run", **{"training.max_steps": 2}))).train()
+    model_dir = str(tmp_path / "run" / "model")
+    monkeypatch.setattr(machine, "onednn_bf16_weights", lambda: False)
+    monkeypatch.setattr(machine, "native_bf16", lambda: False)
+    monkeypatch.setenv("TRANSFORMERKIT_DECODING_LAYOUT", "on")
+    assert main(["generate", "--model", model_dir, "--prompt", "Shall I", "--max-new-tokens", "7",
+                 "--dtype", "bf16"]) == 0
+    assert len(capsys.readouterr().out) == len("Shall I") + 7 + 1
+    in_bf16 = load_generator(model_dir, dtype="bf16").model
+    assert next(in_bf16.parameters()).dtype == torch.bfloat16
+    assert not any(isinstance(m, DecodingLinear) for m in in_bf16.modules())
+    assert next(load_generator(model_dir, dtype="auto").model.parameters()).dtype == torch.float32
+
+
 def test_text_data_helpers_and_errors(tmp_path: Path) -> None:
     train, valid = contiguous_split("line one\nline two\nline three\nline four\n", 0.3)
     assert train + valid == "line one\nline two\nline three\nline four\n" and valid == "line three\nline four\n"  # cut back to a line break

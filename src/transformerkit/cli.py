@@ -97,7 +97,9 @@ def machine_info(args: argparse.Namespace) -> int:
     print(f"machine: {report['machine']}\noneDNN: {'yes' if ONEDNN_AVAILABLE else 'no'}; "
           f"overrides: {report['overrides'] or 'none'}\nspeed choices ({report['speed_choices_file']}):")
     for measure, choice in report["speed_choices"].items():
-        print(f"  {measure}: {'on' if choice['use'] else 'off'} — {choice['reason']}")
+        picked = (("bf16" if choice["use"] else "fp32") if measure.startswith(("training precision", "inference dtype"))
+                  else ("on" if choice["use"] else "off"))
+        print(f"  {measure}: {picked} — {choice['reason']}")
     if not report["speed_choices"]:
         print("  none measured yet (training and decoding measure what they need)")
     return 0

@@ -7,7 +7,14 @@ median is at least 5 % lower:
 * :func:`choose_onednn_products` (fp32 training): forward and backward of ``rows`` rows with
   ``F.linear`` and with oneDNN;
 * :func:`choose_decoding_layout` (inference): forward of the few rows of a decoding step with the
-  plain weight and with oneDNN's blocked layout (:mod:`.layout`), in the model's dtype.
+  plain weight and with oneDNN's blocked layout (:mod:`.layout`), in the model's dtype;
+* :func:`choose_inference_dtype` (``--dtype auto``): the same decoding products in fp32 and in bf16.
+
+Precision is chosen the same way: :func:`choose_precision` (``training.precision: auto``) times
+the model's own training step — forward and backward of a real batch — in fp32 and under bf16
+autocast. bf16 is considered only where the processor multiplies bf16 in hardware
+(:func:`~transformerkit.backends.machine.native_bf16`); elsewhere it is emulated, many times
+slower than fp32, and ``auto`` takes fp32 without measuring.
 
 A choice costs well under a second, and is kept per processor model, torch version and shape in
 ``speed-choices.json`` under the user's cache directory (``platformdirs``; the environment
@@ -18,6 +25,7 @@ kernels and repeats exactly. ``TRANSFORMERKIT_ONEDNN_PRODUCTS`` and
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import statistics
@@ -35,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from transformerkit.backends.layout import DecodingLinear, use_decoding_layout
+from transformerkit.backends import machine
 from transformerkit.backends.machine import isa_flags, processor
 from transformerkit.backends.onednn import ONEDNN_AVAILABLE, onednn_linear
 
@@ -180,6 +189,8 @@ def choose_decoding_layout(model: nn.Module, rows: tuple[int, ...] = (1, 8), cal
     weight = next(model.parameters(), None)
     if weight is None or weight.device.type != "cpu" or weight.dtype not in (torch.float32, torch.bfloat16):
         return Choice(False, "the layout is for fp32 and bf16 models on a CPU", {})
+    if weight.dtype == torch.bfloat16 and not machine.onednn_bf16_weights():
+        return Choice(False, "oneDNN cannot hold bf16 weights on this CPU (no AVX512BW/VL/DQ or AVX-NE-CONVERT)", {})
     largest = _measurable(LAYOUT_OVERRIDE, model)
     if isinstance(largest, Choice):
         return largest
@@ -193,17 +204,65 @@ def choose_decoding_layout(model: nn.Module, rows: tuple[int, ...] = (1, 8), cal
         plain.bias.zero_()
     blocked = DecodingLinear(plain)
     inputs = [torch.randn(n, d_in, generator=numbers).to(weight.dtype) for n in rows]
+    return _measured(f"{_machine_key()}decoding layout | {shape}", shape, _decoding(plain, inputs, calls),
+                     _decoding(blocked, inputs, calls), ("plain weights", "blocked layout"), rounds)
 
-    def decode(linear: nn.Module) -> Callable[[], None]:
-        def run() -> None:
-            with torch.inference_mode():
-                for x in inputs:
-                    for _ in range(calls):
-                        linear(x)
-        return run
 
-    return _measured(f"{_machine_key()}decoding layout | {shape}", shape, decode(plain), decode(blocked),
-                     ("plain weights", "blocked layout"), rounds)
+def _decoding(linear: nn.Module, inputs: list[Tensor], calls: int) -> Callable[[], None]:
+    """``calls`` products of ``linear`` with each of ``inputs``, as a decoding loop runs them."""
+    def run() -> None:
+        with torch.inference_mode():
+            for x in inputs:
+                for _ in range(calls):
+                    linear(x)
+    return run
+
+
+def choose_inference_dtype(model: nn.Module, rows: tuple[int, ...] = (1, 8), calls: int = 20,
+                           rounds: int = 5) -> Choice:
+    """Whether to decode with ``model`` in bf16 (``use``) rather than fp32 here (``--dtype auto``):
+    only where the processor multiplies bf16 in hardware and the decoding products of the model's
+    largest weight shape at ``rows`` rows measure faster in bf16 (plain weights both)."""
+    weight = next(model.parameters(), None)
+    if weight is None or weight.device.type != "cpu":
+        return Choice(False, "bf16 decoding is chosen by measurement on a CPU only", {})
+    if not machine.native_bf16():
+        return Choice(False, "this CPU has no bf16 hardware (no AMX, no AVX512-BF16): bf16 would be emulated", {})
+    largest = _largest_linear(model)
+    if largest is None:
+        return Choice(False, "the model has no linear maps", {})
+    d_in, d_out = largest.in_features, largest.out_features
+    shape = f"{'/'.join(map(str, rows))} rows×{d_in}→{d_out} forward"
+    numbers = torch.Generator().manual_seed(0)  # its own: a seeded sampler's random stream stays as it was
+    fp32 = nn.utils.skip_init(nn.Linear, d_in, d_out).requires_grad_(False)
+    with torch.no_grad():
+        fp32.weight.copy_(torch.randn(d_out, d_in, generator=numbers))
+        fp32.bias.zero_()
+    bf16 = copy.deepcopy(fp32).to(torch.bfloat16)
+    inputs = [torch.randn(n, d_in, generator=numbers) for n in rows]
+    return _measured(f"{_machine_key()}inference dtype | {shape}", shape, _decoding(fp32, inputs, calls),
+                     _decoding(bf16, [x.to(torch.bfloat16) for x in inputs], calls), ("fp32", "bf16"), rounds)
+
+
+def choose_precision(wish: str, shape: str, step: Callable[[bool], None], rounds: int = 3) -> Choice:
+    """The training precision (``use``: bf16 autocast, else fp32) for ``wish`` — ``training.precision``,
+    ``auto``, ``fp32`` or ``bf16`` — on this machine. ``step(bf16)`` runs one forward and backward
+    of the model's own training step (``shape`` describes it, for the cache key); it is timed,
+    interleaved, for ``auto`` where bf16 is native (bf16 taken when at least 5 % faster) and for an
+    explicit ``bf16`` where it is emulated (the timings say how much slower it is: the caller warns)."""
+    if wish == "fp32":
+        return Choice(False, "training.precision: fp32", {})
+    native = machine.native_bf16()
+    if wish == "bf16" and native:
+        return Choice(True, "training.precision: bf16 (bf16 hardware on this CPU)", {})
+    if wish == "auto" and not native:
+        return Choice(False, "auto: this CPU has no bf16 hardware (no AMX, no AVX512-BF16), bf16 would be emulated", {})
+    measured = _measured(f"{_machine_key()}training precision | {shape}", shape, lambda: step(False),
+                         lambda: step(True), ("fp32", "bf16"), rounds if native else 1)
+    if wish == "bf16":  # emulated, asked for: trained as asked, with the measured cost
+        return Choice(True, "training.precision: bf16, emulated on this CPU (no AMX, no AVX512-BF16)",
+                      measured.timings_ms)
+    return Choice(measured.use, f"auto: {measured.reason}", measured.timings_ms)
 
 
 def use_decoding_layout_where_faster(model: nn.Module, rows: tuple[int, ...] = (1, 8)) -> Choice:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from transformerkit.backends import machine
 from transformerkit.backends.onednn import ONEDNN_AVAILABLE
 
 PACKED_FOR_ROWS = 32
@@ -49,9 +50,12 @@ def _as_linear_state(module: DecodingLinear, state: dict[str, Any], prefix: str,
 
 def use_decoding_layout(model: nn.Module) -> nn.Module:
     """Replace every ``nn.Linear`` of an fp32 or bf16 CPU ``model`` (in place) by a
-    :class:`DecodingLinear`; for inference. Other models (CUDA, no oneDNN) are returned unchanged."""
+    :class:`DecodingLinear`; for inference. Other models (CUDA, no oneDNN, bf16 on a CPU where
+    oneDNN cannot hold bf16 weights) are returned unchanged."""
     weight = next(model.parameters())
     if weight.device.type != "cpu" or weight.dtype not in (torch.float32, torch.bfloat16) or not ONEDNN_AVAILABLE:
+        return model
+    if weight.dtype == torch.bfloat16 and not machine.onednn_bf16_weights():
         return model
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from transformerkit.backends.calibration import use_decoding_layout_where_faster
+from transformerkit.backends.calibration import choose_inference_dtype, use_decoding_layout_where_faster
 from transformerkit.checkpoint import CheckpointError, load_model_dir
 from transformerkit.commands import Commands
 from transformerkit.config import TransformerConfig
@@ -236,18 +236,21 @@ class TextGenerator:
 
 
 def load_generator(model_dir: str | Path, device: str | None = None,
-                   dtype: Literal["fp32", "bf16"] = "fp32", **overrides: Any) -> TextGenerator:
+                   dtype: Literal["auto", "fp32", "bf16"] = "fp32", **overrides: Any) -> TextGenerator:
     """A :class:`TextGenerator` for a model directory; ``overrides`` change its generation defaults.
 
     ``dtype="bf16"`` casts the weights to bfloat16: half the bytes to read per token, an
     approximation (measured in BENCHMARKS.md: 99.2 % of next-token argmaxes unchanged).
+    ``"auto"`` (the CLI's default) takes bf16 where the CPU multiplies bf16 in hardware and this
+    model's decoding products measure faster in it
+    (:func:`~transformerkit.backends.calibration.choose_inference_dtype`), else fp32.
     """
     device = pick_device(device)
     model, tokenizer, generation = load_model_dir(model_dir, device)
     if not isinstance(model, DecoderOnlyTransformer) or not isinstance(tokenizer, SubwordTokenizer):
         kind = "an image generation" if isinstance(model, DecoderOnlyTransformer) else f"a {model.model_type}"
         raise CheckpointError(f"{model_dir} holds {kind} model, not a language model")
-    if dtype == "bf16":
+    if dtype == "bf16" or (dtype == "auto" and choose_inference_dtype(model, rows=(1,)).use):
         model.to(torch.bfloat16)
     use_decoding_layout_where_faster(model, rows=(1,))  # one prompt (generate), a few (serve)
     generation = replace(generation, **{k: v for k, v in overrides.items() if v is not None})
@@ -275,8 +278,9 @@ def add_commands(commands: Commands) -> None:
     command.add_argument("--repetition-penalty", type=float, default=None, help="CTRL penalty θ (1: none)")
     command.add_argument("--stop", action="append", default=[], help="end at this string (repeatable)")
     command.add_argument("--seed", type=int, default=None, help="random seed for sampling")
-    command.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
-                         help="bf16: weights in bfloat16, faster and approximate (see BENCHMARKS.md)")
+    command.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto",
+                         help="bf16: weights in bfloat16, faster and approximate (see BENCHMARKS.md); auto "
+                              "(default): bf16 where the CPU has bf16 hardware and it measures faster, else fp32")
     command.set_defaults(handler=generate_command)
 
 

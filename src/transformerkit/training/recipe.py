@@ -60,8 +60,12 @@ class TrainingConfig:
     distributed: Literal["ddp", "fsdp"] = "ddp"
     """Under torchrun with several processes: DistributedDataParallel, or FSDP's ``fully_shard``
     (each Transformer layer a shard unit) for models that do not fit one device."""
-    precision: Literal["fp32", "bf16"] = "fp32"
-    """bf16 runs the forward pass under torch.autocast (weights and optimizer stay fp32)."""
+    precision: Literal["auto", "fp32", "bf16"] = "fp32"
+    """bf16 runs the forward pass under torch.autocast (weights and optimizer stay fp32). ``auto``
+    (every shipped recipe): bf16 where the processor multiplies bf16 in hardware (AMX,
+    AVX512-BF16) and this model's own training step measures faster in it, else fp32; measured
+    once per machine and shape (:func:`~transformerkit.backends.calibration.choose_precision`),
+    kept in the run's checkpoints. On a GPU ``auto`` means bf16 where the GPU supports it."""
     seed: int = 1
     device: Literal["auto", "cpu", "cuda"] = "auto"
     validate_every: int = 1000

@@ -22,7 +22,9 @@ import json
 import math
 import shutil
 import signal
+import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +35,8 @@ import yaml
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from transformerkit.backends.calibration import Choice, choose_onednn_products
+from transformerkit.backends import machine
+from transformerkit.backends.calibration import Choice, choose_onednn_products, choose_precision
 from transformerkit.backends.onednn import ONEDNN_AVAILABLE, use_onednn_products
 from transformerkit.checkpoint import (CheckpointError, average_checkpoints, load_training_state, load_weights, point,
                                        save_checkpoint)
@@ -59,6 +62,8 @@ class Progress:
     """Where a cosine schedule without ``max_steps`` ends: planned from the speed over the warm-up."""
     onednn_products: bool | None = None
     """fp32 CPU runs: whether the products run on oneDNN, measured when the run starts and kept on resume."""
+    precision: str | None = None
+    """``fp32`` or ``bf16``: what ``training.precision`` (``auto`` included) resolved to when the run started."""
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -158,13 +163,15 @@ class Trainer:
         self.model, self.tokenizer = self.task.model, self.task.tokenizer
         if resume:
             self._load_latest_weights()
+        self.progress = Progress()
+        # measured on the plain model, before DDP or FSDP wrap it; a resumed run keeps its own
+        self.precision_choice = None if resume else self._choose_precision()
         self.loss_module = _TaskLoss(self.task)
         layers = [m for m in self.model.modules() if isinstance(m, TransformerLayer)]
         self.trained = self.dist.wrap(self.loss_module, layers, self.device)
         # fused: one kernel for the whole update (a base-shape bf16 step on 2 CPU cores: 55 → 19 ms)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1.0, betas=t.adam_betas, eps=t.adam_eps,
                                           weight_decay=t.weight_decay, fused=self.device.type in ("cpu", "cuda"))
-        self.progress = Progress()
         # (step, elapsed seconds) half-way through the warm-up, where the cosine plan measures speed
         # from; (0, 0) until then, and for a run resumed in the warm-up's second half
         self._half_warmup = (0, 0.0)
@@ -173,8 +180,10 @@ class Trainer:
                                                 total_steps=self._decay_end if t.schedule == "cosine" else None)
         if resume:
             self._restore(self.checkpoints / "latest")
+        if resume:
+            self._keep_precision()
         self.speed_choices = self._choose_speed_measures()
-        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if t.precision == "bf16"
+        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.progress.precision == "bf16"
                          else nullcontext())
 
     # --------------------------------------------------------------------------- checkpoints
@@ -205,6 +214,7 @@ class Trainer:
                          "elapsed_seconds": p.elapsed_seconds, "best_valid_loss": p.best_valid_loss,
                          "validations_without_improvement": p.validations_without_improvement,
                          "planned_steps": p.planned_steps, "onednn_products": p.onednn_products,
+                         "precision": p.precision,
                          "history": json.dumps(p.history)},
             "rng_cpu": torch.get_rng_state(),
         }
@@ -234,18 +244,72 @@ class Trainer:
         # checkpoints from before planned_steps have none (None); those from before the measured
         # choice were trained with oneDNN products wherever oneDNN was available
         saved.setdefault("onednn_products", ONEDNN_AVAILABLE)
+        # and before ``auto`` existed, the recipe said fp32 or bf16
+        saved.setdefault("precision", None if self.run.training.precision == "auto" else self.run.training.precision)
         self.progress = Progress(**saved)
         torch.set_rng_state(state["rng_cpu"])
         if "rng_cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
+
+    def _bf16_step(self, batch: list[Any]) -> Callable[[bool], None]:
+        """One forward and backward of ``batch`` on the plain model, in bf16 autocast or fp32, that
+        leaves no trace: gradients cleared, the random stream (dropout) put back."""
+        def step(bf16: bool) -> None:
+            rng = torch.get_rng_state()
+            prepared = self.task.prepare(batch)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = self.task.loss(prepared) / prepared.tokens
+            loss.backward()
+            self.model.zero_grad(set_to_none=True)
+            torch.set_rng_state(rng)
+        return step
+
+    def _choose_precision(self) -> Choice:
+        """Resolve ``training.precision`` for a new run (``auto``: measured on this machine, see
+        :func:`~transformerkit.backends.calibration.choose_precision`); log it, and warn when an
+        explicit bf16 is emulated here. Every process takes rank 0's choice."""
+        wish = self.run.training.precision
+        if self.device.type == "cuda":
+            bf16 = wish == "bf16" or (wish == "auto" and torch.cuda.is_bf16_supported())
+            choice = Choice(bf16, f"training.precision: {wish} on {torch.cuda.get_device_name(self.device)}", {})
+        elif self.dist.is_main:
+            batch = self.task.epoch_batches(0)[0][:16]  # the real step's shape, on a slice: cheap where bf16 is slow
+            shape = (f"{self.model.model_type}, {sum(p.numel() for p in self.model.parameters()):,} parameters, "
+                     f"{len(batch)} examples forward+backward")
+            choice = choose_precision(wish, shape, self._bf16_step(batch))
+        else:
+            choice = Choice(False, "", {})
+        choice = self.dist.from_main(choice)
+        self.progress.precision = "bf16" if choice.use else "fp32"
+        if self.dist.is_main:
+            timings = choice.timings_ms
+            if wish == "bf16" and "fp32" in timings and not machine.native_bf16():
+                print(f"warning: training.precision bf16 is emulated on this CPU (no AMX, no AVX512-BF16): a step "
+                      f"measured {timings['bf16'] / timings['fp32']:.1f}× slower than fp32 "
+                      f"({timings['bf16']:.0f} vs {timings['fp32']:.0f} ms); precision: auto picks fp32 here",
+                      file=sys.stderr)
+            elif wish == "auto":
+                print(f"precision: {self.progress.precision} ({choice.reason})", file=sys.stderr)
+        return choice
+
+    def _keep_precision(self) -> None:
+        """A resumed run trains in the precision it started with (exact resume), unless the recipe
+        now names one explicitly."""
+        wish = self.run.training.precision
+        if wish != "auto":
+            self.progress.precision = wish
+        self.precision_choice = Choice(self.progress.precision == "bf16",
+                                       "kept from the start of the run" if wish == "auto" else f"training.precision: {wish}",
+                                       {})
 
     def _choose_speed_measures(self) -> dict[str, Choice]:
         """Apply the speed measures that fit this run (:mod:`transformerkit.backends`): oneDNN
         products for fp32 on a CPU where measured faster here (bf16 autocast already runs on
         oneDNN). A resumed run keeps its first choice, so that it continues exactly."""
         p = self.progress
-        if self.device.type != "cpu" or self.run.training.precision != "fp32":
-            return {}
+        assert self.precision_choice is not None
+        if self.device.type != "cpu" or p.precision != "fp32":
+            return {"precision": self.precision_choice}
         if p.onednn_products is None:
             choice = choose_onednn_products(self.model)
             p.onednn_products = bool(self.dist.from_main(choice.use))  # every rank computes alike
@@ -253,7 +317,7 @@ class Trainer:
             choice = Choice(p.onednn_products, "kept from the start of the run", {})
         if p.onednn_products:
             use_onednn_products(self.model)
-        return {"onednn_products": choice}
+        return {"precision": self.precision_choice, "onednn_products": choice}
 
     def _full_model(self) -> nn.Module | None:
         """The model with all its weights on rank 0 (FSDP gathers the shards: every rank must call); None elsewhere."""
