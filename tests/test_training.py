@@ -130,6 +130,52 @@ def test_the_plan_measures_speed_after_the_slow_first_steps(small_corpus: Path, 
     assert trainer.progress.planned_steps == 4 + (60 - 52) // 1  # not 4 · 60 / 52 steps at the average speed
 
 
+def test_a_warmup_share_sizes_the_warmup_to_the_run_and_keeps_the_peak(small_corpus: Path, tmp_path: Path) -> None:
+    """``warmup_share`` with ``max_steps``: the warm-up is that share of the steps (at most
+    ``warmup_steps``), the peak is the one ``warmup_steps`` sets, a resumed run keeps the plan."""
+    from transformerkit.training.schedule import inverse_sqrt_lr
+
+    out = tmp_path / "run"
+    settings = {"training.max_steps": 4, "training.warmup_steps": 40, "training.warmup_share": 0.5,
+                "training.save_every": 2}
+    first = Trainer(load_recipe(None, recipe_overrides(small_corpus, out, **{**settings, "training.max_steps": 2})))
+    assert first.progress.planned_warmup == 1  # half of 2 steps
+    first.progress.planned_warmup = 2  # as planned for 4 steps
+    first.train()
+    resumed = Trainer(load_recipe(None, recipe_overrides(small_corpus, out, **settings)), resume=True)
+    assert resumed.progress.planned_warmup == 2  # kept from the checkpoint, not planned again
+    resumed.train()
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    rates = [r["lr"] for r in log if r["event"] == "train"]
+    peak = 32 ** -0.5 * 40 ** -0.5  # d_model 32, warmup_steps 40
+    assert rates == pytest.approx([peak, peak * (2 / 3) ** 0.5, peak * (2 / 4) ** 0.5, peak * (2 / 5) ** 0.5])
+    assert inverse_sqrt_lr(7, 32, 40) == pytest.approx(32 ** -0.5 * min(7 ** -0.5, 7 * 40 ** -1.5))  # the paper's
+    with pytest.raises(ValueError, match="training.warmup_share must be in"):
+        load_recipe(None, recipe_overrides(small_corpus, out, **{**settings, "training.warmup_share": 1.5}))
+
+
+def test_a_warmup_sized_to_a_time_budget_is_timed_without_a_trace(small_corpus: Path, tmp_path: Path) -> None:
+    """With ``max_minutes``: the step is timed before training (logged); timing it leaves the run
+    as it was — the same weights as a run given that warm-up without timing anything."""
+    settings = {"training.max_minutes": 0.05, "training.max_steps": None, "training.warmup_steps": 10 ** 6,
+                "training.warmup_share": 0.1}
+    warmups = []
+    for run, share in (("timed", 0.1), ("given", None)):  # one after the other: they share the random stream
+        trainer = Trainer(load_recipe(None, recipe_overrides(small_corpus, tmp_path / run, **{
+            **settings, "training.warmup_share": share})))
+        if share is None:
+            trainer.progress.planned_warmup = warmups[0]
+        warmups.append(trainer.progress.planned_warmup)
+        trainer.run.training.max_minutes, trainer.run.training.max_steps = None, 3  # the same length whatever the clock
+        trainer.train()
+    assert warmups[0] is not None and 1 <= warmups[0] < 10 ** 6
+    a, b = (weights(tmp_path / run / "checkpoints" / "step-00000003") for run in ("timed", "given"))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    plan = [json.loads(line) for line in (tmp_path / "timed" / "log.jsonl").read_text().splitlines()][1]
+    assert plan["event"] == "plan_warmup" and plan["warmup_steps"] == warmups[0] and plan["seconds_per_step"] > 0
+
+
 def test_resuming_with_another_model_shape_names_the_settings(small_corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     Trainer(load_recipe(None, recipe_overrides(small_corpus, out, **{"training.max_steps": 2}))).train()

@@ -47,6 +47,11 @@ class TrainingConfig:
     max_minutes: float | None = None
     """Wall-clock budget; training stops at the first step past it (resumed runs count the time before)."""
     warmup_steps: int = 4000
+    warmup_share: float | None = None
+    """Size the warm-up to the run: at most this share of the steps the run will take
+    (``max_steps``, or the steps ``max_minutes`` holds at the speed of the model's own training
+    step, timed before the first), never more than ``warmup_steps``, whose peak lrate stays. A
+    15-minute recipe then warms up for the same share of its run on a slow CPU as on a fast one."""
     schedule: Literal["inverse-sqrt", "cosine"] = "inverse-sqrt"
     """``inverse-sqrt``: the paper's (§5.3); ``cosine``: the same warm-up and peak, then a cosine decay
     to 0 at ``max_steps`` or, without it, at the step the run's own speed reaches at ``max_minutes``
@@ -138,6 +143,11 @@ class RunConfig(Generic[DataT]):
             value = getattr(t, name)
             if value is not None and not 0 < value < math.inf:  # NaN fails too
                 raise ValueError(f"training.{name} must be positive or null, got {value}")
+        if t.warmup_share is not None and not 0 < t.warmup_share <= 1:  # NaN fails too
+            raise ValueError(f"training.warmup_share must be in (0, 1] or null, got {t.warmup_share}")
+        if t.warmup_share is not None and t.max_steps is None and t.max_minutes is None:
+            raise ValueError("training.warmup_share sizes the warm-up to training.max_steps or to the steps "
+                             "training.max_minutes holds: set one")
         if not 0 < t.lr_scale < math.inf or not 0 < t.adam_eps < math.inf:
             raise ValueError(f"training.lr_scale and training.adam_eps must be positive numbers, got "
                              f"{t.lr_scale} and {t.adam_eps}")

@@ -62,6 +62,8 @@ class Progress:
     """Where a cosine schedule without ``max_steps`` ends: planned from the speed over the warm-up."""
     onednn_products: bool | None = None
     """fp32 CPU runs: whether the products run on oneDNN, measured when the run starts and kept on resume."""
+    planned_warmup: int | None = None
+    """With ``training.warmup_share``: the warm-up's length, planned before the first step."""
     precision: str | None = None
     """``fp32`` or ``bf16``: what ``training.precision`` (``auto`` included) resolved to when the run started."""
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -177,7 +179,8 @@ class Trainer:
         self._half_warmup = (0, 0.0)
         self._session_start = time.perf_counter()  # where this session's training time counts from
         self.scheduler = inverse_sqrt_scheduler(self.optimizer, self.model.config.d_model, t.warmup_steps, t.lr_scale,
-                                                total_steps=self._decay_end if t.schedule == "cosine" else None)
+                                                total_steps=self._decay_end if t.schedule == "cosine" else None,
+                                                ramp=lambda: self.progress.planned_warmup)
         if resume:
             self._restore(self.checkpoints / "latest")
         if resume:
@@ -185,6 +188,9 @@ class Trainer:
         self.speed_choices = self._choose_speed_measures()
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.progress.precision == "bf16"
                          else nullcontext())
+        self._warmup_plan: dict[str, Any] | None = None  # for the log
+        if not resume:
+            self._plan_warmup()
 
     # --------------------------------------------------------------------------- checkpoints
     def _load_latest_weights(self) -> None:
@@ -213,7 +219,8 @@ class Trainer:
             "progress": {"step": p.step, "epoch": p.epoch, "batch_in_epoch": p.batch_in_epoch,
                          "elapsed_seconds": p.elapsed_seconds, "best_valid_loss": p.best_valid_loss,
                          "validations_without_improvement": p.validations_without_improvement,
-                         "planned_steps": p.planned_steps, "onednn_products": p.onednn_products,
+                         "planned_steps": p.planned_steps, "planned_warmup": p.planned_warmup,
+                         "onednn_products": p.onednn_products,
                          "precision": p.precision,
                          "history": json.dumps(p.history)},
             "rng_cpu": torch.get_rng_state(),
@@ -250,6 +257,51 @@ class Trainer:
         torch.set_rng_state(state["rng_cpu"])
         if "rng_cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
+
+    def _warmup_steps(self) -> int:
+        """The warm-up's length: planned (``warmup_share``), else ``warmup_steps``."""
+        return self.progress.planned_warmup or self.run.training.warmup_steps
+
+    def _plan_warmup(self) -> None:
+        """``training.warmup_share``: size the warm-up to the steps this run will take —
+        ``max_steps``, or the steps ``max_minutes`` holds at the speed of this model's own training
+        step (forward and backward of the first batch in the run's precision and kernels, timed
+        here, before the first step; validation and checkpoints not counted, so the estimate errs
+        long) — at most ``warmup_steps``. The step is left without a trace (gradients, random stream)."""
+        t, p = self.run.training, self.progress
+        if t.warmup_share is None:
+            return
+        seconds_per_step = None
+        if t.max_steps is not None:
+            steps = t.max_steps
+        else:
+            assert t.max_minutes is not None  # the recipe's validation
+            batches, rng = self.task.epoch_batches(0)[:t.accumulate], torch.get_rng_state()
+            self._trial_step(batches)  # warm-up: the first step allocates and picks kernels
+            started = time.perf_counter()
+            for _ in range(2):
+                self._trial_step(batches)
+            seconds_per_step = self.dist.from_main((time.perf_counter() - started) / 2)
+            torch.set_rng_state(rng)
+            steps = int(60 * t.max_minutes / seconds_per_step)
+        p.planned_warmup = max(1, min(t.warmup_steps, round(t.warmup_share * steps)))
+        self._warmup_plan = {"event": "plan_warmup", "step": 0, "warmup_steps": p.planned_warmup,
+                             "steps_expected": steps, "seconds_per_step": seconds_per_step}
+        if self.dist.is_main:
+            print(f"warm-up: {p.planned_warmup} steps ({t.warmup_share:g} of the ~{steps} steps expected"
+                  f"{f' at {seconds_per_step:.3f} s/step' if seconds_per_step else ''}; at most {t.warmup_steps})",
+                  file=sys.stderr)
+
+    def _trial_step(self, batches: list[Any]) -> None:
+        """Forward and backward of ``batches`` as :meth:`_step` runs them, without the update."""
+        for batch in batches:
+            share, weight = self.dist.share(batch)
+            prepared = self.task.prepare(share)
+            with self.dist.accumulating(self.trained, last=True):
+                with self.autocast:
+                    loss = self.trained(prepared) * (weight / max(prepared.tokens, 1))
+                loss.backward()
+        self.optimizer.zero_grad(set_to_none=True)
 
     def _bf16_step(self, batch: list[Any]) -> Callable[[bool], None]:
         """One forward and backward of ``batch`` on the plain model, in bf16 autocast or fp32, that
@@ -395,9 +447,10 @@ class Trainer:
         if t.schedule != "cosine" or t.max_steps is not None or p.planned_steps is not None:
             return
         elapsed = self._elapsed()
-        if p.step == t.warmup_steps // 2:
+        warmup = self._warmup_steps()
+        if p.step == warmup // 2:
             self._half_warmup = (p.step, elapsed)
-        if p.step < t.warmup_steps:
+        if p.step < warmup:
             return
         assert t.max_minutes is not None  # the recipe's validation
         since_step, since = self._half_warmup
@@ -438,6 +491,8 @@ class Trainer:
                    "parameters": sum(x.numel() for x in self.model.parameters()), "device": str(self.device),
                    "processes": self.dist.world_size,
                    "speed_choices": {name: c.to_dict() for name, c in self.speed_choices.items()}})
+        if self._warmup_plan is not None:
+            log.write(self._warmup_plan)
         bar = tqdm(total=t.max_steps, initial=p.step, disable=not (t.progress and self.dist.is_main), unit="step",
                    dynamic_ncols=True)
         self._session_start = time.perf_counter()
