@@ -24,7 +24,12 @@ The peer is what a practitioner writes with ``transformers`` in an afternoon: ``
 layers, d_ff, heads); dropout 0.1 (``--peer-dropout``); byte-level BPE of the recipe's vocabulary
 size learned on the training split; AdamW (lr 7e-4, β (0.9, 0.98), weight decay 1e-4), linear
 warm-up for 800 steps then inverse square root; label smoothing 0.1; gradient clipping at 1.0;
-64 sentences per batch, length-bucketed; bf16 autocast; the last weights; ``generate`` with 4 beams.
+64 sentences per batch, length-bucketed; bf16 autocast where the CPU has bf16 hardware, else fp32
+(``--peer-precision``: emulated bf16 is many times slower, no practitioner would keep it); the
+last weights; ``generate`` with 4 beams.
+
+A recipe whose schedule depends on its budget (``schedule: cosine``, ``warmup_share``, ``save_share``) is trained
+once per budget, from scratch; otherwise one run is scored at every budget on the way.
 
 Prints one Markdown table (and writes it, with every job's JSON, to ``--out``).
 """
@@ -45,6 +50,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from transformerkit.backends import machine
 from transformerkit.data.parallel import load_parallel
 from transformerkit.tasks.translation import bleu_tokenizer, score
 from transformerkit.tasks import load_recipe
@@ -90,7 +96,7 @@ def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
 
 
 def train_peer(recipe: str, budgets: list[float], out: Path, dropout: float = 0.1, test_sentences: int | None = None,
-               seed: int = 1) -> dict:
+               seed: int = 1, precision: str = "auto") -> dict:
     """Train the Hugging Face peer at the recipe's shape for the largest budget (minutes), score it
     at each budget; returns its results."""
     from transformers import MarianConfig, MarianMTModel
@@ -117,6 +123,7 @@ def train_peer(recipe: str, budgets: list[float], out: Path, dropout: float = 0.
         decoder_start_token_id=pad, forced_eos_token_id=eos)
     model = MarianMTModel(config)
     model.train()
+    bf16 = precision == "bf16" or (precision == "auto" and machine.native_bf16())
     optimizer = torch.optim.AdamW(model.parameters(), lr=PEER_PEAK_LR, betas=(0.9, 0.98), weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / PEER_WARMUP, math.sqrt(PEER_WARMUP / (s + 1))))
@@ -132,7 +139,7 @@ def train_peer(recipe: str, budgets: list[float], out: Path, dropout: float = 0.
             labels = _pad([targets[i] for i in batch], -100)
             decoder_in = torch.cat([torch.full((len(batch), 1), pad), labels[:, :-1]], dim=1)  # shifted right
             decoder_in = decoder_in.masked_fill(decoder_in.eq(-100), pad)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 logits = model(input_ids=src, attention_mask=src.ne(pad), decoder_input_ids=decoder_in).logits
             loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100,
                                    label_smoothing=0.1)
@@ -160,7 +167,7 @@ def train_peer(recipe: str, budgets: list[float], out: Path, dropout: float = 0.
                         "train_seconds": round(snapshot["seconds"], 1),
                         "target_tokens_per_second": round(snapshot["tokens"] / snapshot["seconds"], 1),
                         **score(hypotheses, test.targets, d.target_lang)})
-    return {"job": "peer", "dropout": dropout, "parameters": sum(p.numel() for p in model.parameters()),
+    return {"job": "peer", "dropout": dropout, "precision": "bf16" if bf16 else "fp32", "parameters": sum(p.numel() for p in model.parameters()),
             "bleu_tokenizer": bleu_tokenizer(d.target_lang), "budgets": results}
 
 
@@ -181,11 +188,14 @@ def _peer_translate(model, tokenizer, texts: list[str], pad: int, eos: int) -> l
 
 # ------------------------------------------------------------------------------------------ ours
 def train_ours(recipe: str, budgets: list[float], out: Path, overrides: list[str]) -> dict:
-    """``transformerkit train`` to each budget in turn (resuming the same run), scored at each."""
-    run = out / "run"
+    """``transformerkit train`` to each budget in turn (resuming the same run), scored at each; a
+    recipe whose schedule depends on the budget trains a fresh run per budget."""
+    training = load_recipe(recipe, overrides).training
+    per_budget = training.schedule == "cosine" or training.warmup_share is not None or training.save_share is not None
     results = []
     for i, minutes in enumerate(sorted(budgets)):
-        command = [sys.executable, "-m", "transformerkit", "train", recipe, *(["--resume"] if i else []),
+        run = out / (f"run-{minutes:g}min" if per_budget else "run")
+        command = [sys.executable, "-m", "transformerkit", "train", recipe, *(["--resume"] if i and not per_budget else []),
                    "--set", f"training.max_minutes={minutes}", "--set", f"training.output_dir={run}",
                    "--set", "training.progress=false", *[a for o in overrides for a in ("--set", o)]]
         with (out / "stdout.txt").open("a") as stdout, (out / "stderr.txt").open("a") as stderr:
@@ -226,6 +236,8 @@ def main() -> int:
                              "(default: one job named 'transformerkit' with none)")
     parser.add_argument("--no-peer", action="store_true", help="only the transformerkit jobs")
     parser.add_argument("--peer-dropout", type=float, default=0.1, help="the peer's dropout (default 0.1)")
+    parser.add_argument("--peer-precision", choices=["auto", "fp32", "bf16"], default="auto",
+                        help="the peer's autocast: auto = bf16 where the CPU has bf16 hardware, else fp32")
     parser.add_argument("--test-sentences", type=int, default=None,
                         help="score the peer on the first N test pairs only (a quick check of the script)")
     parser.add_argument("--out", type=Path, default=None)
@@ -236,7 +248,8 @@ def main() -> int:
     if args.job is not None:  # a child process
         out = args.out
         out.mkdir(parents=True, exist_ok=True)
-        result = (train_peer(args.recipe, args.minutes, out, args.peer_dropout, args.test_sentences)
+        result = (train_peer(args.recipe, args.minutes, out, args.peer_dropout, args.test_sentences,
+                             precision=args.peer_precision)
                   if args.job == "peer"
                   else train_ours(args.recipe, args.minutes, out, args.overrides))
         (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -254,7 +267,7 @@ def main() -> int:
     cores = os.cpu_count() or 1
     slots = max(1, cores // args.threads) if args.schedule == "parallel" else 1
     base = [sys.executable, __file__, "--recipe", args.recipe, "--minutes", *map(str, args.minutes),
-            "--peer-dropout", str(args.peer_dropout)]
+            "--peer-dropout", str(args.peer_dropout), "--peer-precision", args.peer_precision]
     if args.test_sentences is not None:
         base += ["--test-sentences", str(args.test_sentences)]
     pending = list(jobs)

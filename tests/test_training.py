@@ -154,26 +154,48 @@ def test_a_warmup_share_sizes_the_warmup_to_the_run_and_keeps_the_peak(small_cor
         load_recipe(None, recipe_overrides(small_corpus, out, **{**settings, "training.warmup_share": 1.5}))
 
 
-def test_a_warmup_sized_to_a_time_budget_is_timed_without_a_trace(small_corpus: Path, tmp_path: Path) -> None:
+def test_a_save_share_spaces_the_checkpoints_over_the_run(small_corpus: Path, tmp_path: Path) -> None:
+    """``save_share``: a checkpoint every that share of the run (at most every ``save_every``
+    steps), so the averaged last checkpoints cover the run's end; a resumed run keeps the interval."""
+    out = tmp_path / "run"
+    settings = {"training.max_steps": 9, "training.save_share": 0.34, "training.save_every": 100,
+                "training.validate_every": 100, "training.keep_checkpoints": 10}
+    first = Trainer(load_recipe(None, recipe_overrides(small_corpus, out, **settings)))
+    assert first.progress.planned_save_every == 3
+    first.run.training.max_steps = 4  # interrupted at step 4
+    first.train()
+    resumed = Trainer(load_recipe(None, recipe_overrides(small_corpus, out, **settings)), resume=True)
+    assert resumed.progress.planned_save_every == 3
+    resumed.train()
+    assert sorted(d.name for d in (out / "checkpoints").glob("step-*")) == [
+        f"step-{n:08d}" for n in (3, 4, 6, 9)]  # 4: where the first session stopped
+    capped = Trainer(load_recipe(None, recipe_overrides(small_corpus, tmp_path / "capped", **{
+        **settings, "training.save_every": 2})))
+    assert capped.progress.planned_save_every == 2
+
+
+def test_a_plan_for_a_time_budget_is_timed_without_a_trace(small_corpus: Path, tmp_path: Path) -> None:
     """With ``max_minutes``: the step is timed before training (logged); timing it leaves the run
-    as it was — the same weights as a run given that warm-up without timing anything."""
-    settings = {"training.max_minutes": 0.05, "training.max_steps": None, "training.warmup_steps": 10 ** 6,
-                "training.warmup_share": 0.1}
-    warmups = []
+    as it was — the same weights as a run given that plan (warm-up, checkpoint interval) without
+    timing anything."""
+    settings = {"training.max_minutes": 0.05, "training.max_steps": None, "training.warmup_steps": 10 ** 6}
+    plans = []
     for run, share in (("timed", 0.1), ("given", None)):  # one after the other: they share the random stream
         trainer = Trainer(load_recipe(None, recipe_overrides(small_corpus, tmp_path / run, **{
-            **settings, "training.warmup_share": share})))
-        if share is None:
-            trainer.progress.planned_warmup = warmups[0]
-        warmups.append(trainer.progress.planned_warmup)
+            **settings, "training.warmup_share": share, "training.save_share": share and 0.5})))
+        if share is None:  # the timed run's plan, given
+            trainer.progress.planned_warmup, trainer.progress.planned_save_every = plans[0]
+        plans.append((trainer.progress.planned_warmup, trainer.progress.planned_save_every))
         trainer.run.training.max_minutes, trainer.run.training.max_steps = None, 3  # the same length whatever the clock
         trainer.train()
-    assert warmups[0] is not None and 1 <= warmups[0] < 10 ** 6
+    warmup, save_every = plans[0]
+    assert warmup is not None and 1 <= warmup < 10 ** 6 and save_every is not None and 1 <= save_every <= 3
     a, b = (weights(tmp_path / run / "checkpoints" / "step-00000003") for run in ("timed", "given"))
     for key in a:
         assert torch.equal(a[key], b[key]), key
     plan = [json.loads(line) for line in (tmp_path / "timed" / "log.jsonl").read_text().splitlines()][1]
-    assert plan["event"] == "plan_warmup" and plan["warmup_steps"] == warmups[0] and plan["seconds_per_step"] > 0
+    assert plan["event"] == "plan_start" and plan["seconds_per_step"] > 0
+    assert (plan["warmup_steps"], plan["save_every"]) == (warmup, save_every)
 
 
 def test_resuming_with_another_model_shape_names_the_settings(small_corpus: Path, tmp_path: Path) -> None:

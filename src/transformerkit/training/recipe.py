@@ -50,8 +50,8 @@ class TrainingConfig:
     warmup_share: float | None = None
     """Size the warm-up to the run: at most this share of the steps the run will take
     (``max_steps``, or the steps ``max_minutes`` holds at the speed of the model's own training
-    step, timed before the first), never more than ``warmup_steps``, whose peak lrate stays. A
-    15-minute recipe then warms up for the same share of its run on a slow CPU as on a fast one."""
+    step, timed before the first), never more than ``warmup_steps``, whose peak lrate stays.
+    (Measured on en→de at ~880 steps: 0.3 loses 1.1 BLEU to the full 800-step warm-up; RESULTS.md.)"""
     schedule: Literal["inverse-sqrt", "cosine"] = "inverse-sqrt"
     """``inverse-sqrt``: the paper's (§5.3); ``cosine``: the same warm-up and peak, then a cosine decay
     to 0 at ``max_steps`` or, without it, at the step the run's own speed reaches at ``max_minutes``
@@ -79,6 +79,11 @@ class TrainingConfig:
     decoding on this many validation pairs, taken evenly across the validation file (0: off)."""
     save_every: int | None = None
     """Steps between checkpoints (default: ``validate_every``)."""
+    save_share: float | None = None
+    """Size the checkpoint interval to the run: a checkpoint every this share of the steps the run
+    will take (planned as for ``warmup_share``), at most every ``save_every`` steps — so that the
+    last ``average_last`` checkpoints, which the final model averages, cover the end of the run on
+    a slow CPU as on a fast one."""
     keep_checkpoints: int = 5
     average_last: int = 5
     """The final model averages the last N checkpoints' weights (the paper averages 5)."""
@@ -143,11 +148,13 @@ class RunConfig(Generic[DataT]):
             value = getattr(t, name)
             if value is not None and not 0 < value < math.inf:  # NaN fails too
                 raise ValueError(f"training.{name} must be positive or null, got {value}")
-        if t.warmup_share is not None and not 0 < t.warmup_share <= 1:  # NaN fails too
-            raise ValueError(f"training.warmup_share must be in (0, 1] or null, got {t.warmup_share}")
-        if t.warmup_share is not None and t.max_steps is None and t.max_minutes is None:
-            raise ValueError("training.warmup_share sizes the warm-up to training.max_steps or to the steps "
-                             "training.max_minutes holds: set one")
+        for name in ("warmup_share", "save_share"):
+            share = getattr(t, name)
+            if share is not None and not 0 < share <= 1:  # NaN fails too
+                raise ValueError(f"training.{name} must be in (0, 1] or null, got {share}")
+            if share is not None and t.max_steps is None and t.max_minutes is None:
+                raise ValueError(f"training.{name} is a share of training.max_steps or of the steps "
+                                 f"training.max_minutes holds: set one")
         if not 0 < t.lr_scale < math.inf or not 0 < t.adam_eps < math.inf:
             raise ValueError(f"training.lr_scale and training.adam_eps must be positive numbers, got "
                              f"{t.lr_scale} and {t.adam_eps}")

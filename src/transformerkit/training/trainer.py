@@ -24,8 +24,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +63,8 @@ class Progress:
     """fp32 CPU runs: whether the products run on oneDNN, measured when the run starts and kept on resume."""
     planned_warmup: int | None = None
     """With ``training.warmup_share``: the warm-up's length, planned before the first step."""
+    planned_save_every: int | None = None
+    """With ``training.save_share``: steps between checkpoints, planned before the first step."""
     precision: str | None = None
     """``fp32`` or ``bf16``: what ``training.precision`` (``auto`` included) resolved to when the run started."""
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -166,9 +167,9 @@ class Trainer:
         if resume:
             self._load_latest_weights()
         self.progress = Progress()
-        # measured on the plain model, before DDP or FSDP wrap it; a resumed run keeps its own
-        self.precision_choice = None if resume else self._choose_precision()
         self.loss_module = _TaskLoss(self.task)
+        # measured on the plain model (rank 0), before DDP or FSDP wrap it; a resumed run keeps its own
+        self.precision_choice = None if resume else self._choose_precision()
         layers = [m for m in self.model.modules() if isinstance(m, TransformerLayer)]
         self.trained = self.dist.wrap(self.loss_module, layers, self.device)
         # fused: one kernel for the whole update (a base-shape bf16 step on 2 CPU cores: 55 → 19 ms)
@@ -183,14 +184,13 @@ class Trainer:
                                                 ramp=lambda: self.progress.planned_warmup)
         if resume:
             self._restore(self.checkpoints / "latest")
-        if resume:
             self._keep_precision()
         self.speed_choices = self._choose_speed_measures()
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.progress.precision == "bf16"
                          else nullcontext())
-        self._warmup_plan: dict[str, Any] | None = None  # for the log
+        self._start_plan: dict[str, Any] | None = None  # for the log
         if not resume:
-            self._plan_warmup()
+            self._plan_start()
 
     # --------------------------------------------------------------------------- checkpoints
     def _load_latest_weights(self) -> None:
@@ -220,6 +220,7 @@ class Trainer:
                          "elapsed_seconds": p.elapsed_seconds, "best_valid_loss": p.best_valid_loss,
                          "validations_without_improvement": p.validations_without_improvement,
                          "planned_steps": p.planned_steps, "planned_warmup": p.planned_warmup,
+                         "planned_save_every": p.planned_save_every,
                          "onednn_products": p.onednn_products,
                          "precision": p.precision,
                          "history": json.dumps(p.history)},
@@ -262,59 +263,56 @@ class Trainer:
         """The warm-up's length: planned (``warmup_share``), else ``warmup_steps``."""
         return self.progress.planned_warmup or self.run.training.warmup_steps
 
-    def _plan_warmup(self) -> None:
-        """``training.warmup_share``: size the warm-up to the steps this run will take —
-        ``max_steps``, or the steps ``max_minutes`` holds at the speed of this model's own training
-        step (forward and backward of the first batch in the run's precision and kernels, timed
-        here, before the first step; validation and checkpoints not counted, so the estimate errs
-        long) — at most ``warmup_steps``. The step is left without a trace (gradients, random stream)."""
+    def _plan_start(self) -> None:
+        """``training.warmup_share`` / ``save_share``: size the warm-up and the checkpoint interval
+        to the steps this run will take — ``max_steps``, or the steps ``max_minutes`` holds at the
+        speed of this model's own training step (forward and backward of the first batch in the
+        run's precision and kernels, timed here before the first step, without a trace; validation
+        and checkpoints not counted, so the estimate errs long) — at most ``warmup_steps`` and
+        ``save_every``."""
         t, p = self.run.training, self.progress
-        if t.warmup_share is None:
+        if t.warmup_share is None and t.save_share is None:
             return
         seconds_per_step = None
         if t.max_steps is not None:
             steps = t.max_steps
         else:
             assert t.max_minutes is not None  # the recipe's validation
-            batches, rng = self.task.epoch_batches(0)[:t.accumulate], torch.get_rng_state()
-            self._trial_step(batches)  # warm-up: the first step allocates and picks kernels
+            batches = self.task.epoch_batches(0)[:t.accumulate]
+            self._trial_step(self.trained, batches, self.autocast)  # the first step allocates and picks kernels
             started = time.perf_counter()
             for _ in range(2):
-                self._trial_step(batches)
+                self._trial_step(self.trained, batches, self.autocast)
             seconds_per_step = self.dist.from_main((time.perf_counter() - started) / 2)
-            torch.set_rng_state(rng)
             steps = int(60 * t.max_minutes / seconds_per_step)
-        p.planned_warmup = max(1, min(t.warmup_steps, round(t.warmup_share * steps)))
-        self._warmup_plan = {"event": "plan_warmup", "step": 0, "warmup_steps": p.planned_warmup,
-                             "steps_expected": steps, "seconds_per_step": seconds_per_step}
+        planned = []
+        if t.warmup_share is not None:
+            p.planned_warmup = max(1, min(t.warmup_steps, round(t.warmup_share * steps)))
+            planned.append(f"warm-up {p.planned_warmup} steps ({t.warmup_share:g}, at most {t.warmup_steps})")
+        if t.save_share is not None:
+            most = t.save_every or t.validate_every
+            p.planned_save_every = max(1, min(most, round(t.save_share * steps)))
+            planned.append(f"a checkpoint every {p.planned_save_every} steps ({t.save_share:g}, at most {most})")
+        self._start_plan = {"event": "plan_start", "step": 0, "steps_expected": steps,
+                            "seconds_per_step": seconds_per_step, "warmup_steps": p.planned_warmup,
+                            "save_every": p.planned_save_every}
         if self.dist.is_main:
-            print(f"warm-up: {p.planned_warmup} steps ({t.warmup_share:g} of the ~{steps} steps expected"
-                  f"{f' at {seconds_per_step:.3f} s/step' if seconds_per_step else ''}; at most {t.warmup_steps})",
-                  file=sys.stderr)
+            speed = f" at {seconds_per_step:.3f} s/step" if seconds_per_step else ""
+            print(f"plan for ~{steps} steps{speed}: {'; '.join(planned)}", file=sys.stderr)
 
-    def _trial_step(self, batches: list[Any]) -> None:
-        """Forward and backward of ``batches`` as :meth:`_step` runs them, without the update."""
+    def _trial_step(self, module: nn.Module, batches: list[Any], autocast: AbstractContextManager[Any]) -> None:
+        """Forward and backward of ``batches`` through ``module`` (the loss, wrapped or not) as
+        :meth:`_step` runs them, but without the update and without a trace: gradients cleared,
+        the random stream (dropout) put back. For timing."""
+        rng = torch.get_rng_state()
         for batch in batches:
             share, weight = self.dist.share(batch)
             prepared = self.task.prepare(share)
-            with self.dist.accumulating(self.trained, last=True):
-                with self.autocast:
-                    loss = self.trained(prepared) * (weight / max(prepared.tokens, 1))
-                loss.backward()
-        self.optimizer.zero_grad(set_to_none=True)
-
-    def _bf16_step(self, batch: list[Any]) -> Callable[[bool], None]:
-        """One forward and backward of ``batch`` on the plain model, in bf16 autocast or fp32, that
-        leaves no trace: gradients cleared, the random stream (dropout) put back."""
-        def step(bf16: bool) -> None:
-            rng = torch.get_rng_state()
-            prepared = self.task.prepare(batch)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = self.task.loss(prepared) / prepared.tokens
+            with autocast:
+                loss = module(prepared) * (weight / max(prepared.tokens, 1))
             loss.backward()
-            self.model.zero_grad(set_to_none=True)
-            torch.set_rng_state(rng)
-        return step
+        self.model.zero_grad(set_to_none=True)
+        torch.set_rng_state(rng)
 
     def _choose_precision(self) -> Choice:
         """Resolve ``training.precision`` for a new run (``auto``: measured on this machine, see
@@ -328,7 +326,8 @@ class Trainer:
             batch = self.task.epoch_batches(0)[0][:16]  # the real step's shape, on a slice: cheap where bf16 is slow
             shape = (f"{self.model.model_type}, {sum(p.numel() for p in self.model.parameters()):,} parameters, "
                      f"{len(batch)} examples forward+backward")
-            choice = choose_precision(wish, shape, self._bf16_step(batch))
+            choice = choose_precision(wish, shape, lambda bf16: self._trial_step(
+                self.loss_module, [batch], torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)))
         else:
             choice = Choice(False, "", {})
         choice = self.dist.from_main(choice)
@@ -491,8 +490,8 @@ class Trainer:
                    "parameters": sum(x.numel() for x in self.model.parameters()), "device": str(self.device),
                    "processes": self.dist.world_size,
                    "speed_choices": {name: c.to_dict() for name, c in self.speed_choices.items()}})
-        if self._warmup_plan is not None:
-            log.write(self._warmup_plan)
+        if self._start_plan is not None:
+            log.write(self._start_plan)
         bar = tqdm(total=t.max_steps, initial=p.step, disable=not (t.progress and self.dist.is_main), unit="step",
                    dynamic_ncols=True)
         self._session_start = time.perf_counter()
@@ -541,7 +540,7 @@ class Trainer:
 
     def _between_steps(self, log: JsonlLog, stop: _StopRequest) -> tuple[str | None, dict[str, Any] | None]:
         """After an optimizer step: validate when due, plan a cosine schedule's end, decide whether
-        to stop, and save a checkpoint when due (every ``save_every`` steps, on a new best
+        to stop, and save a checkpoint when due (every ``save_every`` steps or as planned, on a new best
         validation loss, and before stopping). Returns (stop reason, the validation record or None)."""
         t, p = self.run.training, self.progress
         validation = None
@@ -550,7 +549,8 @@ class Trainer:
         self._plan_steps(log)
         reason = self._agreed_stop_reason(stop)
         improved = validation is not None and validation["improved"]
-        if improved or p.step % (t.save_every or t.validate_every) == 0 or reason is not None:
+        save_every = p.planned_save_every or t.save_every or t.validate_every
+        if improved or p.step % save_every == 0 or reason is not None:
             self._bank_elapsed()
             saved = self.save()
             if improved and self.dist.is_main:
