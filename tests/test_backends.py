@@ -210,7 +210,8 @@ def test_auto_precision_is_fp32_without_measuring_where_bf16_is_emulated(monkeyp
     assert not choose_precision("fp32", "a step", slow_step(False, calls)).use and calls == []
 
 
-def test_auto_precision_takes_bf16_only_where_it_measures_faster(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+def test_auto_precision_takes_bf16_only_where_it_measures_faster(monkeypatch: pytest.MonkeyPatch, tmp_path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(machine, "native_bf16", lambda: True)
     monkeypatch.setenv("TRANSFORMERKIT_CACHE", str(tmp_path))
     calls: list[bool] = []
@@ -222,6 +223,11 @@ def test_auto_precision_takes_bf16_only_where_it_measures_faster(monkeypatch: py
     kept = choose_precision("auto", "step A", slow_step(True, calls), rounds=2)
     assert kept.use and calls == [] and "kept in" in kept.reason  # once per machine and shape
     assert choose_precision("bf16", "step B", slow_step(True, calls)).use and calls == []  # native: as asked
+    from transformerkit.cli import main
+    assert main(["info"]) == 0
+    shown = capsys.readouterr().out
+    assert "bf16 in hardware" in shown
+    assert "training precision | step A: bf16 — " in shown and "training precision | step B: fp32 — " in shown
 
 
 def test_explicit_bf16_on_a_cpu_without_bf16_hardware_trains_in_bf16_with_the_cost_measured(

@@ -18,6 +18,7 @@ the trainer knows no task.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
@@ -323,11 +324,13 @@ class Trainer:
             bf16 = wish == "bf16" or (wish == "auto" and torch.cuda.is_bf16_supported())
             choice = Choice(bf16, f"training.precision: {wish} on {torch.cuda.get_device_name(self.device)}", {})
         elif self.dist.is_main:
-            batch = self.task.epoch_batches(0)[0][:16]  # the real step's shape, on a slice: cheap where bf16 is slow
+            # the real step's shape, on a slice of the first batch (cheap where bf16 is slow), made
+            # only if a measurement needs it
+            batch = functools.cache(lambda: self.task.epoch_batches(0)[0][:16])
             shape = (f"{self.model.model_type}, {sum(p.numel() for p in self.model.parameters()):,} parameters, "
-                     f"{len(batch)} examples forward+backward")
+                     f"up to 16 examples forward+backward")
             choice = choose_precision(wish, shape, lambda bf16: self._trial_step(
-                self.loss_module, [batch], torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)))
+                self.loss_module, [batch()], torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)))
         else:
             choice = Choice(False, "", {})
         choice = self.dist.from_main(choice)
