@@ -264,6 +264,11 @@ class Trainer:
         """The warm-up's length: planned (``warmup_share``), else ``warmup_steps``."""
         return self.progress.planned_warmup or self.run.training.warmup_steps
 
+    def _save_every(self) -> int:
+        """Steps between checkpoints: planned (``save_share``), else ``save_every``, else ``validate_every``."""
+        t = self.run.training
+        return self.progress.planned_save_every or t.save_every or t.validate_every
+
     def _plan_start(self) -> None:
         """``training.warmup_share`` / ``save_share``: size the warm-up and the checkpoint interval
         to the steps this run will take — ``max_steps``, or the steps ``max_minutes`` holds at the
@@ -291,7 +296,7 @@ class Trainer:
             p.planned_warmup = max(1, min(t.warmup_steps, round(t.warmup_share * steps)))
             planned.append(f"warm-up {p.planned_warmup} steps ({t.warmup_share:g}, at most {t.warmup_steps})")
         if t.save_share is not None:
-            most = t.save_every or t.validate_every
+            most = self._save_every()  # nothing planned yet: the recipe's interval
             p.planned_save_every = max(1, min(most, round(t.save_share * steps)))
             planned.append(f"a checkpoint every {p.planned_save_every} steps ({t.save_share:g}, at most {most})")
         self._start_plan = {"event": "plan_start", "step": 0, "steps_expected": steps,
@@ -552,8 +557,7 @@ class Trainer:
         self._plan_steps(log)
         reason = self._agreed_stop_reason(stop)
         improved = validation is not None and validation["improved"]
-        save_every = p.planned_save_every or t.save_every or t.validate_every
-        if improved or p.step % save_every == 0 or reason is not None:
+        if improved or p.step % self._save_every() == 0 or reason is not None:
             self._bank_elapsed()
             saved = self.save()
             if improved and self.dist.is_main:
