@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from transformerkit.nn import (KVCache, MultiHeadAttention, RotaryEmbedding, causal_mask, fused_attention,
-                               merge_masks, padding_mask, reference_attention)
+from transformerkit.nn import (KVCache, MultiHeadAttention, RotaryEmbedding, causal_mask, fused_attention, merge_masks,
+                               padding_mask, reference_attention)
 
 ATOL = 1e-5
 
@@ -129,6 +129,32 @@ def test_cross_attention_cache_projects_memory_once() -> None:
     first, _ = mha(x[:, :1], memory=memory, cache=cache)
     rest, _ = mha(x[:, 1:], memory=torch.zeros_like(memory), cache=cache)  # cached: memory ignored
     torch.testing.assert_close(torch.cat([first, rest], 1), full, atol=ATOL, rtol=0)
+
+
+def test_a_registered_kernel_runs_in_every_layer_of_a_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel is one function and one registration; a model names it in its config."""
+    from transformerkit.config import preset
+    from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
+    from transformerkit.nn.attention_kernels import ATTENTION_KERNELS, register_attention_kernel
+
+    calls = []
+
+    def softmax_in_float64(q, k, v, mask, causal, dropout_p):  # the formula, in double precision
+        calls.append(q.shape)
+        out, weights = ATTENTION_KERNELS["reference"](q.double(), k.double(), v.double(), mask, causal, dropout_p)
+        return out.to(q.dtype), None
+
+    monkeypatch.setitem(ATTENTION_KERNELS, "float64", None)  # removed again after the test
+    register_attention_kernel("float64", softmax_in_float64)
+    torch.manual_seed(0)
+    model = EncoderDecoderTransformer(preset("tiny", attention_kernel="float64", dropout=0.0)).eval()
+    src, tgt = torch.randint(3, 1000, (2, 7)), torch.randint(3, 1000, (2, 5))
+    logits = model(src, tgt)
+    assert len(calls) == 2 + 2 * 2  # encoder self-attention ×2 layers, decoder self + cross ×2 layers
+    model.set_attention_kernel("reference")
+    torch.testing.assert_close(logits, model(src, tgt), atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="attention kernel must be one of auto, fused, reference, float64, got 'flash'"):
+        model.set_attention_kernel("flash")
 
 
 def test_unknown_kernel_is_rejected() -> None:

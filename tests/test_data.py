@@ -10,11 +10,10 @@ import polib
 import pytest
 
 from transformerkit.data import gettext
-from transformerkit.data.batching import TranslationExample, collate, padded_length, token_batches
+from transformerkit.data.batching import TranslationExample, batch_by_size, collate, padded_length, token_batches
 from transformerkit.data.parallel import DataError, load_parallel, read_aligned, read_jsonl, read_tsv, write_tsv
 from transformerkit.data.tokenizer import SubwordTokenizer
-from transformerkit.tasks.translation import learn_tokenizer
-from transformerkit.tasks.translation import TranslationData
+from transformerkit.tasks.translation import TranslationData, learn_tokenizer
 
 BUNDLED = Path(__file__).resolve().parents[1] / "data"
 
@@ -209,6 +208,21 @@ def test_token_batches_are_a_function_of_seed_and_epoch() -> None:
     ordered = token_batches(data, 300, seed=1, epoch=0, shuffle=False)
     flat = [padded_length(data[i]) for b in ordered for i in b]
     assert flat == sorted(flat)
+
+
+def test_batches_by_size_hold_the_budget_and_the_row_limit_given() -> None:
+    import random
+    rng = random.Random(0)
+    sizes = [rng.randint(1, 60) for _ in range(400)]
+    for max_tokens, max_rows in ((256, None), (256, 3), (10_000, 16)):
+        batches = batch_by_size(sizes, max_tokens, seed=0, epoch=0, shuffle=False, max_rows=max_rows)
+        assert sorted(i for b in batches for i in b) == list(range(len(sizes)))
+        assert all(len(b) * max(sizes[i] for i in b) <= max_tokens for b in batches)
+        assert all(len(b) <= (max_rows or len(sizes)) for b in batches)
+    assert max(len(b) for b in batch_by_size(sizes, 10_000, 0, 0, max_rows=16)) == 16
+    assert batch_by_size([300, 2], 100, 0, 0, shuffle=False) == [[1], [0]]  # too large: a batch of its own
+    with pytest.raises(ValueError, match="max_rows must be a positive integer or None, got 0"):
+        batch_by_size(sizes, 100, 0, 0, max_rows=0)
 
 
 def test_collate_adds_special_tokens_and_padding() -> None:

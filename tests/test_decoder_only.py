@@ -9,8 +9,8 @@ from transformerkit.config import preset
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.generation.config import GenerationConfig
 from transformerkit.generation.sampling import TokenChooser, apply_repetition_penalty, top_k_filter, top_p_filter
+from transformerkit.inference.language_modeling import TextGenerator
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
-from transformerkit.tasks.language_modeling import TextGenerator
 
 TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 3
 

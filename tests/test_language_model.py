@@ -101,7 +101,7 @@ def test_generate_in_bf16_and_auto_work_on_a_cpu_without_onednn_bf16(text_file: 
     ``mkldnn_reorder_linear_weight: bf16 path needs …``); ``--dtype auto`` decodes in fp32 there."""
     from transformerkit.backends import machine
     from transformerkit.backends.layout import DecodingLinear
-    from transformerkit.tasks.language_modeling import load_generator
+    from transformerkit.inference.language_modeling import load_generator
     Trainer(load_recipe(None, overrides(text_file, tmp_path / "run", **{"training.max_steps": 2}))).train()
     model_dir = str(tmp_path / "run" / "model")
     monkeypatch.setattr(machine, "onednn_bf16_weights", lambda: False)

@@ -1,8 +1,10 @@
-"""The package imports only downward: nn ← models ← generation ← checkpoint ← training ← tasks ← cli / serve.
+"""The package imports only downward: nn ← models ← generation ← checkpoint ← inference ←
+training ← tasks ← cli; serve stands on inference, never on training.
 
 Every ``import`` of a transformerkit module, at module level or inside a function, is read from
-the source (nothing is executed). A module may import its own package or a lower layer; the
-modules imported at load time must also form no cycle.
+the source (nothing is executed). A module may import its own package or a lower layer, a package
+of its own layer only where :data:`SAME_LAYER` lists the pair, and never what :data:`FORBIDDEN`
+names; the modules imported at load time must also form no cycle.
 """
 
 import ast
@@ -17,10 +19,16 @@ LAYERS = {
     "models": 3,
     "generation": 4,
     "checkpoint": 5,
-    "interop": 6, "training": 6,
-    "tasks": 7,
-    "cli": 8, "serve": 8, "__main__": 9, "": 8,  # "": the package's own __init__, its public face
+    "inference": 6,
+    "interop": 7, "training": 7,
+    "tasks": 8,
+    "cli": 9, "serve": 9, "__main__": 10, "": 9,  # "": the package's own __init__, its public face
 }
+SAME_LAYER = {("cli", "serve")}
+"""(importer, imported) packages of one layer that may import each other."""
+FORBIDDEN = {"serve": {"training", "tasks"}, "inference": {"training", "tasks"}}
+"""Package → packages it may not import whatever their layer: the server and the inference layer
+use a model through ``inference``, never through the trainer or its tasks."""
 
 
 def module_name(path: Path) -> str:
@@ -43,8 +51,12 @@ def imports(path: Path) -> tuple[set[str], set[str]]:
     return everywhere, at_load
 
 
+def package(module: str) -> str:
+    return module.split(".")[1] if "." in module else ""
+
+
 def layer(module: str) -> int:
-    return LAYERS[module.split(".")[1] if "." in module else ""]
+    return LAYERS[package(module)]
 
 
 def graph() -> dict[str, tuple[set[str], set[str]]]:
@@ -62,6 +74,20 @@ def test_no_module_imports_a_higher_layer() -> None:
               for module, (everywhere, _) in graph().items() for target in sorted(everywhere)
               if layer(target) > layer(module)]
     assert not upward, "\n".join(upward)
+
+
+def test_packages_of_one_layer_import_each_other_only_where_listed() -> None:
+    sideways = [f"{module} imports {target} (both layer {layer(module)})"
+                for module, (everywhere, _) in graph().items() for target in sorted(everywhere)
+                if layer(target) == layer(module) and package(target) != package(module)
+                and (package(module), package(target)) not in SAME_LAYER]
+    assert not sideways, "\n".join(sideways)
+
+
+def test_serving_and_inference_never_import_training() -> None:
+    forbidden = [f"{module} imports {target}" for module, (everywhere, _) in graph().items()
+                 for target in sorted(everywhere) if package(target) in FORBIDDEN.get(package(module), set())]
+    assert not forbidden, "\n".join(forbidden)
 
 
 def test_module_level_imports_form_no_cycle() -> None:
@@ -88,3 +114,5 @@ def test_the_checker_sees_an_upward_import(tmp_path: Path) -> None:
     everywhere, at_load = imports(source)
     assert everywhere == {"transformerkit.tasks", "transformerkit.cli"} and at_load == {"transformerkit.tasks"}
     assert layer("transformerkit.training.trainer") < layer("transformerkit.tasks")
+    assert layer("transformerkit.inference.translation") < layer("transformerkit.training.trainer")
+    assert "training" in FORBIDDEN["serve"] and "training" in FORBIDDEN["inference"]

@@ -14,7 +14,7 @@ from transformerkit.data import cloze
 from transformerkit.data.squad import (Answer, QAExample, exact_match, load_squad, normalize_answer, save_squad,
                                        squad_scores, token_f1)
 from transformerkit.data.tokenizer import SubwordTokenizer
-from transformerkit.tasks.question_answering import best_spans, span_batch, span_loss, windows
+from transformerkit.inference.question_answering import best_spans, span_batch, span_loss, windows
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from transformerkit.config import preset
-from transformerkit.generation.search import (Hypothesis, beam_search, greedy_decode, length_penalty,
-                                              translate_ids)
+from transformerkit.generation.search import Hypothesis, beam_search, greedy_decode, length_penalty, translate_ids
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
 
 PAD, BOS, EOS, A, B, C = 0, 1, 2, 3, 4, 5
@@ -128,7 +127,7 @@ def test_beam_output_does_not_depend_on_batch_or_padding(kernel: str) -> None:
 def test_cross_attention_heatmap_for_either_kernel(tmp_path) -> None:
     from transformerkit.data.tokenizer import SubwordTokenizer
     from transformerkit.generation.config import GenerationConfig
-    from transformerkit.tasks.translation import Translator, attention_heatmap, cross_attention
+    from transformerkit.inference.translation import Translator, attention_heatmap, cross_attention
 
     texts = ["Open the file", "Datei öffnen", "Save the file", "Datei speichern", "Close the window",
              "Fenster schließen"] * 20

@@ -23,15 +23,15 @@ from transformerkit.cli import main
 from transformerkit.config import preset
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.generation.config import GenerationConfig
+from transformerkit.inference.classification import load_classifier
+from transformerkit.inference.embedding import load_sentence_encoder
+from transformerkit.inference.language_modeling import load_generator
+from transformerkit.inference.question_answering import load_answerer
+from transformerkit.inference.translation import load_translator
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
 from transformerkit.serve import create_app
-from transformerkit.tasks.classification import load_classifier
-from transformerkit.tasks.embedding import load_sentence_encoder
-from transformerkit.tasks.language_modeling import load_generator
-from transformerkit.tasks.question_answering import load_answerer
-from transformerkit.tasks.translation import load_translator
 from transformerkit.training.task import model_config_for
 
 uvicorn = pytest.importorskip("uvicorn")
@@ -114,7 +114,7 @@ def test_completions_through_the_openai_client_equal_generate_with_the_same_seed
 
 def test_bad_requests_get_a_json_error_naming_the_field_and_the_server_keeps_serving(
         language_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from transformerkit.tasks.language_modeling import TextGenerator
+    from transformerkit.inference.language_modeling import TextGenerator
 
     app = create_app(language_model, max_request_bytes=2000, max_waiting=0)
     with running(language_model, app) as url:
@@ -212,7 +212,7 @@ def test_hostile_requests_get_json_errors_and_the_server_keeps_serving(language_
 
 def test_a_stream_whose_client_goes_away_stops_decoding_and_frees_the_model(
         language_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from transformerkit.tasks.language_modeling import TextGenerator
+    from transformerkit.inference.language_modeling import TextGenerator
 
     steps: list[int] = []
 

@@ -9,7 +9,7 @@ import pytest
 from transformerkit.cli import main
 from transformerkit.data import debian_descriptions as debian
 from transformerkit.data.parallel import DataError, load_parallel
-from transformerkit.tasks.summarization import lead_summary, rouge_scores
+from transformerkit.inference.summarization import lead_summary, rouge_scores
 
 INDEX = """\
 Package: foo
@@ -119,6 +119,7 @@ def test_a_summarization_run_trains_summarizes_and_scores(tmp_path: Path, capsys
     assert any("valid_rougeL" in record for record in log if record["event"] == "valid")
 
     model = str(tmp_path / "run" / "model")
+    assert json.loads((tmp_path / "run" / "model" / "config.json").read_text())["task"] == "summarization"
     (tmp_path / "doc.txt").write_text(pairs[0]["document"] + "\n")
     assert main(["summarize", "--model", model, "--input", str(tmp_path / "doc.txt")]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 1

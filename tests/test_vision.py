@@ -22,12 +22,12 @@ from transformerkit.data.images import (DataError, load_images, read_idx, read_i
 from transformerkit.generation.config import GenerationConfig
 from transformerkit.generation.decoders import CausalLMDecoder, VocabularyPrefix
 from transformerkit.generation.sampling import TokenChooser, generate_tokens
+from transformerkit.inference.image_classification import attention_rollout, class_attention_map, load_image_classifier
+from transformerkit.inference.image_generation import class_consistency, load_image_generator
 from transformerkit.interop.vit import load_hf_vit, save_hf_vit
 from transformerkit.models.vision import VisionTransformer
 from transformerkit.nn.embedding import PatchEmbedding
-from transformerkit.tasks.image_classification import (Augmented, augment, attention_rollout, class_attention_map,
-                                                       load_image_classifier)
-from transformerkit.tasks.image_generation import class_consistency, load_image_generator
+from transformerkit.tasks.image_classification import Augmented, augment
 
 transformers = pytest.importorskip("transformers")
 

@@ -2,7 +2,8 @@
 
 A **model directory** is what a user moves and shares (Hugging Face's conventions)::
 
-    config.json             the TransformerConfig, plus "model_type" (which model family)
+    config.json             the configuration (its family's config class), plus "model_type" (the family) and
+                            "task" (what its heads were trained for: Hugging Face's "architectures")
     model.safetensors       the weights (tied matrices stored once)
     tokenizer.json          the Hugging Face tokenizer (text models), or
     preprocessor_config.json  what turns images into inputs (vision and image-generation models)
@@ -25,7 +26,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 
 import torch
 from safetensors import SafetensorError
@@ -36,7 +37,10 @@ from transformerkit.data.image_processing import (PREPROCESSOR_CONFIG, ImageProc
                                                   load_image_preprocessor)
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.generation.config import GenerationConfig
+from transformerkit.models.decoder_only import DecoderOnlyTransformer
+from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
 from transformerkit.models.families import MODEL_CLASSES, Model
+from transformerkit.models.vision import VisionTransformer
 from transformerkit.typed_config import from_mapping
 
 Preprocessor = Union[SubwordTokenizer, ImageProcessor, PixelTokenizer]
@@ -87,40 +91,106 @@ def point(link: Path, target: Path) -> None:
     os.replace(tmp, link)
 
 
+class ModelKind(NamedTuple):
+    """What a model directory says it is (its ``config.json``)."""
+
+    model_class: type[Model]
+    """The family, from ``model_type``."""
+    config: TransformerConfig
+    task: str
+    """What the model does (``task``: ``translation``, ``language-modeling``, …), which decides the
+    verbs and endpoints that use it (:data:`transformerkit.inference.INFERENCE`)."""
+
+
+def implied_task(model_class: type[Model], config: TransformerConfig, preprocessor_file: str,
+                 generation: GenerationConfig) -> str:
+    """The task that a model's family, heads and preprocessor imply: what a directory written
+    before ``config.json`` recorded its task holds, and what a writer that names no task records.
+    ``preprocessor_file``: ``tokenizer.json`` or ``preprocessor_config.json``."""
+    if model_class is EncoderDecoderTransformer:
+        return generation.task  # translation or summarization: the same model, scored differently
+    if model_class is DecoderOnlyTransformer:
+        return "image-generation" if preprocessor_file == PREPROCESSOR_CONFIG else "language-modeling"
+    if model_class is VisionTransformer:
+        return "image-classification"
+    if config.span_head:
+        return "question-answering"
+    return "classification" if config.labels else "sentence-embedding"
+
+
+def preprocessor_file(preprocessor: Preprocessor) -> str:
+    return "tokenizer.json" if isinstance(preprocessor, SubwordTokenizer) else PREPROCESSOR_CONFIG
+
+
 def write_model_files(directory: Path, model: Model, tokenizer: Preprocessor,
-                      generation: GenerationConfig) -> None:
-    """Write the four files of a model directory into ``directory`` (which must exist)."""
-    config = {"model_type": model.model_type, **model.config.to_dict()}
+                      generation: GenerationConfig, task: str | None = None) -> None:
+    """Write the four files of a model directory into ``directory`` (which must exist); ``task``
+    None records the task the model implies (:func:`implied_task`)."""
+    if task is None:
+        task = implied_task(type(model), model.config, preprocessor_file(tokenizer), generation)
+    config = {"model_type": model.model_type, "task": task, **model.config.to_dict()}
     (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     (directory / "generation_config.json").write_text(json.dumps(asdict(generation), indent=2) + "\n",
                                                       encoding="utf-8")
     save_model(model, str(directory / "model.safetensors"))
-    tokenizer.save(directory / ("tokenizer.json" if isinstance(tokenizer, SubwordTokenizer) else PREPROCESSOR_CONFIG))
+    tokenizer.save(directory / preprocessor_file(tokenizer))
 
 
 def save_model_dir(directory: Path, model: Model, tokenizer: Preprocessor,
-                   generation: GenerationConfig) -> None:
+                   generation: GenerationConfig, task: str | None = None) -> None:
     with atomic_directory(directory) as tmp:
-        write_model_files(tmp, model, tokenizer, generation)
+        write_model_files(tmp, model, tokenizer, generation, task)
 
 
-def read_model_config(directory: Path) -> tuple[type[Model], TransformerConfig]:
-    """The model class (from ``model_type``) and configuration of a model directory."""
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; a file that is not UTF-8, not JSON or not an object raises
+    :class:`CheckpointError` naming it."""
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path}: not a UTF-8 text file") from None
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path}: invalid JSON ({error.msg}, line {error.lineno})") from None
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(values).__name__}")
+    return values
+
+
+def read_model_config(directory: Path) -> ModelKind:
+    """The family (``model_type``), configuration and task of a model directory; a directory
+    written before ``config.json`` recorded the task gets the one its model implies."""
     path = directory / "config.json"
     if not path.is_file():
         raise CheckpointError(f"{directory}: not a model directory (no config.json)")
-    try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{path}: invalid JSON ({error.msg})") from None
+    values = read_json_object(path)
     model_type = values.pop("model_type", None)
-    if model_type not in MODEL_CLASSES:
+    task = values.pop("task", None)
+    if not isinstance(model_type, str) or model_type not in MODEL_CLASSES:
         hint = (" (a Hugging Face checkpoint: import it with `transformerkit convert`)"
-                if model_type in ("gpt2", "bert") else "")
+                if model_type in ("gpt2", "bert", "vit") else "")
         raise CheckpointError(f"{path}: model_type is {model_type!r}, expected one of "
                               f"{', '.join(map(repr, MODEL_CLASSES))}{hint}")
+    model_class = MODEL_CLASSES[model_type]
     try:
-        return MODEL_CLASSES[model_type], TransformerConfig.from_dict(values)
+        config = model_class.config_class.from_dict(values)
+    except ValueError as error:
+        raise CheckpointError(f"{path}: {error}") from None
+    if task is None:
+        preprocessor = PREPROCESSOR_CONFIG if (directory / PREPROCESSOR_CONFIG).is_file() else "tokenizer.json"
+        task = implied_task(model_class, config, preprocessor, read_generation_config(directory))
+    elif not isinstance(task, str):
+        raise CheckpointError(f"{path}: task must be a string, got {task!r}")
+    return ModelKind(model_class, config, task)
+
+
+def read_generation_config(directory: Path) -> GenerationConfig:
+    """The decoding defaults of a model directory (``generation_config.json``; defaults without one)."""
+    path = directory / "generation_config.json"
+    if not path.is_file():
+        return GenerationConfig()
+    values = read_json_object(path)
+    try:
+        return from_mapping(GenerationConfig, values)
     except ValueError as error:
         raise CheckpointError(f"{path}: {error}") from None
 
@@ -161,22 +231,18 @@ def load_model_dir(directory: str | Path, device: torch.device | str = "cpu"
                    ) -> tuple[Model, Preprocessor, GenerationConfig]:
     """The model (in eval mode), tokenizer or image processor, and decoding defaults saved in ``directory``."""
     directory = Path(directory)
-    model_class, config = read_model_config(directory)
+    model_class, config, _ = read_model_config(directory)
     model = model_class(config)
     load_weights(model, directory / "model.safetensors")
     tokenizer = load_preprocessor(directory, config)
-    generation_path = directory / "generation_config.json"
-    generation = GenerationConfig()
-    if generation_path.is_file():
-        generation = from_mapping(GenerationConfig, json.loads(generation_path.read_text(encoding="utf-8")))
-    return model.to(device).eval(), tokenizer, generation
+    return model.to(device).eval(), tokenizer, read_generation_config(directory)
 
 
-def save_checkpoint(directory: Path, model: Model, tokenizer: Preprocessor,
-                    generation: GenerationConfig, training_state: dict[str, Any]) -> None:
+def save_checkpoint(directory: Path, model: Model, tokenizer: Preprocessor, generation: GenerationConfig,
+                    training_state: dict[str, Any], task: str | None = None) -> None:
     """A model directory plus ``training_state.pt``, atomically; then ``latest`` points at it."""
     with atomic_directory(directory) as tmp:
-        write_model_files(tmp, model, tokenizer, generation)
+        write_model_files(tmp, model, tokenizer, generation, task)
         torch.save(training_state, tmp / TRAINING_STATE)
     point(directory.parent / "latest", directory)
 
@@ -193,6 +259,7 @@ def average_checkpoints(directories: list[Path], out: Path) -> None:
     if not directories:
         raise CheckpointError("no checkpoints to average")
     model, tokenizer, generation = load_model_dir(directories[0])
+    task = read_model_config(directories[0]).task
     total = {k: v.double().clone() for k, v in model.state_dict().items()}
     for directory in directories[1:]:
         other, _, _ = load_model_dir(directory)
@@ -201,4 +268,4 @@ def average_checkpoints(directories: list[Path], out: Path) -> None:
         for key, value in other.state_dict().items():
             total[key] += value.double()
     model.load_state_dict({k: (v / len(directories)).to(model.state_dict()[k].dtype) for k, v in total.items()})
-    save_model_dir(out, model, tokenizer, generation)
+    save_model_dir(out, model, tokenizer, generation, task)

@@ -46,10 +46,10 @@ import torch
 from transformerkit.commands import UsageError
 from transformerkit.config import PRESETS, TransformerConfig, preset
 from transformerkit.data.sources import SOURCES
+from transformerkit.inference import inference_modules, task_function
 from transformerkit.memory import retain_freed_memory
 from transformerkit.models.families import model_class_for
 from transformerkit.serve import add_commands as add_serve_commands
-from transformerkit.tasks import serving_module, task_modules
 from transformerkit.typed_config import apply_overrides
 
 
@@ -143,11 +143,11 @@ def convert(args: argparse.Namespace) -> int:
 
 def evaluate(args: argparse.Namespace) -> int:
     """Score with the ``evaluate`` of the model's task module (the lead baseline: summarization's)."""
-    from transformerkit.tasks import summarization
+    from transformerkit.inference import summarization
 
     if (args.model is None) == (args.lead_baseline is None):
         raise UsageError("give either --model DIR or --lead-baseline WORDS")
-    scorer = serving_module(args.model, "evaluate") if args.model else summarization.evaluate
+    scorer = task_function(args.model, "evaluate") if args.model else summarization.evaluate
     print(json.dumps(scorer(args)))
     return 0
 
@@ -167,7 +167,7 @@ def average(args: argparse.Namespace) -> int:
 def plot_attention(args: argparse.Namespace) -> int:
     if (args.text is None) == (not args.image):
         raise UsageError("give --text (a translation model) or --image FILE … (a vision model)")
-    print(serving_module(args.model, "plot_attention")(args), file=sys.stderr)
+    print(task_function(args.model, "plot_attention")(args), file=sys.stderr)
     return 0
 
 
@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--resume", action="store_true", help="continue the run in training.output_dir")
     trainer.set_defaults(handler=train)
 
-    for module in task_modules():  # each task's own verbs
+    for module in inference_modules():  # each task's own verbs
         if hasattr(module, "add_commands"):
             module.add_commands(commands)
     add_serve_commands(commands)

@@ -31,7 +31,9 @@ from transformerkit.typed_config import check_types, from_mapping
 Positional = Literal["sinusoidal", "learned", "rotary"]
 NormPosition = Literal["post", "pre"]
 Activation = Literal["relu", "gelu", "gelu_tanh"]
-AttentionKernel = Literal["auto", "fused", "reference"]
+AttentionKernel = str
+"""A name in :data:`transformerkit.nn.attention_kernels.ATTENTION_KERNELS` (``auto``, ``fused``,
+``reference``, or one registered there), checked when the model is built."""
 
 
 @dataclass
@@ -92,8 +94,9 @@ class TransformerConfig:
     num_channels: int = 3
     """Vision models: colour channels of the input images (1: grayscale)."""
     attention_kernel: AttentionKernel = "auto"
-    """``fused`` (PyTorch's scaled_dot_product_attention), ``reference`` (the formula), or ``auto``:
-    the one measured faster for the device, precision and mode (:mod:`transformerkit.nn.attention`)."""
+    """``fused`` (PyTorch's scaled_dot_product_attention), ``reference`` (the formula), ``auto``
+    (the one measured faster for the device, precision and mode), or any kernel registered in
+    :data:`transformerkit.nn.attention_kernels.ATTENTION_KERNELS`."""
     pad_id: int = 0
     bos_id: int = 1
     eos_id: int = 2

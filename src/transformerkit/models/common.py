@@ -23,6 +23,9 @@ class TransformerModel(nn.Module):
 
     model_type: ClassVar[str]
     """``model_type`` in the ``config.json`` of a saved model."""
+    config_class: ClassVar[type[TransformerConfig]] = TransformerConfig
+    """What ``config.json`` is read into (:func:`transformerkit.checkpoint.read_model_config`): a
+    family with settings of its own (a non-Transformer baseline) names its own class here."""
     config: TransformerConfig
 
     def set_attention_kernel(self, kernel: AttentionKernel) -> None:

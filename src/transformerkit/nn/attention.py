@@ -5,9 +5,10 @@
         head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)                                (§3.2.2)
     with W_i^Q, W_i^K ∈ R^{d_model×d_k}, W_i^V ∈ R^{d_model×d_v}, W^O ∈ R^{h·d_v×d_model}.
 
-The product itself runs on one of two kernels with the same weights, chosen in one place
-(:func:`transformerkit.nn.attention_kernels.attend`): the formula written out, which can return
-the attention weights, or ``F.scaled_dot_product_attention``.
+The product itself runs on the kernel the module's ``kernel`` names, from one registry
+(:data:`transformerkit.nn.attention_kernels.ATTENTION_KERNELS`): the formula written out, which
+returns the attention weights, ``F.scaled_dot_product_attention``, or ``auto`` (the faster of
+the two as measured), all with the same weights.
 
 Masks are boolean, broadcastable to (batch, heads, query_len, key_len), ``True`` = may attend
 (see :mod:`transformerkit.nn.masks`). A query row whose keys are all masked out returns zeros.
@@ -22,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from transformerkit.config import AttentionKernel
-from transformerkit.nn.attention_kernels import KERNELS, attend
+from transformerkit.nn.attention_kernels import ATTENTION_KERNELS, attend
 from transformerkit.nn.embedding import RotaryEmbedding
 from transformerkit.nn.kv_cache import KVCache
 from transformerkit.nn.packing import TokenPacking
@@ -87,8 +88,8 @@ class MultiHeadAttention(nn.Module):
 
     @kernel.setter
     def kernel(self, name: AttentionKernel) -> None:
-        if name not in KERNELS:
-            raise ValueError(f"attention kernel must be one of {KERNELS}, got {name!r}")
+        if name not in ATTENTION_KERNELS:
+            raise ValueError(f"attention kernel must be one of {', '.join(ATTENTION_KERNELS)}, got {name!r}")
         self._kernel = name
 
     def _heads(self, x: Tensor, width: int) -> Tensor:

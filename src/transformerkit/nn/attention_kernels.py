@@ -1,16 +1,20 @@
-"""The attention kernels, and the one function that picks one (:func:`attend`), as torchtune's
-``attention_utils`` and Hugging Face's attention-interface registry keep that choice in one place.
+"""The attention kernels, registered by name in :data:`ATTENTION_KERNELS`, and the one function
+that runs the named one (:func:`attend`), as torchtune's ``attention_utils`` and Hugging Face's
+``ALL_ATTENTION_FUNCTIONS`` keep that choice in one place. A model's ``attention_kernel`` names
+its kernel; adding one is a function of :data:`KernelFunction`'s signature and one
+:func:`register_attention_kernel` call.
 
 Two kernels compute softmax(Q Kᵀ / √d_k) V (§3.2.1, eq. 1) with the same inputs:
 
-* ``reference``: the formula written out; it can return the attention weights (for plots).
+* ``reference``: the formula written out; it returns the attention weights (for plots).
 * ``fused``: ``torch.nn.functional.scaled_dot_product_attention`` (flash / memory-efficient
   kernels where the device has them).
 
 ``auto`` (every model's default) takes the formula where it was measured faster
 (:func:`formula_is_faster`), else ``fused``, computed in fp32 where that was measured faster
 (:func:`fp32_is_faster`). ``fused`` and ``reference`` are PyTorch's kernel and the formula as
-they are, whatever the device (``fused`` is what plain PyTorch runs).
+they are, whatever the device (``fused`` is what plain PyTorch runs). A caller that needs the
+weights (``need_weights``) gets the formula whatever the kernel: only it computes them.
 
 Shapes: q (batch, heads, q_len, d_k), k (batch, heads, k_len, d_k), v (batch, heads, k_len, d_v);
 masks bool, broadcastable to (batch, heads, q_len, k_len), ``True`` = may attend. A query row
@@ -26,6 +30,7 @@ rows is per key (batch of k, 1, 1, k_len), as padding is.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +40,9 @@ from transformerkit.config import AttentionKernel
 from transformerkit.nn.dropout import dropout
 from transformerkit.nn.masks import causal_mask, merge_masks
 
-KERNELS: tuple[AttentionKernel, ...] = ("auto", "fused", "reference")
+KernelFunction = Callable[[Tensor, Tensor, Tensor, "Tensor | None", bool, float], "tuple[Tensor, Tensor | None]"]
+"""(q, k, v, mask, causal, dropout_p) → (output (batch, heads, q_len, d_v), the weights
+(batch, heads, q_len, k_len) or None): an attention kernel, for q, k, v with the same rows."""
 
 
 def _guard_empty_rows(mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -119,17 +126,46 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, d
     return _attend(q, k, v, mask, causal, dropout_p, kernel, need_weights)
 
 
+def _reference_kernel(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool,
+                      dropout_p: float) -> tuple[Tensor, Tensor | None]:
+    if causal:
+        mask = merge_masks(mask, causal_mask(q.shape[2], k.shape[2], q.device))
+    return reference_attention(q, k, v, mask, dropout_p)
+
+
+def _fused_kernel(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool,
+                  dropout_p: float) -> tuple[Tensor, Tensor | None]:
+    return fused_attention(q, k, v, mask, causal, dropout_p), None
+
+
+def _auto_kernel(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool,
+                 dropout_p: float) -> tuple[Tensor, Tensor | None]:
+    """The formula where it was measured faster, else the fused kernel (in fp32 where that was)."""
+    if formula_is_faster(q):
+        return _reference_kernel(q, k, v, mask, causal, dropout_p)[0], None
+    if fp32_is_faster(q):
+        return fused_attention(q.float(), k.float(), v.float(), mask, causal, dropout_p).to(q.dtype), None
+    return _fused_kernel(q, k, v, mask, causal, dropout_p)
+
+
+ATTENTION_KERNELS: dict[str, KernelFunction] = {}
+"""Kernel name (a model's ``attention_kernel``) → its function."""
+
+
+def register_attention_kernel(name: str, kernel: KernelFunction) -> None:
+    """Make ``kernel`` available to every model as ``attention_kernel: name``."""
+    ATTENTION_KERNELS[name] = kernel
+
+
+register_attention_kernel("auto", _auto_kernel)
+register_attention_kernel("fused", _fused_kernel)
+register_attention_kernel("reference", _reference_kernel)
+
+
 def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, dropout_p: float,
             kernel: AttentionKernel, need_weights: bool) -> tuple[Tensor, Tensor | None]:
     """:func:`attend` for q, k, v with the same rows."""
-    if need_weights or kernel == "reference" or (kernel == "auto" and formula_is_faster(q)):
-        if causal:
-            mask = merge_masks(mask, causal_mask(q.shape[2], k.shape[2], q.device))
-        out, weights = reference_attention(q, k, v, mask, dropout_p)
-        return out, weights if need_weights or kernel == "reference" else None
-    if kernel == "auto" and fp32_is_faster(q):
-        return fused_attention(q.float(), k.float(), v.float(), mask, causal, dropout_p).to(q.dtype), None
-    return fused_attention(q, k, v, mask, causal, dropout_p), None
+    return ATTENTION_KERNELS["reference" if need_weights else kernel](q, k, v, mask, causal, dropout_p)
 
 
 def _stack_groups(x: Tensor, group: int) -> Tensor:

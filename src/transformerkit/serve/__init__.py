@@ -1,8 +1,8 @@
 """``transformerkit serve``: a model directory behind an HTTP API (FastAPI on uvicorn).
 
-One process serves one model directory. Its task (the first task module whose ``serves`` claims
-the directory, :func:`transformerkit.tasks.serving_modules`) decides the endpoints, through one
-table, :data:`ENDPOINTS`: task module → the module here that adds its routes::
+One process serves one model directory. Its task (``task`` in its ``config.json``,
+:func:`transformerkit.inference.model_task`) decides the endpoints, through one table,
+:data:`ENDPOINTS`: task → the module here that adds its routes::
 
     language models     POST /v1/completions   OpenAI's completions API (streamed as server-sent events)
     text encoders       POST /v1/embeddings    OpenAI's embeddings API (float or base64)
@@ -32,29 +32,31 @@ from typing import Any
 from transformerkit.commands import Commands, UsageError
 
 ENDPOINTS = {
-    "transformerkit.tasks.language_modeling": "completions",
-    "transformerkit.tasks.embedding": "embeddings",
-    "transformerkit.tasks.classification": "classify",
-    "transformerkit.tasks.question_answering": "answer",
-    "transformerkit.tasks.translation": "translate",
+    "language-modeling": "completions",
+    "sentence-embedding": "embeddings",
+    "classification": "classify",
+    "question-answering": "answer",
+    "translation": "translate",
+    "summarization": "translate",
 }
-"""Task module → the module of :mod:`transformerkit.serve` whose ``add_routes(app, model_dir, server)``
-adds that task's endpoints."""
+"""Task (as model directories name it) → the module of :mod:`transformerkit.serve` whose
+``add_routes(app, model_dir, server)`` adds that task's endpoints: an endpoint is one module and
+one line here."""
 
 
 def create_app(model_dir: str | Path, max_request_bytes: int = 1 << 20, max_waiting: int = 64,
                max_batch_rows: int = 32, max_wait_ms: float = 5.0) -> Any:
     """The FastAPI application serving ``model_dir`` (the model is loaded now)."""
+    from transformerkit.inference import model_task
     from transformerkit.serve.common import new_app
-    from transformerkit.tasks import serving_modules
 
     directory = Path(model_dir)
-    served = [ENDPOINTS[m.__name__] for m in serving_modules(directory) if m.__name__ in ENDPOINTS]
-    if not served:
-        raise ValueError(f"{model_dir}: no HTTP endpoints serve this kind of model")
+    task = model_task(directory)
+    if task not in ENDPOINTS:
+        raise ValueError(f"{model_dir}: no HTTP endpoints serve this kind of model (task {task})")
     app, server = new_app(directory, max_request_bytes, max_waiting, max_batch_rows, max_wait_ms)
-    routes = import_module(f"{__name__}.{served[0]}")
-    server.task = served[0]
+    routes = import_module(f"{__name__}.{ENDPOINTS[task]}")
+    server.task = ENDPOINTS[task]
     routes.add_routes(app, directory, server)
     return app
 

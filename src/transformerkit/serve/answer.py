@@ -10,8 +10,8 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import Field
 
+from transformerkit.inference.question_answering import load_answerer
 from transformerkit.serve.common import Server, Strict
-from transformerkit.tasks.question_answering import load_answerer
 
 
 class AnswerRequest(Strict):

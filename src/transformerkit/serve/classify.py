@@ -9,8 +9,8 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import Field
 
+from transformerkit.inference.classification import load_classifier
 from transformerkit.serve.common import Server, Strict
-from transformerkit.tasks.classification import load_classifier
 
 
 class ClassifyRequest(Strict):

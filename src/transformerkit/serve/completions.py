@@ -25,9 +25,8 @@ from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from transformerkit.inference.language_modeling import TextGenerator, load_generator
 from transformerkit.serve.common import Server, Strict, one_to
-from transformerkit.tasks.language_modeling import TextGenerator, load_generator
-
 
 Prompts = Annotated[str | list[str], one_to(256)]
 

@@ -12,9 +12,8 @@ from typing import Annotated, Any, Literal
 import torch
 from fastapi import FastAPI
 
+from transformerkit.inference.embedding import load_sentence_encoder
 from transformerkit.serve.common import Server, Strict, one_to
-from transformerkit.tasks.embedding import load_sentence_encoder
-
 
 Inputs = Annotated[str | list[str], one_to(2048)]
 

@@ -12,8 +12,8 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import Field
 
+from transformerkit.inference.translation import Translator, load_translator
 from transformerkit.serve.common import Server, Strict
-from transformerkit.tasks.translation import Translator, load_translator
 
 
 class TranslateRequest(Strict):
@@ -32,7 +32,7 @@ def add_routes(app: FastAPI, model_dir: Path, server: Server) -> None:
         generation = replace(default, beam=default.beam if request.beam is None else request.beam,
                              length_penalty=default.length_penalty if request.length_penalty is None
                              else request.length_penalty)
-        translator = Translator(base.model, base.tokenizer, generation, base.max_tokens)
+        translator = Translator(base.model, base.tokenizer, generation, base.batch_tokens)
         translations = await server.batched(("translate", generation.beam, generation.length_penalty), request.texts,
                                             translator.translate)
         return {"model": server.name, "translations": translations}

@@ -1,13 +1,8 @@
-"""The tasks: each is one module and one line of :data:`TASKS`, the only place task names are written.
+"""Training the tasks: each is one module and one line of :data:`TASKS`.
 
-A task module holds its data section, run class, training task, test scoring and inference
-loader, and the command-line verbs that use them. ``cli.py`` finds them through these functions,
-which a module may define:
-
-    add_commands(commands)              add its own verbs (``translate``, ``classify``, …)
-    serves(model_class, config, dir)    whether a model directory is this module's (to evaluate, plot, serve)
-    evaluate(args) -> dict              ``transformerkit evaluate`` for such a directory (scores as JSON)
-    plot_attention(args) -> str         ``transformerkit plot-attention`` for it (returns the message)
+A task module holds its data section, run class and training task (batches, loss, validation and
+test scores); what uses the trained model (loader, verbs, scores) is the task's module in
+:mod:`transformerkit.inference`, the one the model directory's recorded task names.
 
 The table names each run class by module and class, imported on first use, so that training
 imports only the task it runs.
@@ -18,10 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from importlib import import_module
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-from transformerkit.checkpoint import read_model_config
 from transformerkit.training.recipe import RunConfig, read_recipe
 
 TASKS = {
@@ -32,23 +25,20 @@ TASKS = {
     "question-answering": "question_answering:QuestionAnsweringRun",
     "image-classification": "image_classification:ImageClassificationRun",
     "image-generation": "image_generation:ImageGenerationRun",
-    "sentence-embedding": "embedding",  # inference only (pretrained encoders): no recipe trains it
 }
-"""Task name → ``"module:RunClass"`` under ``transformerkit.tasks`` (``"module"`` for a task without training)."""
-
-
-def task_module(entry: str) -> ModuleType:
-    return import_module(f"{__name__}.{entry.partition(':')[0]}")
+"""Task name → ``"module:RunClass"`` under ``transformerkit.tasks`` (the names of
+:data:`transformerkit.inference.INFERENCE`, less those no recipe trains: sentence embedding)."""
 
 
 class RunRegistry(Mapping[str, type[RunConfig[Any]]]):
     """Task name → run class, for the tasks that a recipe trains."""
 
     def __init__(self, entries: dict[str, str]) -> None:
-        self.entries = {task: entry for task, entry in entries.items() if ":" in entry}
+        self.entries = entries
 
     def __getitem__(self, task: str) -> type[RunConfig[Any]]:
-        run_class: type[RunConfig[Any]] = getattr(task_module(self.entries[task]), self.entries[task].partition(":")[2])
+        module, _, name = self.entries[task].partition(":")
+        run_class: type[RunConfig[Any]] = getattr(import_module(f"{__name__}.{module}"), name)
         return run_class
 
     def __iter__(self) -> Iterator[str]:
@@ -59,31 +49,6 @@ class RunRegistry(Mapping[str, type[RunConfig[Any]]]):
 
 
 RUNS = RunRegistry(TASKS)
-
-
-def task_modules() -> list[ModuleType]:
-    """Every task module, once each, in table order."""
-    return list({entry.partition(":")[0]: task_module(entry) for entry in TASKS.values()}.values())
-
-
-def serving_modules(model_dir: str | Path) -> list[ModuleType]:
-    """The task modules whose ``serves`` claims a model directory, in table order (the first is
-    the directory's task)."""
-    directory = Path(model_dir)
-    model_class, config = read_model_config(directory)
-    return [module for module in task_modules()
-            if hasattr(module, "serves") and module.serves(model_class, config, directory)]
-
-
-def serving_module(model_dir: str | Path, function: str) -> Any:
-    """``function`` of the first task module that serves a model directory and has it; ValueError
-    when none does."""
-    for module in serving_modules(model_dir):
-        if hasattr(module, function):
-            return getattr(module, function)
-    model_class, _ = read_model_config(Path(model_dir))
-    command = function.replace("_", "-")
-    raise ValueError(f"{model_dir}: `{command}` does not apply to this {model_class.model_type} model")
 
 
 def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig[Any]:

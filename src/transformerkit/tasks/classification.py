@@ -1,5 +1,5 @@
-"""Sequence classification with an encoder-only model: fine-tuning (:class:`ClassificationTask`)
-and labeling text (:class:`TextClassifier`)."""
+"""Training a sequence classifier: an encoder-only model with a classification head, fine-tuned
+(:class:`ClassificationTask`); using it is :mod:`transformerkit.inference.classification`."""
 
 from __future__ import annotations
 
@@ -12,15 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from transformerkit.checkpoint import CheckpointError, load_model_dir
-from transformerkit.commands import Commands, read_lines
-from transformerkit.config import TransformerConfig
-from transformerkit.data.batching import TranslationExample, pad_right, token_batches
+from transformerkit.data.batching import EncoderBatch, batch_by_size, pad_right
 from transformerkit.data.labeled import LabeledCorpus, hash_split, load_labeled
-from transformerkit.data.tokenizer import SubwordTokenizer
-from transformerkit.devices import model_device, pick_device
-from transformerkit.models.encoder_only import EncoderOnlyTransformer
-from transformerkit.tasks.fine_tuning import EncoderBatch, EncoderTaskData, encoder_for_task
+from transformerkit.inference.classification import classification_scores
+from transformerkit.tasks.fine_tuning import EncoderTaskData, encoder_for_task
 from transformerkit.training.recipe import RunConfig
 from transformerkit.training.task import ScoredBySplit
 
@@ -71,14 +66,6 @@ def splits(run: ClassificationRun) -> dict[str, LabeledCorpus]:
     return parts
 
 
-def classification_scores(predicted: list[int], gold: list[int]) -> dict[str, float]:
-    """Accuracy and macro-averaged F1 (scikit-learn, imported here: it takes a second to load)."""
-    from sklearn.metrics import accuracy_score, f1_score
-
-    return {"accuracy": float(accuracy_score(gold, predicted)),
-            "macro_f1": float(f1_score(gold, predicted, average="macro", zero_division=0))}
-
-
 class ClassificationTask(ScoredBySplit):
     """Labeled texts → WordPiece → encoder-only model with a classification head; cross-entropy;
     validation loss, accuracy and macro-F1. ``data.init_from`` fine-tunes a pretrained encoder."""
@@ -108,8 +95,7 @@ class ClassificationTask(ScoredBySplit):
 
     def _batches(self, split: str, seed: int, epoch: int, shuffle: bool) -> list[list[int]]:
         ids, _ = self.examples[split]
-        return token_batches([TranslationExample(row, []) for row in ids], self.run.training.max_tokens, seed, epoch,
-                             shuffle=shuffle)
+        return batch_by_size([len(row) for row in ids], self.run.training.max_tokens, seed, epoch, shuffle=shuffle)
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         return self._batches("train", self.run.training.seed, epoch, shuffle=True)
@@ -140,55 +126,6 @@ class ClassificationTask(ScoredBySplit):
             predicted += logits.argmax(-1).tolist()
             gold += batch.labels.tolist()
         return {"loss": total / max(len(gold), 1), **classification_scores(predicted, gold)}
-
-
-@dataclass
-class TextClassifier:
-    model: EncoderOnlyTransformer
-    tokenizer: SubwordTokenizer
-    max_length: int = 512
-
-    @torch.inference_mode()
-    def probabilities(self, texts: list[str]) -> Tensor:
-        """(len(texts), labels) class probabilities, in the order of ``config.labels``."""
-        device = model_device(self.model)
-        ids, mask = pad_right(self.tokenizer.encode_for_encoder(texts, self.max_length), self.tokenizer.pad_id)
-        return self.model.classify(ids.to(device), mask.to(device)).float().softmax(-1).cpu()
-
-    def classify(self, texts: list[str]) -> list[tuple[str, float]]:
-        """(label, probability) of the most probable label, per text."""
-        best = self.probabilities(texts).max(dim=-1)
-        return [(self.model.config.labels[i], p) for i, p in zip(best.indices.tolist(), best.values.tolist())]
-
-
-def load_classifier(model_dir: str | Path, device: str | None = None) -> TextClassifier:
-    device = pick_device(device)
-    model, tokenizer, _ = load_model_dir(model_dir, device)
-    if not isinstance(model, EncoderOnlyTransformer) or not model.config.labels:
-        raise CheckpointError(f"{model_dir} holds no classification model")
-    return TextClassifier(model, tokenizer, model.config.max_positions)
-
-
-def serves(model_class: type, config: TransformerConfig, directory: Path) -> bool:
-    """Whether a model directory is this module's: an encoder with a classification head."""
-    return model_class is EncoderOnlyTransformer and bool(config.labels)
-
-
-def add_commands(commands: Commands) -> None:
-    """``classify``: label<TAB>probability per input line."""
-    command = commands.add_parser("classify", help="label lines with a classification model (label<TAB>probability)")
-    command.add_argument("--model", required=True, help="model directory")
-    command.add_argument("--input", default=None, help="read this file instead of stdin")
-    command.set_defaults(handler=classify_command)
-
-
-def classify_command(args: Any) -> int:
-    classifier = load_classifier(args.model)
-    lines = read_lines(args.input)
-    for start in range(0, len(lines), 64):
-        for label, probability in classifier.classify(lines[start:start + 64]):
-            print(f"{label}\t{probability:.4f}")
-    return 0
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """What the encoder tasks (classification, question answering) share: a data section naming the
 tokenizer and pretrained weights, a model with a task head, fresh or initialized from a
-pretrained encoder, and the batch of right-padded inputs."""
+pretrained encoder."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from transformerkit.checkpoint import CheckpointError, load_model_dir
 from transformerkit.config import TransformerConfig
@@ -17,21 +16,6 @@ from transformerkit.models.encoder_only import EncoderOnlyTransformer
 from transformerkit.training.recipe import RunConfig
 
 _HEADS = ("classifier.", "span_head.", "masked_lm_head.")
-
-
-@dataclass
-class EncoderBatch:
-    """Right-padded encoder inputs (:func:`~transformerkit.data.batching.pad_right`); a task's
-    batch adds its targets."""
-
-    ids: Tensor
-    """(batch, longest) token ids."""
-    mask: Tensor
-    """(batch, longest) True at real tokens."""
-
-    @property
-    def tokens(self) -> int:
-        return len(self.ids)  # the loss sums over sequences
 
 
 @dataclass

@@ -38,8 +38,12 @@ from transformerkit.typed_config import apply_overrides, from_mapping
 class TrainingConfig:
     output_dir: str = "runs/translation"
     max_tokens: int = 4096
-    """Tokens per batch: translation counts padded tokens (sentences × longest side), like fairseq's
-    --max-tokens; language modeling takes max_tokens // block_size sequences."""
+    """The training batch budget (fairseq's ``--max-tokens``), in padded positions per batch
+    (sequences × the longest in the batch) where a task batches by size
+    (:func:`~transformerkit.data.batching.batch_by_size`): translation and summarization count a
+    pair's longer side, classification a text's tokens, question answering a window's tokens;
+    language modeling takes max_tokens // block_size blocks; the image tasks take
+    ``data.batch_size`` images instead. Decoding has budgets of its own (``Translator.batch_tokens``)."""
     accumulate: int = 1
     """Batches per optimizer step (gradient accumulation)."""
     max_steps: int | None = None

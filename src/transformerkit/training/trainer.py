@@ -48,6 +48,7 @@ from transformerkit.training.recipe import RunConfig
 from transformerkit.training.schedule import inverse_sqrt_scheduler
 from transformerkit.training.task import TrainingTask
 
+
 @dataclass
 class Progress:
     """Where training is; saved in every checkpoint."""
@@ -394,7 +395,7 @@ class Trainer:
         directory = self.checkpoints / f"step-{self.progress.step:08d}"
         model, state = self._full_model(), self._state()
         if model is not None:
-            save_checkpoint(directory, model, self.tokenizer, self.task.generation, state)
+            save_checkpoint(directory, model, self.tokenizer, self.task.generation, state, self.run.task)
             self._prune()
         barrier()
         return directory

@@ -13,7 +13,6 @@ from torch import Tensor
 
 from transformerkit.checkpoint import CheckpointError, load_model_dir
 from transformerkit.commands import Commands, read_lines, write_lines
-from transformerkit.config import TransformerConfig
 from transformerkit.data.batching import pad_right
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.devices import model_device, pick_device
@@ -52,12 +51,6 @@ def load_sentence_encoder(model_dir: str | Path, max_length: int = 256, device: 
     if max_length < 2:
         raise ValueError(f"max_length must be at least 2 ([CLS] and [SEP]), got {max_length}")
     return SentenceEncoder(model, tokenizer, min(max_length, model.config.max_positions))
-
-
-def serves(model_class: type, config: TransformerConfig, directory: Path) -> bool:
-    """Whether a model directory is this module's: any encoder-only text model (a task module
-    listed before this one claims those with a span or classification head)."""
-    return model_class is EncoderOnlyTransformer
 
 
 def add_commands(commands: Commands) -> None:

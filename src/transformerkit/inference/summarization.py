@@ -1,5 +1,5 @@
-"""Abstractive summarization: the translation machinery (encoder-decoder, trainer, beam search,
-``Translator``) on (document, summary) pairs, scored with ROUGE instead of BLEU.
+"""Scoring summaries: abstractive summarization is the translation machinery (encoder-decoder,
+trainer, beam search, ``Translator``) on (document, summary) pairs, scored with ROUGE instead of BLEU.
 
 ROUGE-1/2/L F-measures (Lin, 2004) come from Google's ``rouge-score`` package with Porter
 stemming, as Hugging Face's summarization examples report them, averaged over documents and

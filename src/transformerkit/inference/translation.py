@@ -1,0 +1,219 @@
+"""Text in, text out with an encoder-decoder (:class:`Translator`), its loader, BLEU/chrF,
+cross-attention and its heatmap, and the ``translate`` and ``summarize`` verbs. Summarization
+runs through the same classes (``GenerationConfig.task = "summarization"``) and is scored with
+ROUGE (:mod:`.summarization`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import sacrebleu
+import torch
+from torch import Tensor
+
+from transformerkit.backends.calibration import use_decoding_layout_where_faster
+from transformerkit.checkpoint import CheckpointError, load_model_dir
+from transformerkit.commands import Commands, UsageError, read_lines, write_lines
+from transformerkit.data.batching import batch_by_size, pad
+from transformerkit.data.parallel import load_parallel
+from transformerkit.data.tokenizer import SubwordTokenizer
+from transformerkit.devices import model_device, pick_device
+from transformerkit.generation.config import GenerationConfig
+from transformerkit.generation.search import greedy_decode, translate_ids
+from transformerkit.inference import model_task
+from transformerkit.inference.summarization import rouge_scores
+from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
+
+
+@dataclass
+class Translator:
+    model: EncoderDecoderTransformer
+    tokenizer: SubwordTokenizer
+    generation: GenerationConfig
+    batch_tokens: int = 2000
+    """The decoding batch budget: padded source tokens × beam per batch."""
+
+    @property
+    def device(self) -> torch.device:
+        return model_device(self.model)
+
+    def encode_sources(self, texts: list[str]) -> list[list[int]]:
+        """Token ids + EOS, cut to ``generation.max_source_tokens`` and to what learned positions allow."""
+        limits = [self.generation.max_source_tokens]
+        if self.model.config.positional == "learned":
+            limits.append(self.model.config.max_positions - 1)
+        limit = min((n for n in limits if n is not None), default=None)
+        return [ids[:limit] + [self.tokenizer.eos_id] for ids in self.tokenizer.encode(texts)]
+
+    def translate_batches(self, texts: list[str]) -> Iterator[tuple[list[int], list[list[int]]]]:
+        """(indices into ``texts``, output ids) per batch, batches sorted by source length."""
+        sources = self.encode_sources(texts)
+        beam = max(1, self.generation.beam)
+        for indices in batch_by_size([len(s) for s in sources], max(self.batch_tokens // beam, 1), seed=0, epoch=0,
+                                     shuffle=False):
+            src = pad([sources[i] for i in indices], self.tokenizer.pad_id).to(self.device)
+            yield indices, self._decode(src)
+
+    def _decode(self, src: Tensor) -> list[list[int]]:
+        g = self.generation
+        with torch.inference_mode():
+            if g.beam == 1:  # greedy: same result as beam 1, without the bookkeeping
+                out = greedy_decode(self.model, src, g.max_length_offset, g.max_length)
+                return [row[:row.index(self.tokenizer.eos_id)] if self.tokenizer.eos_id in row else row
+                        for row in out.tolist()]
+            return [h.tokens for h in translate_ids(self.model, src, g.beam, g.length_penalty, g.max_length_offset,
+                                                    g.max_length)]
+
+    def translate(self, texts: list[str]) -> list[str]:
+        """Translations in the order of ``texts``; a blank line stays blank."""
+        outputs: list[str] = [""] * len(texts)
+        nonblank = [i for i, text in enumerate(texts) if text.strip()]
+        for indices, ids in self.translate_batches([texts[i] for i in nonblank]):
+            for i, text in zip(indices, self.tokenizer.decode(ids)):
+                outputs[nonblank[i]] = text
+        return outputs
+
+
+def load_translator(model_dir: str | Path, beam: int | None = None, length_penalty: float | None = None,
+                    device: str | None = None) -> Translator:
+    """A :class:`Translator` for a model directory, with its decoding defaults unless overridden."""
+    device = pick_device(device)
+    model, tokenizer, generation = load_model_dir(model_dir, device)
+    if not isinstance(model, EncoderDecoderTransformer):
+        raise CheckpointError(f"{model_dir} holds a {model.model_type} model, not a translation model")
+    if beam is not None:
+        if beam < 1:
+            raise ValueError(f"beam must be at least 1, got {beam}")
+        generation = replace(generation, beam=beam)
+    use_decoding_layout_where_faster(model, rows=(8 * max(1, generation.beam),))  # batches of sentences × beams
+    if length_penalty is not None:
+        generation = replace(generation, length_penalty=length_penalty)
+    return Translator(model, tokenizer, generation)
+
+
+def evaluate_model(model_dir: str | Path, data: str | Path, data_target: str | Path | None = None,
+                   source_field: str = "source", target_field: str = "target", beam: int | None = None,
+                   hypotheses_out: str | Path | None = None) -> dict[str, float]:
+    """Translate (or summarize) a test set with a model directory and score it: {"bleu", "chrf",
+    "bleu_tokenizer", …} for translation, {"rouge1", "rouge2", "rougeL", …} for summarization."""
+    translator = load_translator(model_dir, beam=beam)
+    corpus = load_parallel(data, data_target, source_field, target_field)
+    started = time.perf_counter()
+    hypotheses = translator.translate(corpus.sources)
+    seconds = time.perf_counter() - started
+    if hypotheses_out is not None:
+        Path(hypotheses_out).write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
+    return {**output_scores(hypotheses, corpus.targets, translator.generation), "sentences": len(hypotheses),
+            "beam": translator.generation.beam, "sentences_per_second": round(len(hypotheses) / seconds, 2)}
+
+
+def output_scores(hypotheses: list[str], references: list[str], generation: GenerationConfig) -> dict[str, Any]:
+    """The scores of the model's task: BLEU and chrF (with the BLEU tokenizer's name) or ROUGE-1/2/L."""
+    if generation.task == "summarization":
+        return rouge_scores(hypotheses, references)
+    return {**score(hypotheses, references, generation.target_lang),
+            "bleu_tokenizer": bleu_tokenizer(generation.target_lang)}
+
+
+def bleu_tokenizer(target_language: str) -> str:
+    """sacreBLEU's tokenizer for the target language (``zh`` for Chinese, ``13a`` otherwise)."""
+    return "zh" if target_language.lower().startswith("zh") else "13a"
+
+
+def score(hypotheses: list[str], references: list[str], target_language: str) -> dict[str, float]:
+    """Corpus BLEU and chrF with sacreBLEU."""
+    bleu = sacrebleu.corpus_bleu(hypotheses, [references], tokenize=bleu_tokenizer(target_language))
+    chrf = sacrebleu.corpus_chrf(hypotheses, [references])
+    return {"bleu": round(bleu.score, 2), "chrf": round(chrf.score, 2)}
+
+
+def cross_attention(translator: Translator, source: str, translation: str,
+                    layer: int = -1) -> tuple[Tensor, list[str], list[str]]:
+    """Cross-attention of one decoder layer, averaged over heads, for a given translation.
+
+    The source is encoded as for translating it (:meth:`Translator.encode_sources`: the same cut
+    to ``max_source_tokens``), and the translation is fed back teacher-forced with ``need_weights``
+    (the reference kernel), so this works for any translation whichever kernel produced it.
+    → weights (tgt_len, src_len) — each row sums to 1 —, source tokens, output tokens (EOS included).
+    """
+    model, tokenizer = translator.model, translator.tokenizer
+    src_ids = translator.encode_sources([source])[0]
+    tgt_ids = tokenizer.encode([translation])[0] + [tokenizer.eos_id]
+    src = torch.tensor([src_ids], device=translator.device)
+    tgt_in = torch.tensor([[tokenizer.bos_id] + tgt_ids[:-1]], device=translator.device)
+    with torch.inference_mode():
+        src_mask = model.source_mask(src)
+        memory, _ = model.encode(src, src_mask)
+        _, attention = model.decode(tgt_in, memory, src_mask, need_weights=True)
+    weights = attention[layer].cross_attention
+    assert weights is not None
+    return weights[0].float().mean(0).cpu(), tokenizer.tokens(src_ids), tokenizer.tokens(tgt_ids)
+
+
+def attention_heatmap(translator: Translator, source: str, translation: str, path: str | Path,
+                      layer: int = -1) -> Path:
+    """Draw :func:`cross_attention` of one translation as a PNG heatmap (matplotlib)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    weights, src_tokens, tgt_tokens = cross_attention(translator, source, translation, layer)
+    fig, ax = plt.subplots(figsize=(max(4, 0.45 * len(src_tokens) + 2), max(3, 0.4 * len(tgt_tokens) + 1.5)))
+    image = ax.imshow(weights.numpy(), cmap="viridis", aspect="auto", vmin=0.0)
+    ax.set_xticks(range(len(src_tokens)), src_tokens, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(tgt_tokens)), tgt_tokens, fontsize=8)
+    ax.set_xlabel("source token")
+    ax.set_ylabel("output token")
+    layers = translator.model.config.num_decoder_layers
+    ax.set_title(f"cross-attention, decoder layer {layer % layers + 1} of {layers}, mean over heads", fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.03)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def add_commands(commands: Commands) -> None:
+    """``translate`` and ``summarize``: lines in, lines out."""
+    for name, task, description in (
+            ("translate", "translation", "translate lines (stdin → stdout)"),
+            ("summarize", "summarization", "summarize documents, one per line (stdin → stdout)")):
+        command = commands.add_parser(name, help=description)
+        command.add_argument("--model", required=True, help=f"{task} model directory")
+        command.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy; default: the model's)")
+        command.add_argument("--length-penalty", type=float, default=None, help="α of ((5+|Y|)/6)^α")
+        command.add_argument("--input", default=None, help="read this file instead of stdin")
+        command.add_argument("--output", default=None, help="write this file instead of stdout")
+        command.set_defaults(handler=translate_command, task=task)
+
+
+def translate_command(args: Any) -> int:
+    task = model_task(args.model)
+    if task != args.task:
+        raise UsageError(f"{args.model} is a {task} model, not a {args.task} model")
+    translator = load_translator(args.model, beam=args.beam, length_penalty=args.length_penalty)
+    write_lines(translator.translate(read_lines(args.input)), args.output)
+    return 0
+
+
+def evaluate(args: Any) -> dict[str, Any]:
+    """``transformerkit evaluate`` for a translation or summarization model: BLEU/chrF or ROUGE."""
+    return evaluate_model(args.model, args.data, args.data_target, args.source_field, args.target_field,
+                          beam=args.beam, hypotheses_out=args.hypotheses)
+
+
+def plot_attention(args: Any) -> str:
+    """``transformerkit plot-attention --text``: the cross-attention heatmap of one translation."""
+    if args.text is None:
+        raise UsageError(f"{args.model} is a text model: give --text")
+    translator = load_translator(args.model, beam=args.beam)
+    translation = args.translation if args.translation is not None else translator.translate([args.text])[0]
+    path = attention_heatmap(translator, args.text, translation, args.out)
+    print(f"{args.text}\t{translation}")
+    return f"attention heatmap written to {path}"
