@@ -52,7 +52,7 @@ import torch.nn.functional as F
 
 from transformerkit.backends import machine
 from transformerkit.data.parallel import load_parallel
-from transformerkit.tasks.translation import bleu_tokenizer, score
+from transformerkit.inference.translation import bleu_tokenizer, score
 from transformerkit.tasks import load_recipe
 
 PEER_SENTENCES_PER_BATCH = 64

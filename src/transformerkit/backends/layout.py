@@ -10,8 +10,8 @@ matrix, on others not. The arithmetic is the same up to summation order.
 :class:`DecodingLinear` (in place, for inference: the blocked weight serves this one product and
 nothing else, so the model can no longer be trained, moved or cast); ``state_dict()`` still gives
 the (out, in) weights. The loaders of generating tasks
-(:func:`~transformerkit.tasks.translation.load_translator`,
-:func:`~transformerkit.tasks.language_modeling.load_generator`, …) apply it where
+(:func:`~transformerkit.inference.translation.load_translator`,
+:func:`~transformerkit.inference.language_modeling.load_generator`, …) apply it where
 :func:`~transformerkit.backends.calibration.choose_decoding_layout` measures it faster.
 """
 

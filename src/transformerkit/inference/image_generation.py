@@ -109,7 +109,7 @@ def load_image_generator(model_dir: str | Path, device: str | None = None, **ove
 def class_consistency(generator: ImageGenerator, classifier: Any, per_class: int, batch_size: int = 100,
                       reference: ImageSet | None = None) -> dict[str, Any]:
     """The share of generated images that ``classifier`` (an
-    :class:`~transformerkit.tasks.image_classification.ImageClassifier`) assigns to the class they
+    :class:`~transformerkit.inference.image_classification.ImageClassifier`) assigns to the class they
     were conditioned on, overall and per class; with ``reference`` (real images) also the share for
     those images after the same downsampling and quantization (the ceiling for the samples)."""
     classes = [c for c in range(len(generator.tokenizer.labels)) for _ in range(per_class)]

@@ -1,6 +1,6 @@
 """``POST /v1/answer`` for extractive question answering: the best span of the context, its score,
 probability and character offsets (``context[start:end]`` is the answer), as ``transformerkit
-answer`` finds it (:class:`~transformerkit.tasks.question_answering.QuestionAnswerer`)."""
+answer`` finds it (:class:`~transformerkit.inference.question_answering.QuestionAnswerer`)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """``POST /v1/classify`` for text classifiers: each text's most probable label and the probability
-of every label (:class:`~transformerkit.tasks.classification.TextClassifier`)."""
+of every label (:class:`~transformerkit.inference.classification.TextClassifier`)."""
 
 from __future__ import annotations
 

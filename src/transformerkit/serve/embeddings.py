@@ -1,5 +1,5 @@
 """``POST /v1/embeddings`` for text encoders, as OpenAI's embeddings API defines it: one
-mean-pooled, L2-normalized vector per input text (:class:`~transformerkit.tasks.embedding.SentenceEncoder`,
+mean-pooled, L2-normalized vector per input text (:class:`~transformerkit.inference.embedding.SentenceEncoder`,
 as ``transformerkit embed`` computes them), as numbers or as base64 of little-endian float32
 (``encoding_format``, which the official ``openai`` client asks for by default)."""
 

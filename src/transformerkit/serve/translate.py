@@ -1,6 +1,6 @@
 """``POST /v1/translate`` for encoder-decoder models (translation and summarization): texts in,
 their translations out, in order, as ``transformerkit translate`` gives them
-(:class:`~transformerkit.tasks.translation.Translator`); ``beam`` and ``length_penalty`` replace
+(:class:`~transformerkit.inference.translation.Translator`); ``beam`` and ``length_penalty`` replace
 the model's decoding defaults for the request."""
 
 from __future__ import annotations
