@@ -20,8 +20,10 @@ moment leaves the previous checkpoint and pointers intact.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import pickle
 import shutil
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Union
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 
 from transformerkit.config import TransformerConfig
@@ -195,14 +197,24 @@ def read_generation_config(directory: Path) -> GenerationConfig:
         raise CheckpointError(f"{path}: {error}") from None
 
 
+class WeightsMismatch(CheckpointError):
+    """A complete weights file whose tensors are not the model's (missing, unexpected, mis-shaped)."""
+
+
 def load_weights(model: torch.nn.Module, path: Path) -> None:
-    """Load ``model.safetensors`` strictly; missing, unexpected or mis-shaped keys raise :class:`CheckpointError`."""
+    """Load ``model.safetensors`` strictly: a file that is not a complete safetensors file raises
+    :class:`CheckpointError`, one whose keys or shapes differ from the model's :class:`WeightsMismatch`."""
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     try:
+        with safe_open(str(path), framework="pt"):  # checks the header covers the file: a truncated one fails
+            pass
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{path}: not a complete safetensors file, damaged or truncated ({error})") from None
+    try:
         load_model(model, str(path), strict=True)
     except (RuntimeError, SafetensorError) as error:
-        raise CheckpointError(f"{path} does not fit the model: {error}") from None
+        raise WeightsMismatch(f"{path} does not fit the model: {error}") from None
 
 
 def load_preprocessor(directory: Path, config: TransformerConfig) -> Preprocessor:
@@ -240,18 +252,74 @@ def load_model_dir(directory: str | Path, device: torch.device | str = "cpu"
 
 def save_checkpoint(directory: Path, model: Model, tokenizer: Preprocessor, generation: GenerationConfig,
                     training_state: dict[str, Any], task: str | None = None) -> None:
-    """A model directory plus ``training_state.pt``, atomically; then ``latest`` points at it."""
-    with atomic_directory(directory) as tmp:
-        write_model_files(tmp, model, tokenizer, generation, task)
-        torch.save(training_state, tmp / TRAINING_STATE)
+    """A model directory plus ``training_state.pt``, atomically; then ``latest`` points at it.
+    What killed writers left beside it is removed first; a full disk raises :class:`CheckpointError`
+    naming the last complete checkpoint, which stays as it was."""
+    remove_stale_temporaries(directory.parent)
+    try:
+        with atomic_directory(directory) as tmp:
+            write_model_files(tmp, model, tokenizer, generation, task)
+            torch.save(training_state, tmp / TRAINING_STATE)
+    except (OSError, RuntimeError, SafetensorError) as error:
+        if not _out_of_space(error):
+            raise
+        latest = directory.parent / "latest"
+        last = latest.resolve().name if latest.exists() else "none yet"
+        raise CheckpointError(f"no space left writing checkpoint {directory.name} in {directory.parent}; "
+                              f"the last complete checkpoint is {last}") from None
     point(directory.parent / "latest", directory)
 
 
+def _out_of_space(error: BaseException) -> bool:
+    """Whether a failed write ran out of disk: ENOSPC, or how PyTorch's and safetensors' writers
+    report a short write."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    return any(sign in str(error) for sign in ("No space left", "os error 28", "unexpected pos"))
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Remove the ``.NAME.tmp-PID`` and ``.NAME.old-PID`` entries that writers killed mid-write
+    (:func:`atomic_directory`, :func:`point`) left in ``directory``; those of running processes stay.
+    Returns what was removed."""
+    removed = []
+    for path in sorted([*directory.glob(".*.tmp-*"), *directory.glob(".*.old-*")]):
+        pid = path.name.rpartition("-")[2]
+        if not pid.isdigit() or _running(int(pid)):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def load_training_state(directory: Path) -> dict[str, Any]:
+    """The optimizer, schedule, progress and RNG states of a checkpoint, unpickled with only plain
+    tensors and containers allowed (``weights_only``: nothing in the file is executed); an empty,
+    truncated or foreign file raises :class:`CheckpointError` naming it."""
     path = directory / TRAINING_STATE
     if not path.is_file():
         raise CheckpointError(f"{directory}: no {TRAINING_STATE} (not a training checkpoint)")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path}: damaged or not a training state ({reason})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: damaged or not a training state (a {type(state).__name__}, not a mapping)")
+    return state
 
 
 def average_checkpoints(directories: list[Path], out: Path) -> None:

@@ -37,9 +37,10 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 import torch
 
@@ -282,12 +283,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      file: TextIO | None = None, line: str | None = None) -> None:
+    print(f"transformerkit: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     retain_freed_memory()  # training and decoding reuse their large buffers step after step
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        status = args.handler(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning  # what the library warns of (inputs cut, …): one line on stderr
+            status = args.handler(args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
         return status
     except BrokenPipeError:  # the reader went away (`… | head -1`): stop quietly, as Unix tools do

@@ -5,6 +5,7 @@ and lines in and out of files or the standard streams."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import TextIO
 
@@ -48,3 +49,11 @@ def write_lines(lines: list[str], path: str | None) -> None:
     finally:
         if not to_stdout:
             sink.close()
+
+
+def refuse_overwriting_input(input_path: str | None, output_path: str | None) -> None:
+    """A :class:`UsageError` when ``--output`` names the ``--input`` file: writing the output would
+    destroy the input."""
+    files = [path for path in (input_path, output_path) if path not in (None, "-")]
+    if len(files) == 2 and os.path.exists(files[1]) and os.path.samefile(files[0], files[1]):
+        raise UsageError(f"--output {output_path} is the --input file: write the output to another file")

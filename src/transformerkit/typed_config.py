@@ -67,6 +67,9 @@ def from_mapping(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
     """Build dataclass ``cls`` from a (nested) mapping; unknown keys raise ``ValueError``."""
     if not isinstance(values, dict):
         raise ValueError(f"{prefix.rstrip('.') or 'configuration'} must be a mapping, got {type(values).__name__}")
+    for key in values:
+        if not isinstance(key, str):
+            raise ValueError(f"{prefix}{key!r}: a configuration key must be a name, got {type(key).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - set(fields))
     if unknown:
@@ -135,7 +138,12 @@ def apply_overrides(values: dict[str, Any], cls: type, pairs: list[str]) -> dict
         hint = field_hint(cls, key)
         node = values
         *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
+        for depth, part in enumerate(parents):
+            if node.get(part) is None:  # absent, or an empty section (`training:` with nothing under it)
+                node[part] = {}
+            if not isinstance(node[part], dict):
+                section = ".".join(parents[:depth + 1])
+                raise ValueError(f"{section} must be a mapping of settings, got {type(node[part]).__name__}")
+            node = node[part]
         node[leaf] = parse_text(key, text.strip(), hint)
     return values

@@ -39,6 +39,16 @@ def _read_text(path: Path) -> str:
         return handle.read()
 
 
+def check_unicode(texts: list[str]) -> None:
+    """Raise ``ValueError`` naming the first text that cannot be written as UTF-8 (a lone surrogate)."""
+    for number, text in enumerate(texts, 1):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise ValueError(f"text {number} is not valid Unicode: a lone surrogate U+{ord(text[error.start]):04X} "
+                             f"at character {error.start} (invalid UTF-8 in the input?)") from None
+
+
 class SubwordTokenizer:
     """A ``tokenizers.Tokenizer`` with the special ids the models use (``unk_id`` may be None)."""
 
@@ -149,7 +159,16 @@ class SubwordTokenizer:
 
     @classmethod
     def load(cls, path: str | Path) -> SubwordTokenizer:
-        return cls(Tokenizer.from_file(str(path)))
+        """A ``tokenizer.json``; a file that is not one (empty, truncated, binary) raises ``ValueError`` naming it."""
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as error:  # the Rust library raises a bare Exception
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise ValueError(f"{path}: not a valid tokenizer file ({reason})") from None
+        try:
+            return cls(tokenizer)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
 
     def save(self, path: str | Path) -> None:
         self.tokenizer.save(str(path))
@@ -159,8 +178,14 @@ class SubwordTokenizer:
         return self.tokenizer.get_vocab_size()
 
     def encode(self, texts: list[str], add_special_tokens: bool = False) -> list[list[int]]:
-        """Token ids of each text; ``add_special_tokens`` applies the tokenizer's template (BERT's [CLS] … [SEP])."""
-        return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens)]
+        """Token ids of each text; ``add_special_tokens`` applies the tokenizer's template (BERT's [CLS] … [SEP]).
+        A text that is not valid Unicode (a lone surrogate: invalid UTF-8 read with Python's
+        ``surrogateescape``, or ``\\ud800`` in JSON) raises ``ValueError`` saying which and where."""
+        try:
+            return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens)]
+        except TypeError:
+            check_unicode(texts)
+            raise
 
     def encode_for_encoder(self, texts: list[str], max_length: int) -> list[list[int]]:
         """``[CLS] text [SEP]`` ids of each text, cut to ``max_length`` with the closing [SEP] kept

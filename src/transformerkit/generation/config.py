@@ -5,6 +5,7 @@ Translation reads the beam-search fields; language models read the sampling fiel
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -44,6 +45,9 @@ class GenerationConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting that is out of range."""
+        for name in ("length_penalty", "temperature", "top_p", "repetition_penalty"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         if self.max_length is not None and self.max_length < 1:
             raise ValueError(f"max_length must be at least 1 or null, got {self.max_length}")
         if self.max_source_tokens is not None and self.max_source_tokens < 1:

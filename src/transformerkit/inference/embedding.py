@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from transformerkit.checkpoint import CheckpointError, load_model_dir
-from transformerkit.commands import Commands, read_lines, write_lines
+from transformerkit.commands import Commands, read_lines, refuse_overwriting_input, write_lines
 from transformerkit.data.batching import pad_right
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.devices import model_device, pick_device
@@ -64,6 +64,7 @@ def add_commands(commands: Commands) -> None:
 
 
 def embed_command(args: Any) -> int:
+    refuse_overwriting_input(args.input, args.output)
     lines = read_lines(args.input)
     embeddings = load_sentence_encoder(args.model, max_length=args.max_length).encode(lines)
     if args.output and args.output.endswith(".npy"):

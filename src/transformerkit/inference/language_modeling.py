@@ -16,7 +16,7 @@ from torch import Tensor
 from transformerkit.backends.calibration import choose_inference_dtype, use_decoding_layout_where_faster
 from transformerkit.checkpoint import CheckpointError, load_model_dir
 from transformerkit.commands import Commands
-from transformerkit.data.tokenizer import SubwordTokenizer
+from transformerkit.data.tokenizer import SubwordTokenizer, check_unicode
 from transformerkit.devices import model_device, pick_device
 from transformerkit.generation.config import GenerationConfig
 from transformerkit.generation.decoders import CausalLMDecoder
@@ -161,6 +161,7 @@ def add_commands(commands: Commands) -> None:
 
 
 def generate_command(args: Any) -> int:
+    check_unicode([args.prompt])  # before it is echoed: invalid UTF-8 from the shell is one line, not a traceback
     do_sample = False if args.greedy else (True if args.sample else None)
     generator = load_generator(args.model, dtype=args.dtype, max_new_tokens=args.max_new_tokens,
                                do_sample=do_sample, temperature=args.temperature, top_k=args.top_k,

@@ -6,6 +6,7 @@ ROUGE (:mod:`.summarization`)."""
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,7 +18,7 @@ from torch import Tensor
 
 from transformerkit.backends.calibration import use_decoding_layout_where_faster
 from transformerkit.checkpoint import CheckpointError, load_model_dir
-from transformerkit.commands import Commands, UsageError, read_lines, write_lines
+from transformerkit.commands import Commands, UsageError, read_lines, refuse_overwriting_input, write_lines
 from transformerkit.data.batching import batch_by_size, pad
 from transformerkit.data.parallel import load_parallel
 from transformerkit.data.tokenizer import SubwordTokenizer
@@ -27,6 +28,12 @@ from transformerkit.generation.search import greedy_decode, translate_ids
 from transformerkit.inference import model_task
 from transformerkit.inference.summarization import rouge_scores
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
+
+SOURCE_LIMIT = 1024
+"""The most source tokens a translation reads where the model sets no smaller limit (sinusoidal or
+rotary positions, no ``max_source_tokens``): BART's and GPT-2's context. It bounds the work of any
+one input (self-attention is quadratic in its length; the output may run to source length +
+``max_length_offset`` tokens)."""
 
 
 @dataclass
@@ -41,13 +48,34 @@ class Translator:
     def device(self) -> torch.device:
         return model_device(self.model)
 
-    def encode_sources(self, texts: list[str]) -> list[list[int]]:
-        """Token ids + EOS, cut to ``generation.max_source_tokens`` and to what learned positions allow."""
-        limits = [self.generation.max_source_tokens]
+    @property
+    def source_bound(self) -> int:
+        """The most source tokens the model may read: :data:`SOURCE_LIMIT`, or fewer where learned
+        positions end sooner (one is EOS's)."""
         if self.model.config.positional == "learned":
-            limits.append(self.model.config.max_positions - 1)
-        limit = min((n for n in limits if n is not None), default=None)
-        return [ids[:limit] + [self.tokenizer.eos_id] for ids in self.tokenizer.encode(texts)]
+            return min(SOURCE_LIMIT, self.model.config.max_positions - 1)
+        return SOURCE_LIMIT
+
+    def encode_sources(self, texts: list[str]) -> list[list[int]]:
+        """Token ids + EOS, each source cut to ``generation.max_source_tokens`` (what the model was
+        trained to read: a document's opening) and to :attr:`source_bound`; a warning says how
+        many sources the bound cut."""
+        ids = self.tokenizer.encode(texts)
+        cut = self.cut_by_bound(ids)
+        if cut:
+            warnings.warn(f"{len(cut)} of {len(texts)} inputs were longer than the model's limit of "
+                          f"{self.source_bound} tokens and were cut to it", stacklevel=2)
+        wanted = self.generation.max_source_tokens
+        limit = self.source_bound if wanted is None else min(wanted, self.source_bound)
+        return [row[:limit] + [self.tokenizer.eos_id] for row in ids]
+
+    def cut_by_bound(self, ids: list[list[int]]) -> list[int]:
+        """Indices of the token sequences that :attr:`source_bound` cuts (not those that the model's
+        own ``max_source_tokens`` cuts first, by design)."""
+        wanted = self.generation.max_source_tokens
+        if wanted is not None and wanted <= self.source_bound:
+            return []
+        return [i for i, row in enumerate(ids) if len(row) > self.source_bound]
 
     def translate_batches(self, texts: list[str]) -> Iterator[tuple[list[int], list[list[int]]]]:
         """(indices into ``texts``, output ids) per batch, batches sorted by source length."""
@@ -86,12 +114,11 @@ def load_translator(model_dir: str | Path, beam: int | None = None, length_penal
     if not isinstance(model, EncoderDecoderTransformer):
         raise CheckpointError(f"{model_dir} holds a {model.model_type} model, not a translation model")
     if beam is not None:
-        if beam < 1:
-            raise ValueError(f"beam must be at least 1, got {beam}")
         generation = replace(generation, beam=beam)
-    use_decoding_layout_where_faster(model, rows=(8 * max(1, generation.beam),))  # batches of sentences × beams
     if length_penalty is not None:
         generation = replace(generation, length_penalty=length_penalty)
+    generation.validate()
+    use_decoding_layout_where_faster(model, rows=(8 * max(1, generation.beam),))  # batches of sentences × beams
     return Translator(model, tokenizer, generation)
 
 
@@ -102,6 +129,8 @@ def evaluate_model(model_dir: str | Path, data: str | Path, data_target: str | P
     "bleu_tokenizer", …} for translation, {"rouge1", "rouge2", "rougeL", …} for summarization."""
     translator = load_translator(model_dir, beam=beam)
     corpus = load_parallel(data, data_target, source_field, target_field)
+    if not corpus.pairs:
+        raise ValueError(f"{data}: no test pairs (empty file, or every line blank or one-sided)")
     started = time.perf_counter()
     hypotheses = translator.translate(corpus.sources)
     seconds = time.perf_counter() - started
@@ -194,6 +223,7 @@ def add_commands(commands: Commands) -> None:
 
 
 def translate_command(args: Any) -> int:
+    refuse_overwriting_input(args.input, args.output)
     task = model_task(args.model)
     if task != args.task:
         raise UsageError(f"{args.model} is a {task} model, not a {args.task} model")

@@ -17,18 +17,28 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from transformerkit.data.tokenizer import check_unicode
 
 T = TypeVar("T")
 
 
 class Strict(BaseModel):
-    """A request body: unknown fields are refused (a typo is an error, not a silent default)."""
+    """A request body: unknown fields are refused (a typo is an error, not a silent default), and so
+    is text that is not valid Unicode (a lone surrogate such as JSON's ``"\\ud800"``), by field."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*")
+    @classmethod
+    def _valid_unicode(cls, value: Any) -> Any:
+        check_unicode([value] if isinstance(value, str) else
+                      [text for text in value if isinstance(text, str)] if isinstance(value, list) else [])
+        return value
 
 
 def one_to(most: int) -> AfterValidator:

@@ -107,6 +107,7 @@ class TranslationTask:
         train = load_split(run, "train")
         assert train is not None
         self.valid_corpus = load_split(run, "valid")
+        load_split(run, "test")  # read now: a missing or malformed test file stops the run before training
         init_from = run.data.init_from
         self.tokenizer = run_tokenizer(out, resume, lambda: SubwordTokenizer.from_directory(init_from) if init_from
                                        else learn_tokenizer(run.data, train.sources + train.targets))

@@ -218,12 +218,21 @@ RecipeLoader.add_implicit_resolver(
     list("-+0123456789."))
 
 
+def model_section(values: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a recipe's ``model`` section (empty when absent or blank); ``ValueError`` when it is
+    not a mapping."""
+    model = values.get("model") or {}
+    if not isinstance(model, dict):
+        raise ValueError(f"model must be a mapping of settings (preset: …, d_model: …), got {type(model).__name__}")
+    return dict(model)
+
+
 def resolve_model_section(values: dict[str, Any]) -> dict[str, Any]:
     """Expand ``model.preset`` into the preset's fields (explicit keys win)."""
-    model = dict(values.get("model") or {})
+    model = model_section(values)
     name = model.pop("preset", None)
     if name is not None:
-        if name not in PRESETS:
+        if not isinstance(name, str) or name not in PRESETS:
             raise ValueError(f"model.preset: unknown preset {name!r}; choose from {', '.join(PRESETS)}")
         model = {**PRESETS[name], **model}
     return {**values, "model": model}
@@ -251,9 +260,9 @@ def read_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...],
         if key == "task":
             values["task"] = value
         else:  # a preset chosen on the command line replaces the recipe's
-            values.setdefault("model", {})["preset"] = value
+            values["model"] = {**model_section(values), "preset": value}
     task = values.setdefault("task", next(iter(runs)))
-    if task not in runs:
+    if not isinstance(task, str) or task not in runs:
         raise ValueError(f"task: unknown task {task!r}; choose from {', '.join(runs)}")
     run_class = runs[task]
     values = resolve_model_section(values)

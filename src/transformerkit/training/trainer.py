@@ -38,8 +38,8 @@ from tqdm import tqdm
 from transformerkit.backends import machine
 from transformerkit.backends.calibration import Choice, choose_onednn_products, choose_precision
 from transformerkit.backends.onednn import ONEDNN_AVAILABLE, use_onednn_products
-from transformerkit.checkpoint import (CheckpointError, average_checkpoints, load_training_state, load_weights, point,
-                                       save_checkpoint)
+from transformerkit.checkpoint import (CheckpointError, WeightsMismatch, average_checkpoints, load_training_state,
+                                       load_weights, point, remove_stale_temporaries, save_checkpoint)
 from transformerkit.devices import pick_device
 from transformerkit.nn.attention import fuse_legacy_projections
 from transformerkit.nn.layers import TransformerLayer
@@ -200,7 +200,7 @@ class Trainer:
         latest = self.checkpoints / "latest"
         try:
             load_weights(self.model, latest / "model.safetensors")
-        except CheckpointError:
+        except WeightsMismatch:
             try:
                 saved = json.loads((latest / "config.json").read_text(encoding="utf-8"))
             except (OSError, ValueError):
@@ -233,7 +233,9 @@ class Trainer:
         return state
 
     def _restore(self, directory: Path) -> None:
-        """Optimizer, schedule, progress and RNG from a checkpoint (the weights are already loaded)."""
+        """Optimizer, schedule, progress and RNG from a checkpoint (the weights are already loaded);
+        what a killed save left beside the checkpoints is removed."""
+        remove_stale_temporaries(self.checkpoints)
         state = load_training_state(directory)
         try:
             optimizer = state["optimizer"]

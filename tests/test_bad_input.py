@@ -1,0 +1,225 @@
+"""Bad input ends in one line that names the file or field, and nothing is lost (issue #35's
+measured cases): text that is not valid Unicode, damaged tokenizer, weights and training-state
+files, recipe sections of the wrong shape, files missing until the end, inputs longer than the
+model reads, a full disk and what killed writers leave behind."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from transformerkit.checkpoint import (CheckpointError, load_model_dir, load_training_state, load_weights,
+                                       remove_stale_temporaries, save_checkpoint)
+from transformerkit.cli import main
+from transformerkit.data.tokenizer import SubwordTokenizer
+from transformerkit.inference.translation import SOURCE_LIMIT, load_translator
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+MODELS = FIXTURES / "model-dirs-before-task"
+PAIRS = FIXTURES / "pre-architecture-run" / "data" / "train.tsv"
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("transformerkit: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+# ---------------------------------------------------------------------------------------- text
+def test_a_lone_surrogate_is_a_value_error_saying_where() -> None:
+    tokenizer = SubwordTokenizer.load(MODELS / "translation" / "tokenizer.json")
+    with pytest.raises(ValueError, match=r"text 2 is not valid Unicode: a lone surrogate U\+DCFF at character 4"):
+        tokenizer.encode(["fine", "open\udcff"])
+
+
+@pytest.mark.parametrize("argv", [
+    ["generate", "--model", str(MODELS / "language-modeling"), "--prompt", "\udcff"],  # $'\xff' from a shell
+    ["plot-attention", "--model", str(MODELS / "translation"), "--text", "\udcff\udcfe", "--out", "unused.png"],
+])
+def test_invalid_utf8_on_the_command_line_is_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert "is not valid Unicode: a lone surrogate U+DCFF" in one_line_error(capsys)
+
+
+def test_a_lone_surrogate_in_a_request_is_a_400_naming_the_field() -> None:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from transformerkit.serve import create_app
+
+    with TestClient(create_app(MODELS / "language-modeling")) as client:
+        reply = client.post("/v1/completions", content=b'{"prompt": "\\ud800", "max_tokens": 2}',
+                            headers={"content-type": "application/json"})
+        assert reply.status_code == 400, reply.text
+        assert reply.json()["error"]["param"] == "prompt" and "lone surrogate U+D800" in reply.json()["error"]["message"]
+        assert client.post("/v1/completions", json={"prompt": "open", "max_tokens": 2}).status_code == 200
+
+
+# ------------------------------------------------------------------------- damaged model files
+@pytest.mark.parametrize("content, reason", [
+    (b"", "tokenizer.json: not a valid tokenizer file"),
+    (b'{"version": "1.0", "model": {', "tokenizer.json: not a valid tokenizer file"),
+    (b"\x83\xff\x00\x01binary", "tokenizer.json: not a valid tokenizer file"),
+    (b'{"version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null, '
+     b'"pre_tokenizer": null, "post_processor": null, "decoder": null, "model": {"type": "BPE", "vocab": '
+     b'{"a": 0}, "merges": []}}', "tokenizer.json: tokenizer lacks the special tokens"),
+])
+def test_a_damaged_tokenizer_is_one_line_naming_it(content: bytes, reason: str, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    shutil.copytree(MODELS / "translation", tmp_path / "m")
+    (tmp_path / "m" / "tokenizer.json").write_bytes(content)
+    (tmp_path / "in.txt").write_text("open the file\n", encoding="utf-8")
+    assert main(["translate", "--model", str(tmp_path / "m"), "--input", str(tmp_path / "in.txt")]) == 2
+    assert reason in one_line_error(capsys)
+
+
+def test_truncated_weights_are_named_damaged_not_another_model(tmp_path: Path) -> None:
+    shutil.copytree(MODELS / "translation", tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    model, _, _ = load_model_dir(MODELS / "translation")
+    with pytest.raises(CheckpointError, match="model.safetensors: not a complete safetensors file, damaged or truncated"):
+        load_weights(model, weights)
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated zip", b"\x80\x04K\x05."])
+def test_a_damaged_training_state_is_named(content: bytes, tmp_path: Path) -> None:
+    (tmp_path / "training_state.pt").write_bytes(content)
+    with pytest.raises(CheckpointError, match="training_state.pt: damaged or not a training state"):
+        load_training_state(tmp_path)
+
+
+# --------------------------------------------------------------------------------------- recipes
+@pytest.mark.parametrize("recipe, overrides, error", [
+    ("training:\n", ["training.max_steps=5"], "data.train is required"),  # the section is filled, not a TypeError
+    ("training: 5\n", ["training.max_steps=5"], "training must be a mapping of settings, got int"),
+    ("model: [1, 2]\n", [], "model must be a mapping of settings (preset: …, d_model: …), got list"),
+    ("model: 5\n", [], "model must be a mapping of settings (preset: …, d_model: …), got int"),
+    ("model:\n", ["model.preset=tiny"], "data.train is required"),
+    ("model: {preset: [tiny]}\n", [], "model.preset: unknown preset ['tiny']"),
+    ("task: [translation]\n", [], "task: unknown task ['translation']"),
+    ("1: 2\n", [], "1: a configuration key must be a name, got int"),
+    ("data: {train: x.tsv, 7: y}\n", [], "data.7: a configuration key must be a name, got int"),
+])
+def test_recipes_of_the_wrong_shape_are_one_line(recipe: str, overrides: list[str], error: str, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "recipe.yaml").write_text(recipe, encoding="utf-8")
+    assert main(["train", str(tmp_path / "recipe.yaml"), *[a for o in overrides for a in ("--set", o)]]) == 2
+    assert error in one_line_error(capsys)
+
+
+def test_a_missing_test_file_stops_the_run_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = {"task": "translation", "data": {"train": str(PAIRS), "test": str(tmp_path / "missing.tsv"),
+                                              "vocab_size": 60},
+              "model": {"preset": "tiny"}, "training": {"output_dir": str(tmp_path / "run"), "max_steps": 50,
+                                                        "progress": False, "tensorboard": False}}
+    (tmp_path / "recipe.yaml").write_text(json.dumps(recipe), encoding="utf-8")
+    assert main(["train", str(tmp_path / "recipe.yaml")]) == 2
+    assert "missing.tsv" in one_line_error(capsys)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+# ------------------------------------------------------------------------------ inference verbs
+def test_an_empty_test_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty.tsv").write_text("", encoding="utf-8")
+    assert main(["evaluate", "--model", str(MODELS / "translation"), "--data", str(tmp_path / "empty.tsv")]) == 2
+    assert "empty.tsv: no test pairs" in one_line_error(capsys)
+
+
+def test_a_length_penalty_that_is_not_a_number_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "in.txt").write_text("open\n", encoding="utf-8")
+    argv = ["translate", "--model", str(MODELS / "translation"), "--input", str(tmp_path / "in.txt")]
+    assert main([*argv, "--length-penalty", "nan"]) == 2
+    assert "length_penalty must be a finite number, got nan" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize("verb, model", [("translate", "translation"), ("embed", "sentence-embedding")])
+def test_output_naming_the_input_file_is_refused_and_the_input_kept(verb: str, model: str, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "in.txt"
+    source.write_text("open the file\nclose it\n", encoding="utf-8")
+    assert main([verb, "--model", str(MODELS / model), "--input", str(source), "--output", str(source)]) == 2
+    assert "is the --input file" in one_line_error(capsys)
+    assert source.read_text(encoding="utf-8") == "open the file\nclose it\n"
+
+
+def test_a_source_longer_than_the_model_reads_is_cut_and_counted(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A sinusoidal model saved without max_source_tokens reads at most SOURCE_LIMIT tokens of a
+    source: the work of one line is bounded, and the command says how many lines were cut."""
+    long_line = "open the file and close the window " * 2000  # ~70,000 characters, far more tokens than the limit
+    (tmp_path / "in.txt").write_text(f"save it\n{long_line}\n", encoding="utf-8")
+    assert main(["translate", "--model", str(MODELS / "translation"), "--beam", "1",
+                 "--input", str(tmp_path / "in.txt")]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 2
+    assert captured.err == (f"transformerkit: warning: 1 of 2 inputs were longer than the model's limit of "
+                            f"{SOURCE_LIMIT} tokens and were cut to it\n")
+    translator = load_translator(MODELS / "translation")
+    with pytest.warns(UserWarning, match="were cut"):
+        (ids,) = translator.encode_sources([long_line])
+    assert len(ids) == SOURCE_LIMIT + 1 and ids[-1] == translator.tokenizer.eos_id
+
+
+def test_the_server_refuses_a_text_longer_than_the_model_reads() -> None:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from transformerkit.serve import create_app
+
+    with TestClient(create_app(MODELS / "translation")) as client:
+        reply = client.post("/v1/translate", json={"texts": ["save it", "open the file " * 2000]})
+        assert reply.status_code == 413
+        assert reply.json()["error"]["message"].startswith(f"texts.1: longer than the model's limit of {SOURCE_LIMIT}")
+        assert client.post("/v1/translate", json={"texts": ["save it"]}).status_code == 200
+
+
+# ----------------------------------------------------------------------------------- checkpoints
+def ended_process_id() -> int:
+    """The id of a process that has ended (ids are not reused at once)."""
+    process = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                             check=True)
+    return int(process.stdout)
+
+
+def test_what_killed_writers_left_is_removed_at_the_next_save(tmp_path: Path) -> None:
+    model, tokenizer, generation = load_model_dir(MODELS / "translation")
+    checkpoints = tmp_path / "checkpoints"
+    dead = ended_process_id()
+    for leftover in (f".step-00000002.tmp-{dead}", f".step-00000001.old-{dead}"):
+        (checkpoints / leftover).mkdir(parents=True)
+        (checkpoints / leftover / "model.safetensors").write_bytes(b"partial")
+    (checkpoints / f".latest.tmp-{dead}").symlink_to("step-00000001")
+    alive = checkpoints / f".step-00000009.tmp-{os.getpid()}"  # a writer that still runs
+    alive.mkdir()
+    save_checkpoint(checkpoints / "step-00000003", model, tokenizer, generation, {"step": 3})
+    assert sorted(p.name for p in checkpoints.iterdir()) == sorted(["step-00000003", "latest", alive.name])
+    assert remove_stale_temporaries(checkpoints) == []
+
+
+@pytest.mark.parametrize("failure", [OSError(errno.ENOSPC, "No space left on device"),
+                                     RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")])
+def test_a_full_disk_names_the_last_complete_checkpoint_and_loses_nothing(failure: Exception, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    model, tokenizer, generation = load_model_dir(MODELS / "translation")
+    checkpoints = tmp_path / "checkpoints"
+    save_checkpoint(checkpoints / "step-00000002", model, tokenizer, generation, {"step": 2})
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise failure
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(CheckpointError, match=f"^no space left writing checkpoint step-00000004 in {checkpoints}; "
+                                              f"the last complete checkpoint is step-00000002$"):
+        save_checkpoint(checkpoints / "step-00000004", model, tokenizer, generation, {"step": 4})
+    monkeypatch.undo()
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["latest", "step-00000002"]
+    assert load_training_state(checkpoints / "latest") == {"step": 2}
