@@ -248,6 +248,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds before a case counts as a hang")
     parser.add_argument("--jobs", type=int, default=2, help="hostile-input cases run at a time")
     parser.add_argument("--serve", action="store_true", help="also flood `transformerkit serve` with slow requests")
+    parser.add_argument("--verbose", action="store_true", help="list every case, not only those that failed")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         work = Path(directory)
@@ -256,7 +257,7 @@ def main() -> None:
         if args.serve:
             results += serve_flood(work, args.timeout)
     for case, outcome in results:
-        if outcome != "clean":
+        if outcome != "clean" or args.verbose:
             print(f"{outcome:>9}  {case}")
     counts = Counter(outcome for _, outcome in results)
     print("\n| tried | clean | tracebacks | hangs | executed | lost | skipped |\n|---:|---:|---:|---:|---:|---:|---:|")

@@ -11,6 +11,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -223,3 +225,101 @@ def test_a_full_disk_names_the_last_complete_checkpoint_and_loses_nothing(failur
     monkeypatch.undo()
     assert sorted(p.name for p in checkpoints.iterdir()) == ["latest", "step-00000002"]
     assert load_training_state(checkpoints / "latest") == {"step": 2}
+
+
+# ------------------------------------------------------------------------------ serve deadlines
+def slow_decoding(steps: list[int], interruptible_steps: bool = True):  # type: ignore[no-untyped-def]
+    """A stand-in for Translator.translate whose decoding takes ~5 s in 10 ms steps, each step
+    checking for a stop (as generate_tokens and beam_search do) unless told not to."""
+    from transformerkit.generation.interrupt import check_interrupt
+
+    def translate(self: object, texts: list[str]) -> list[str]:
+        for _ in range(500):
+            if interruptible_steps:
+                check_interrupt()
+            steps.append(1)
+            time.sleep(0.01)
+        return texts
+
+    return translate
+
+
+def test_a_request_past_its_deadline_gets_504_and_its_decoding_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from transformerkit.inference.translation import Translator
+    from transformerkit.serve import create_app
+
+    steps: list[int] = []
+    with TestClient(create_app(MODELS / "translation", request_timeout=0.3)) as client:
+        monkeypatch.setattr(Translator, "translate", slow_decoding(steps))
+        reply = client.post("/v1/translate", json={"texts": ["save it"]})
+        assert reply.status_code == 504 and "--request-timeout" in reply.json()["error"]["message"]
+        time.sleep(0.2)
+        stopped_at = len(steps)
+        assert stopped_at < 100  # 500 steps would take 5 s: decoding stopped soon after the deadline
+        time.sleep(0.2)
+        assert len(steps) == stopped_at
+        monkeypatch.undo()
+        assert client.post("/v1/translate", json={"texts": ["save it"]}).status_code == 200  # the model is free
+
+
+def test_health_says_busy_while_work_runs_past_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from transformerkit.inference.translation import Translator
+    from transformerkit.serve import create_app
+
+    steps: list[int] = []
+    monkeypatch.setattr(Translator, "translate", slow_decoding(steps, interruptible_steps=False))
+    with TestClient(create_app(MODELS / "translation", request_timeout=0.3)) as client:
+        assert client.get("/health").json()["status"] == "ok"
+        request = threading.Thread(target=client.post, args=("/v1/translate",), kwargs={"json": {"texts": ["a"]}})
+        request.start()
+        time.sleep(1.0)
+        health = client.get("/health")
+        assert health.status_code == 503 and health.json()["status"] == "busy", health.text
+        request.join()  # answered 504; the work that ignores stops runs on, and the model stays busy
+        deadline = time.monotonic() + 20
+        while client.get("/health").status_code == 503 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(steps) == 500 and client.get("/health").json()["status"] == "ok"
+
+
+def test_shutting_down_stops_decoding_under_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from transformerkit.inference.translation import Translator
+    from transformerkit.serve import create_app
+
+    steps: list[int] = []
+    monkeypatch.setattr(Translator, "translate", slow_decoding(steps))
+    app = create_app(MODELS / "translation", request_timeout=0)
+    replies = []
+    with TestClient(app) as client:
+        request = threading.Thread(target=lambda: replies.append(client.post("/v1/translate", json={"texts": ["a"]})))
+        request.start()
+        time.sleep(0.3)
+        app.state.server.stopping = True  # what the lifespan's end sets on SIGTERM
+        request.join(5)
+        assert replies[0].status_code == 503 and len(steps) < 100
+        app.state.server.stopping = False
+    assert app.state.server.stopping  # the lifespan ended: set by the server itself
+
+
+def test_an_interrupt_stops_only_its_own_threads_decoding() -> None:
+    from transformerkit.generation.interrupt import DecodingInterrupted, interruptible
+
+    translator = load_translator(MODELS / "translation", beam=2)
+    expected = translator.translate(["open the file"])
+    with interruptible(lambda: True):
+        with pytest.raises(DecodingInterrupted):
+            translator.translate(["open the file"])
+        other: list[list[str]] = []
+        worker = threading.Thread(target=lambda: other.append(translator.translate(["open the file"])))
+        worker.start()
+        worker.join()
+    assert other == [expected] and translator.translate(["open the file"]) == expected

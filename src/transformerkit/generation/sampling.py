@@ -24,6 +24,7 @@ from torch import Tensor
 
 from transformerkit.generation.config import GenerationConfig
 from transformerkit.generation.decoders import StepDecoder
+from transformerkit.generation.interrupt import check_interrupt
 
 
 def apply_repetition_penalty(logits: Tensor, seen: Tensor, penalty: float) -> Tensor:
@@ -89,13 +90,15 @@ def generate_tokens(decoder: StepDecoder, first: Tensor, max_new_tokens: int | T
     seen: (rows, vocab) bool, tokens seen so far (for the repetition penalty; updated in place).
     stopped: called with each step's tokens, returns (rows,) bool for rows to end now (stop strings).
     A row ends at EOS (yielded), at its limit, or when ``stopped``; after that it yields ``pad_id``.
-    The loop ends when every row has ended.
+    The loop ends when every row has ended, or with :class:`~transformerkit.generation.interrupt.DecodingInterrupted`
+    when its thread's stop condition becomes true (:func:`~transformerkit.generation.interrupt.interruptible`).
     """
     rows = first.shape[0]
     limits = torch.as_tensor(max_new_tokens, device=first.device).expand(rows)
     finished = limits <= 0
     tokens, step = first, 0
     while not finished.all():
+        check_interrupt()
         token = choose(decoder.step(tokens), seen).masked_fill(finished, pad_id)
         if seen is not None:
             seen.scatter_(1, token[:, None], True)

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from transformerkit.generation.config import GenerationConfig
 from transformerkit.generation.decoders import Seq2SeqDecoder, StepDecoder
+from transformerkit.generation.interrupt import check_interrupt
 from transformerkit.generation.sampling import TokenChooser, generate_tokens
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
 
@@ -80,6 +81,7 @@ def beam_search(decoder: StepDecoder, max_lengths: list[int], beam: int, bos_id:
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     step = 0
     while active:
+        check_interrupt()  # a stop from outside (the server's deadlines): DecodingInterrupted
         n = len(active)
         log_probs = decoder.step(tokens[:, -1:]).log_softmax(dim=-1).view(n, beam, -1)
         vocab = log_probs.shape[-1]

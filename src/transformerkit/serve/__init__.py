@@ -16,7 +16,11 @@ Requests are pydantic models that refuse unknown fields; every error is a JSON b
 shape, ``{"error": {"message", "type", "param", "code"}}``: 400 for a malformed or invalid
 request (naming the field), 404/405 for a wrong path or method, 413 for a body over
 ``--max-request-bytes``, 429 when ``--max-waiting`` requests already wait for the model, 500 for
-a failure inside the model (the next request is served as usual). Concurrent requests with the
+a failure inside the model (the next request is served as usual), 504 for a request not answered
+within ``--request-timeout`` seconds (its decoding stops at the next step once no request of its
+batch waits for it; ``/health`` answers 503 "busy" while work runs past that limit), 503 while the
+server shuts down (SIGTERM: requests in flight get the grace period, then decoding stops). A text
+longer than the model reads is refused with 413 before it is queued. Concurrent requests with the
 same settings are batched (``--max-batch-rows``, ``--max-wait-ms``; sampled completions run
 alone), one batch at a time through the model (a lock); each request's result is what the
 command-line verb gives for the same input and seed.
@@ -45,7 +49,7 @@ one line here."""
 
 
 def create_app(model_dir: str | Path, max_request_bytes: int = 1 << 20, max_waiting: int = 64,
-               max_batch_rows: int = 32, max_wait_ms: float = 5.0) -> Any:
+               max_batch_rows: int = 32, max_wait_ms: float = 5.0, request_timeout: float = 60.0) -> Any:
     """The FastAPI application serving ``model_dir`` (the model is loaded now)."""
     from transformerkit.inference import model_task
     from transformerkit.serve.common import new_app
@@ -54,7 +58,7 @@ def create_app(model_dir: str | Path, max_request_bytes: int = 1 << 20, max_wait
     task = model_task(directory)
     if task not in ENDPOINTS:
         raise ValueError(f"{model_dir}: no HTTP endpoints serve this kind of model (task {task})")
-    app, server = new_app(directory, max_request_bytes, max_waiting, max_batch_rows, max_wait_ms)
+    app, server = new_app(directory, max_request_bytes, max_waiting, max_batch_rows, max_wait_ms, request_timeout)
     routes = import_module(f"{__name__}.{ENDPOINTS[task]}")
     server.task = ENDPOINTS[task]
     routes.add_routes(app, directory, server)
@@ -76,6 +80,9 @@ def add_commands(commands: Commands) -> None:
                          help="inputs of concurrent requests run through the model together, at most (default: 32)")
     command.add_argument("--max-wait-ms", type=float, default=5.0,
                          help="how long a request waits for others to share its batch (default: 5)")
+    command.add_argument("--request-timeout", type=float, default=60.0,
+                         help="a request not answered within this many seconds gets 504 and its decoding is "
+                              "stopped; 0: no limit (default: 60)")
     command.set_defaults(handler=serve_command)
 
 
@@ -91,7 +98,10 @@ def serve_command(args: argparse.Namespace) -> int:
     if args.max_request_bytes < 1 or args.max_waiting < 0 or args.max_batch_rows < 1 or not 0 <= args.max_wait_ms < 1e4:
         raise UsageError("--max-request-bytes and --max-batch-rows must be positive, --max-waiting 0 or more, "
                          "--max-wait-ms in [0, 10000)")
-    app = create_app(args.model, args.max_request_bytes, args.max_waiting, args.max_batch_rows, args.max_wait_ms)
+    if not 0 <= args.request_timeout < 1e6:  # NaN fails too
+        raise UsageError(f"--request-timeout must be in [0, 1000000) seconds, got {args.request_timeout}")
+    app = create_app(args.model, args.max_request_bytes, args.max_waiting, args.max_batch_rows, args.max_wait_ms,
+                     args.request_timeout)
     # SIGTERM / Ctrl-C: stop accepting, let requests in flight finish (streams get 30 s), then exit
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=30)
     return 0

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Generator, Hashable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Generator, Hashable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from transformerkit.data.tokenizer import check_unicode
+from transformerkit.generation.interrupt import DecodingInterrupted, interruptible
 
 T = TypeVar("T")
 
@@ -77,7 +78,13 @@ class Server:
     max_waiting: int = 64
     max_batch_rows: int = 32
     max_wait_ms: float = 5.0
+    request_timeout: float = 60.0
+    """Seconds a request may take before it is answered 504 and its decoding stopped (0: no limit)."""
     task: str = ""
+    stopping: bool = False
+    """Set when the server shuts down: every decoding under way stops at its next step."""
+    busy_since: float | None = None
+    """``time.monotonic()`` when the work holding the model now started (None: the model is free)."""
     created: int = field(default_factory=lambda: int(time.time()))
     lock: threading.Lock = field(default_factory=threading.Lock)
     metrics: Metrics = field(default_factory=Metrics)
@@ -103,12 +110,23 @@ class Server:
             with self._count:
                 self._waiting -= 1
                 self.metrics.waiting.set(self._waiting)
-            yield
+            self.busy_since = time.monotonic()
+            try:
+                yield
+            finally:
+                self.busy_since = None
 
-    def run(self, work: Callable[[], T], rows: int = 1) -> T:
+    @property
+    def stuck(self) -> bool:
+        """Whether the work holding the model has run longer than a request may (``/health``: busy)."""
+        started = self.busy_since
+        return bool(self.request_timeout) and started is not None and time.monotonic() - started > self.request_timeout
+
+    def run(self, work: Callable[[], T], rows: int = 1, abandoned: Callable[[], bool] = lambda: False) -> T:
         """``work()`` over ``rows`` sequences with the model to itself; a ValueError (input the model
-        refuses) is a 400."""
-        with self.model_turn():
+        refuses) is a 400. Its decoding stops (:class:`DecodingInterrupted`) once ``abandoned()``
+        (no request waits for it any more) or the server shuts down."""
+        with self.model_turn(), interruptible(lambda: self.stopping or abandoned()):
             self.metrics.rows.observe(rows)
             try:
                 return work()
@@ -136,7 +154,15 @@ class Server:
             self._start(key, work)
         elif len(jobs) == 1:
             loop.call_later(self.max_wait_ms / 1000, lambda: self._start(key, work))
-        return await job.future
+        try:
+            return await asyncio.wait_for(asyncio.shield(job.future), self.request_timeout or None)
+        except asyncio.TimeoutError:
+            job.future.cancel()  # its batch stops decoding once no request in it waits
+            raise HTTPException(504, f"the request took longer than the server's limit of {self.request_timeout:g} s "
+                                     f"(--request-timeout); its work was stopped") from None
+        except asyncio.CancelledError:  # the client went away
+            job.future.cancel()
+            raise
 
     def _start(self, key: Hashable, work: Callable[[list[Any]], list[Any]]) -> None:
         jobs = self._pending.pop(key, None)
@@ -151,7 +177,13 @@ class Server:
             return
         inputs = [x for job in jobs for x in job.inputs]
         try:
-            outputs = await run_in_threadpool(self.run, lambda: work(inputs), len(inputs))
+            outputs = await run_in_threadpool(self.run, lambda: work(inputs), len(inputs),
+                                              lambda: all(job.future.done() for job in jobs))
+        except DecodingInterrupted:  # every request of the batch timed out or went away, or the server stops
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(HTTPException(503, "the server is shutting down"))
+            return
         except Exception as error:
             if len(jobs) == 1:
                 if not jobs[0].future.done():
@@ -247,10 +279,16 @@ def _field(location: tuple[Any, ...]) -> str | None:
 
 
 def new_app(directory: Path, max_request_bytes: int, max_waiting: int, max_batch_rows: int,
-            max_wait_ms: float) -> tuple[FastAPI, Server]:
+            max_wait_ms: float, request_timeout: float) -> tuple[FastAPI, Server]:
     """A FastAPI app with the shared endpoints, metrics and error handling, and its :class:`Server`."""
-    server = Server(directory, max_waiting, max_batch_rows, max_wait_ms)
-    app = FastAPI(title=f"transformerkit: {server.name}", docs_url="/docs", redoc_url=None)
+    server = Server(directory, max_waiting, max_batch_rows, max_wait_ms, request_timeout)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        server.stopping = True  # shutting down (SIGTERM, Ctrl-C): decoding still under way stops
+
+    app = FastAPI(title=f"transformerkit: {server.name}", docs_url="/docs", redoc_url=None, lifespan=lifespan)
     app.state.server = server
 
 
@@ -271,7 +309,10 @@ def new_app(directory: Path, max_request_bytes: int, max_waiting: int, max_batch
         return error_body(500, f"the model failed on this request: {type(error).__name__}: {error}")
 
     @app.get("/health")
-    def health() -> dict[str, Any]:
+    def health() -> Any:
+        if server.stuck:  # a batch has run past its deadline: the model answers nothing meanwhile
+            return JSONResponse({"status": "busy", "model": server.name, "task": server.task,
+                                 "busy_seconds": round(time.monotonic() - (server.busy_since or 0), 1)}, 503)
         return {"status": "ok", "model": server.name, "task": server.task}
 
     @app.get("/metrics")
