@@ -323,3 +323,26 @@ def test_an_interrupt_stops_only_its_own_threads_decoding() -> None:
         worker.start()
         worker.join()
     assert other == [expected] and translator.translate(["open the file"]) == expected
+
+
+def test_generation_without_learned_positions_is_bounded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A rotary (or sinusoidal) language model has no position limit of its own: prompt + output
+    stop at CONTEXT_LIMIT tokens, with a one-line warning; a prompt that fills it is one line."""
+    from transformerkit.checkpoint import save_model_dir
+    from transformerkit.config import preset
+    from transformerkit.generation.config import GenerationConfig
+    from transformerkit.inference.language_modeling import CONTEXT_LIMIT
+    from transformerkit.models.decoder_only import DecoderOnlyTransformer
+
+    tokenizer = SubwordTokenizer.load(MODELS / "language-modeling" / "tokenizer.json")
+    model = DecoderOnlyTransformer(preset("gpt-tiny", num_decoder_layers=1, d_model=8, d_ff=16, num_heads=2,
+                                          positional="rotary", vocab_size=tokenizer.vocab_size))
+    save_model_dir(tmp_path / "lm", model, tokenizer, GenerationConfig(), task="language-modeling")
+    prompt = "open the file " * 292  # 4,088 characters = tokens: room for 8 more
+    assert main(["generate", "--model", str(tmp_path / "lm"), "--prompt", prompt, "--greedy",
+                 "--max-new-tokens", "1000000000"]) == 0
+    assert capsys.readouterr().err == (f"transformerkit: warning: generating {CONTEXT_LIMIT - len(prompt)} tokens, "
+                                       f"not 1000000000: prompt + output must fit the limit of {CONTEXT_LIMIT} "
+                                       f"tokens\n")
+    assert main(["generate", "--model", str(tmp_path / "lm"), "--prompt", prompt * 2]) == 2
+    assert f"leaves no room in the limit of {CONTEXT_LIMIT} tokens" in one_line_error(capsys)

@@ -24,6 +24,11 @@ from transformerkit.generation.sampling import TokenChooser, generate_tokens
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
 
 
+CONTEXT_LIMIT = 4096
+"""Prompt + output tokens of one generation, at most, for a model without learned positions
+(sinusoidal, rotary): the bound on its work (its key/value cache and attention grow with it)."""
+
+
 def _settled(text: str, stops: list[str]) -> str:
     """The part of a growing text that can be shown now: without a trailing partial character
     (U+FFFD while a multi-byte character is incomplete) or a tail that may begin a stop string."""
@@ -62,13 +67,16 @@ class TextGenerator:
         character is held back until it is settled."""
         g = self.generation
         prompts, mask = self._prompts(texts)
-        limit = self.model.config.max_positions if self.model.config.positional == "learned" else None
-        max_new = g.max_new_tokens if limit is None else min(g.max_new_tokens, limit - prompts.shape[1])
+        learned = self.model.config.positional == "learned"
+        limit = self.model.config.max_positions if learned else CONTEXT_LIMIT
+        max_new = min(g.max_new_tokens, limit - prompts.shape[1])
         if max_new <= 0:
-            raise ValueError(f"the prompt ({prompts.shape[1]} tokens) leaves no room in max_positions={limit}")
+            where = f"max_positions={limit}" if learned else f"the limit of {limit} tokens"
+            raise ValueError(f"the prompt ({prompts.shape[1]} tokens) leaves no room in {where}")
         if max_new < g.max_new_tokens:
-            warnings.warn(f"generating {max_new} tokens, not {g.max_new_tokens}: prompt + output must fit the "
-                          f"model's {limit} learned positions", stacklevel=2)
+            where = f"the model's {limit} learned positions" if learned else f"the limit of {limit} tokens"
+            warnings.warn(f"generating {max_new} tokens, not {g.max_new_tokens}: prompt + output must fit {where}",
+                          stacklevel=2)
         rows = len(texts)
         decoder = CausalLMDecoder(self.model, mask, capacity=prompts.shape[1] + max_new)
         seen = torch.zeros(rows, self.model.config.vocab_size, dtype=torch.bool, device=self.device)
