@@ -40,7 +40,7 @@ from transformerkit.backends.calibration import (choose_onednn_products,  # noqa
 from transformerkit.backends.layout import use_decoding_layout  # noqa: E402
 from transformerkit.backends.machine import describe  # noqa: E402
 from transformerkit.backends.onednn import use_onednn_products  # noqa: E402
-from transformerkit.config import TransformerConfig, preset  # noqa: E402
+from transformerkit.config import EncoderDecoderConfig, TextConfig, preset  # noqa: E402
 from transformerkit.generation.config import GenerationConfig  # noqa: E402
 from transformerkit.generation.decoders import CausalLMDecoder, Seq2SeqDecoder  # noqa: E402
 from transformerkit.generation.sampling import TokenChooser, generate_tokens  # noqa: E402
@@ -127,7 +127,7 @@ class TorchTransformerModel(nn.Module):
     """A translation model on ``torch.nn.Transformer``: the same scaled, tied embeddings, sinusoidal
     positions and output projection as transformerkit's, PyTorch's encoder and decoder in between."""
 
-    def __init__(self, config: TransformerConfig) -> None:
+    def __init__(self, config: EncoderDecoderConfig) -> None:
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_id)
@@ -152,7 +152,7 @@ class TorchTransformerModel(nn.Module):
                                label_smoothing=self.config.label_smoothing)
 
 
-def hf_bart(config: TransformerConfig) -> nn.Module:
+def hf_bart(config: EncoderDecoderConfig) -> nn.Module:
     from transformers import BartConfig, BartForConditionalGeneration
     return BartForConditionalGeneration(BartConfig(
         vocab_size=config.vocab_size, d_model=config.d_model, encoder_layers=config.num_encoder_layers,
@@ -178,7 +178,7 @@ def training_step(model: nn.Module, loss: Callable[[], Tensor], precision: str) 
     return step
 
 
-def smoothed_loss(logits: Tensor, targets: Tensor, config: TransformerConfig) -> Tensor:
+def smoothed_loss(logits: Tensor, targets: Tensor, config: TextConfig) -> Tensor:
     """The loss transformerkit trains with (label smoothing ε_ls), applied to a peer's logits: the same work."""
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=config.pad_id,
                            label_smoothing=config.label_smoothing)

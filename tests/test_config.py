@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from transformerkit.cli import main
-from transformerkit.config import TransformerConfig, preset
+from transformerkit.config import EncoderDecoderConfig, TransformerConfig, preset
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
-from transformerkit.typed_config import apply_overrides
 from transformerkit.tasks import load_recipe
 from transformerkit.training.schedule import cosine_lr, inverse_sqrt_lr, inverse_sqrt_scheduler
+from transformerkit.typed_config import apply_overrides
 
 
 @pytest.mark.parametrize("changes,argument", [
@@ -38,7 +38,7 @@ from transformerkit.training.schedule import cosine_lr, inverse_sqrt_lr, inverse
 ])
 def test_invalid_configurations_name_the_argument(changes: dict, argument: str) -> None:
     with pytest.raises(ValueError, match=argument):
-        TransformerConfig(**changes)
+        EncoderDecoderConfig(**changes)
 
 
 def test_explicit_head_widths_lift_the_divisibility_rule() -> None:
@@ -56,7 +56,7 @@ def test_unknown_preset_and_keys() -> None:
 def test_config_round_trips_through_json(tmp_path) -> None:
     config = preset("small", positional="rotary", d_k=16, tgt_vocab_size=900, tie_embeddings=False)
     config.save(tmp_path / "config.json")
-    assert TransformerConfig.load(tmp_path / "config.json") == config
+    assert EncoderDecoderConfig.load(tmp_path / "config.json") == config
 
 
 def test_overrides_are_parsed_to_the_field_types() -> None:

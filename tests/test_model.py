@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 import torch
 
-from transformerkit.config import TABLE3_ROWS, TransformerConfig, preset
+from transformerkit.config import TABLE3_ROWS, EncoderDecoderConfig, preset
 from transformerkit.generation.search import greedy_decode
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
 
@@ -19,7 +19,7 @@ VARIANTS = [
 ]
 
 
-def tiny(**changes: Any) -> TransformerConfig:
+def tiny(**changes: Any) -> EncoderDecoderConfig:
     return preset("tiny", vocab_size=50, d_model=32, d_ff=64, num_heads=4, dropout=0.0, **changes)
 
 
@@ -114,7 +114,7 @@ def test_separate_vocabularies() -> None:
     assert two_way.src_embedding.tokens.weight is not two_way.output_projection.weight
 
 
-def closed_form_parameters(c: TransformerConfig) -> int:
+def closed_form_parameters(c: EncoderDecoderConfig) -> int:
     """Parameter count from the architecture's formulas (an independent check of the modules)."""
     d, h, dk, dv, ff = c.d_model, c.num_heads, c.head_dim_k, c.head_dim_v, c.d_ff
     b = int(c.bias)

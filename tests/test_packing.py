@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from transformerkit.config import preset
+from transformerkit.config import EncoderOnlyConfig, preset
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
 from transformerkit.nn.attention_kernels import attend, reference_attention
 from transformerkit.nn.packing import TokenPacking, packing_for
@@ -43,8 +43,8 @@ def test_packing_applies_to_key_padding_masks_with_pads_only() -> None:
 
 @pytest.mark.parametrize("norm_position", ["post", "pre"])
 def test_each_sequence_gets_the_outputs_and_gradients_it_gets_alone(norm_position: str) -> None:
-    config = preset("tiny", vocab_size=50, num_decoder_layers=0, dropout=0.0, positional="learned",
-                    norm_position=norm_position, max_positions=16)
+    config = EncoderOnlyConfig.from_shared(preset("tiny", vocab_size=50, dropout=0.0, positional="learned",
+                                                  norm_position=norm_position, max_positions=16), num_encoder_layers=2)
     torch.manual_seed(0)
     model = EncoderOnlyTransformer(config)
     ids, mask = padded_batch(50)

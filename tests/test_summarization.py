@@ -159,7 +159,7 @@ def test_a_warm_started_encoder_decoder_keeps_every_pretrained_weight() -> None:
                     span_head=True, pooler=False)
     bert = EncoderOnlyTransformer(config).eval()
     model = warm_started_from_encoder(bert, dropout=0.0, pad_id=0, bos_id=1, eos_id=2).eval()
-    assert model.config.num_decoder_layers == 2 and not model.config.span_head and model.config.dropout == 0.0
+    assert model.config.num_decoder_layers == 2 and not hasattr(model.config, "span_head") and model.config.dropout == 0.0
     ids = torch.tensor([[5, 9, 13, 2, 0], [7, 8, 2, 0, 0]])
     memory, _ = model.encode(ids)
     hidden, _ = bert(ids, ids != 0)

@@ -28,13 +28,13 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple, Protocol, Union, runtime_checkable
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 
-from transformerkit.config import TransformerConfig
+from transformerkit.config import EncoderOnlyConfig, TransformerConfig, VisionConfig, without_other_families_fields
 from transformerkit.data.image_processing import (PREPROCESSOR_CONFIG, ImageProcessor, PixelTokenizer,
                                                   load_image_preprocessor)
 from transformerkit.data.tokenizer import SubwordTokenizer
@@ -115,9 +115,9 @@ def implied_task(model_class: type[Model], config: TransformerConfig, preprocess
         return "image-generation" if preprocessor_file == PREPROCESSOR_CONFIG else "language-modeling"
     if model_class is VisionTransformer:
         return "image-classification"
-    if config.span_head:
+    if isinstance(config, EncoderOnlyConfig) and config.span_head:
         return "question-answering"
-    return "classification" if config.labels else "sentence-embedding"
+    return "classification" if isinstance(config, EncoderOnlyConfig) and config.labels else "sentence-embedding"
 
 
 def preprocessor_file(preprocessor: Preprocessor) -> str:
@@ -174,7 +174,7 @@ def read_model_config(directory: Path) -> ModelKind:
                               f"{', '.join(map(repr, MODEL_CLASSES))}{hint}")
     model_class = MODEL_CLASSES[model_type]
     try:
-        config = model_class.config_class.from_dict(values)
+        config = model_class.config_class.from_dict(without_other_families_fields(model_class.config_class, values))
     except ValueError as error:
         raise CheckpointError(f"{path}: {error}") from None
     if task is None:
@@ -217,6 +217,13 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
         raise WeightsMismatch(f"{path} does not fit the model: {error}") from None
 
 
+@runtime_checkable
+class ReadsTokens(Protocol):
+    """The configuration of a model that reads token ids (every text family's, Transformer or not)."""
+
+    vocab_size: int
+
+
 def load_preprocessor(directory: Path, config: TransformerConfig) -> Preprocessor:
     """The tokenizer (``tokenizer.json``) or image processor (``preprocessor_config.json``) of a
     model directory, checked against the model's vocabulary or channels."""
@@ -230,12 +237,14 @@ def load_preprocessor(directory: Path, config: TransformerConfig) -> Preprocesso
     else:
         raise CheckpointError(f"{directory}: no tokenizer.json or {PREPROCESSOR_CONFIG}")
     if isinstance(preprocessor, ImageProcessor):
-        if preprocessor.num_channels != config.num_channels:
+        channels = config.num_channels if isinstance(config, VisionConfig) else "no"
+        if preprocessor.num_channels != channels:
             raise CheckpointError(f"{directory}: the image processor takes {preprocessor.num_channels} channels, "
-                                  f"the model {config.num_channels}")
-    elif preprocessor.vocab_size != config.vocab_size:
-        raise CheckpointError(f"{directory}: tokenizer has {preprocessor.vocab_size} tokens, "
-                              f"the model {config.vocab_size}")
+                                  f"the model {channels}")
+    else:
+        tokens = config.vocab_size if isinstance(config, ReadsTokens) else "no"
+        if preprocessor.vocab_size != tokens:
+            raise CheckpointError(f"{directory}: tokenizer has {preprocessor.vocab_size} tokens, the model {tokens}")
     return preprocessor
 
 

@@ -45,7 +45,7 @@ from typing import NoReturn, TextIO
 import torch
 
 from transformerkit.commands import UsageError
-from transformerkit.config import PRESETS, TransformerConfig, preset
+from transformerkit.config import PRESETS, preset
 from transformerkit.data.sources import SOURCES
 from transformerkit.inference import inference_modules, task_function
 from transformerkit.memory import retain_freed_memory
@@ -60,10 +60,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def model_info(args: argparse.Namespace) -> int:
-    overrides = apply_overrides({}, TransformerConfig, args.set)
+    config = preset(args.preset)
+    overrides = apply_overrides({}, type(config), args.set)
     if args.vocab_size is not None:
         overrides["vocab_size"] = args.vocab_size
-    config = preset(args.preset, **overrides)
+    config = config.replace(**overrides)
     with torch.device("meta"):  # shapes only: no memory for the weights, even for `big`
         model = model_class_for(config)(config)
     counts = model.parameter_counts()

@@ -15,7 +15,8 @@ from typing import Any, Literal, TypeVar
 T = TypeVar("T")
 
 
-def _union_args(hint: Any) -> tuple[Any, ...]:
+def union_members(hint: Any) -> tuple[Any, ...]:
+    """The members of a union annotation (``A | B`` → ``(A, B)``), or ``(hint,)``."""
     return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
 
 
@@ -77,7 +78,7 @@ def from_mapping(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in values.items():
-        if dataclasses.is_dataclass(hints[name]):
+        if dataclasses.is_dataclass(hints[name]) and not dataclasses.is_dataclass(value):  # else built already
             value = from_mapping(hints[name], value or {}, f"{prefix}{name}.")
         elif isinstance(value, list) and typing.get_origin(hints[name]) is tuple:
             value = tuple(value)
@@ -89,7 +90,7 @@ def from_mapping(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
 
 def parse_text(key: str, text: str, hint: Any) -> Any:
     """Parse command-line text into a value of annotation ``hint`` (``none`` → None, ``true`` → True …)."""
-    candidates = _union_args(hint)
+    candidates = union_members(hint)
     if text.lower() in ("none", "null") and type(None) in candidates:
         return None
     for candidate in candidates:
@@ -113,10 +114,11 @@ def parse_text(key: str, text: str, hint: Any) -> Any:
     raise ValueError(f"{key} has an invalid value {text!r} (expected {describe(hint)})")
 
 
-def field_hint(cls: type, dotted_key: str) -> Any:
-    """The annotation of ``dotted_key`` (``training.max_tokens``) in dataclass ``cls``."""
+def field_hint(cls: type, dotted_key: str, prefix: str = "") -> Any:
+    """The annotation of ``dotted_key`` (``training.max_tokens``) in dataclass ``cls`` (errors name
+    the key after ``prefix``, the section ``cls`` is)."""
     hint: Any = cls
-    walked = []
+    walked = [prefix.rstrip(".")] if prefix else []
     for part in dotted_key.split("."):
         walked.append(part)
         if not dataclasses.is_dataclass(hint):
@@ -128,16 +130,17 @@ def field_hint(cls: type, dotted_key: str) -> Any:
     return hint
 
 
-def apply_overrides(values: dict[str, Any], cls: type, pairs: list[str]) -> dict[str, Any]:
-    """Apply ``["training.max_steps=100", …]`` to a nested mapping for ``cls``, parsing each value."""
+def apply_overrides(values: dict[str, Any], cls: type, pairs: list[str], prefix: str = "") -> dict[str, Any]:
+    """Apply ``["training.max_steps=100", …]`` to a nested mapping for ``cls``, parsing each value;
+    with ``prefix`` (``model.``) ``cls`` is that section, and each key starts with it."""
     for pair in pairs:
         key, sep, text = pair.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ValueError(f"--set expects key=value, got {pair!r}")
-        hint = field_hint(cls, key)
+        hint = field_hint(cls, key.removeprefix(prefix), prefix)
         node = values
-        *parents, leaf = key.split(".")
+        *parents, leaf = key.removeprefix(prefix).split(".")
         for depth, part in enumerate(parents):
             if node.get(part) is None:  # absent, or an empty section (`training:` with nothing under it)
                 node[part] = {}

@@ -30,7 +30,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from transformerkit.checkpoint import CheckpointError, atomic_directory
-from transformerkit.config import TransformerConfig
+from transformerkit.config import EncoderOnlyConfig
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.interop.common import (TO_HF_ACTIVATION, activation_from_hf, check_layout, check_state,
                                           drop_tied_output, encoder_layer_pairs, read_hf_config, read_hf_weights,
@@ -57,8 +57,8 @@ def heads_from_weights(state: dict[str, Tensor], hf: dict[str, Any]) -> dict[str
     return heads
 
 
-def config_from_hf(hf: dict[str, Any], heads: dict[str, Any] | None = None) -> TransformerConfig:
-    """A :class:`TransformerConfig` from a BERT ``config.json`` (with the pooler/head fields ``heads``);
+def config_from_hf(hf: dict[str, Any], heads: dict[str, Any] | None = None) -> EncoderOnlyConfig:
+    """An :class:`EncoderOnlyConfig` from a BERT ``config.json`` (with the pooler/head fields ``heads``);
     unsupported options raise :class:`CheckpointError`."""
     if hf.get("model_type") != "bert":
         raise CheckpointError(f"not a BERT config (model_type {hf.get('model_type')!r})")
@@ -66,9 +66,9 @@ def config_from_hf(hf: dict[str, Any], heads: dict[str, Any] | None = None) -> T
     if hf.get("position_embedding_type", "absolute") != "absolute":
         raise CheckpointError(f"unsupported position_embedding_type {hf['position_embedding_type']!r}")
     try:
-        return TransformerConfig(
+        return EncoderOnlyConfig(
             vocab_size=hf.get("vocab_size", 30522), num_encoder_layers=hf.get("num_hidden_layers", 12),
-            num_decoder_layers=0, d_model=hf.get("hidden_size", 768), d_ff=hf.get("intermediate_size", 3072),
+            d_model=hf.get("hidden_size", 768), d_ff=hf.get("intermediate_size", 3072),
             num_heads=hf.get("num_attention_heads", 12), dropout=float(hf.get("hidden_dropout_prob", 0.1)),
             attention_dropout=float(hf.get("attention_probs_dropout_prob", 0.1)), label_smoothing=0.0,
             positional="learned", max_positions=hf.get("max_position_embeddings", 512), norm_position="post",
@@ -80,8 +80,8 @@ def config_from_hf(hf: dict[str, Any], heads: dict[str, Any] | None = None) -> T
         raise CheckpointError(f"BERT config: {error}") from None
 
 
-def config_to_hf(config: TransformerConfig) -> dict[str, Any]:
-    check_layout(config, {"num_decoder_layers": 0, "positional": "learned", "norm_position": "post", "bias": True,
+def config_to_hf(config: EncoderOnlyConfig) -> dict[str, Any]:
+    check_layout(config, {"positional": "learned", "norm_position": "post", "bias": True,
                           "scale_embeddings": False, "embedding_norm": True}, "BERT")
     heads = [name for field, name in _ARCHITECTURES.items() if getattr(config, field)]
     labels = ({"id2label": dict(enumerate(config.labels)), "label2id": {n: i for i, n in enumerate(config.labels)}}
@@ -98,7 +98,7 @@ def config_to_hf(config: TransformerConfig) -> dict[str, Any]:
     }
 
 
-def key_map(config: TransformerConfig) -> dict[str, str]:
+def key_map(config: EncoderOnlyConfig) -> dict[str, str]:
     """Hugging Face key → our key, for every tensor."""
     names = {"embeddings.word_embeddings.weight": "embedding.tokens.embedding.weight",
              "embeddings.position_embeddings.weight": "embedding.positional.embedding.weight",

@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from transformerkit.checkpoint import CheckpointError, atomic_directory
-from transformerkit.config import TransformerConfig
+from transformerkit.config import DecoderOnlyConfig
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.interop.common import (TO_HF_ACTIVATION, activation_from_hf, check_layout, check_state,
                                           drop_tied_output, read_hf_config, read_hf_weights, write_hf_tokenizer)
@@ -37,8 +37,8 @@ from transformerkit.models.decoder_only import DecoderOnlyTransformer
 _BUFFERS = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers some old checkpoints carry
 
 
-def config_from_hf(hf: dict[str, Any]) -> TransformerConfig:
-    """A :class:`TransformerConfig` from a GPT-2 ``config.json``; unsupported options raise :class:`CheckpointError`."""
+def config_from_hf(hf: dict[str, Any]) -> DecoderOnlyConfig:
+    """A :class:`DecoderOnlyConfig` from a GPT-2 ``config.json``; unsupported options raise :class:`CheckpointError`."""
     if hf.get("model_type") != "gpt2":
         raise CheckpointError(f"not a GPT-2 config (model_type {hf.get('model_type')!r})")
     activation = activation_from_hf(hf.get("activation_function", "gelu_new"), "activation_function")
@@ -53,8 +53,8 @@ def config_from_hf(hf: dict[str, Any]) -> TransformerConfig:
     bos = hf.get("bos_token_id", eos)
     pad = hf.get("pad_token_id")
     try:
-        return TransformerConfig(
-            vocab_size=hf.get("vocab_size", 50257), num_encoder_layers=0, num_decoder_layers=hf.get("n_layer", 12),
+        return DecoderOnlyConfig(
+            vocab_size=hf.get("vocab_size", 50257), num_decoder_layers=hf.get("n_layer", 12),
             d_model=d_model, d_ff=hf.get("n_inner") or 4 * d_model, num_heads=hf.get("n_head", 12),
             dropout=float(hf.get("resid_pdrop", 0.1)), attention_dropout=float(hf.get("attn_pdrop", 0.1)),
             label_smoothing=0.0, positional="learned", max_positions=hf.get("n_positions", 1024),
@@ -65,10 +65,10 @@ def config_from_hf(hf: dict[str, Any]) -> TransformerConfig:
         raise CheckpointError(f"GPT-2 config: {error}") from None
 
 
-def config_to_hf(config: TransformerConfig) -> dict[str, Any]:
+def config_to_hf(config: DecoderOnlyConfig) -> dict[str, Any]:
     """GPT-2 ``config.json`` values for a decoder-only config in GPT-2's layout (else :class:`CheckpointError`)."""
-    check_layout(config, {"num_encoder_layers": 0, "positional": "learned", "norm_position": "pre", "bias": True,
-                          "scale_embeddings": False, "tie_embeddings": True, "tgt_vocab_size": None}, "GPT-2")
+    check_layout(config, {"positional": "learned", "norm_position": "pre", "bias": True,
+                          "scale_embeddings": False, "tie_embeddings": True}, "GPT-2")
     return {
         "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": config.vocab_size,
         "n_positions": config.max_positions, "n_embd": config.d_model, "n_layer": config.num_decoder_layers,
@@ -86,7 +86,7 @@ def _layer_map(i: int) -> dict[str, str]:
            {f"h.{i}.ln_2.{p}": f"{ours}.feed_forward_block.norm.{p}" for p in ("weight", "bias")}
 
 
-def expected_hf_shapes(config: TransformerConfig) -> dict[str, tuple[int, ...]]:
+def expected_hf_shapes(config: DecoderOnlyConfig) -> dict[str, tuple[int, ...]]:
     """Every tensor a GPT-2 checkpoint of ``config`` holds (without the ``transformer.`` prefix)."""
     d, f = config.d_model, config.d_ff
     shapes: dict[str, tuple[int, ...]] = {"wte.weight": (config.vocab_size, d), "wpe.weight": (config.max_positions, d),
@@ -100,7 +100,7 @@ def expected_hf_shapes(config: TransformerConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def check_hf_state(state: dict[str, Tensor], config: TransformerConfig, source: str) -> dict[str, Tensor]:
+def check_hf_state(state: dict[str, Tensor], config: DecoderOnlyConfig, source: str) -> dict[str, Tensor]:
     """Normalize keys (drop ``transformer.``, buffers, a tied ``lm_head``) and check them against ``config``.
 
     Missing, unexpected and mis-shaped tensors are reported together in one :class:`CheckpointError`.
@@ -111,7 +111,7 @@ def check_hf_state(state: dict[str, Tensor], config: TransformerConfig, source: 
     return check_state(normalized, expected_hf_shapes(config), context)
 
 
-def state_from_hf(hf_state: dict[str, Tensor], config: TransformerConfig) -> dict[str, Tensor]:
+def state_from_hf(hf_state: dict[str, Tensor], config: DecoderOnlyConfig) -> dict[str, Tensor]:
     """Our state dict from a checked, normalized GPT-2 state (see :func:`check_hf_state`)."""
     state = {"embedding.tokens.embedding.weight": hf_state["wte.weight"],
              "embedding.positional.embedding.weight": hf_state["wpe.weight"],

@@ -31,7 +31,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from transformerkit.checkpoint import CheckpointError, atomic_directory
-from transformerkit.config import TransformerConfig
+from transformerkit.config import VisionConfig
 from transformerkit.data.image_processing import PREPROCESSOR_CONFIG, ImageProcessor
 from transformerkit.interop.common import (TO_HF_ACTIVATION, activation_from_hf, check_layout, check_state,
                                           encoder_layer_pairs, read_hf_config, read_hf_weights,
@@ -58,8 +58,8 @@ def checkpoint_name(key: str) -> str:
     return key
 
 
-def config_from_hf(hf: dict[str, Any], labels: int) -> TransformerConfig:
-    """A :class:`TransformerConfig` from a ViT ``config.json`` with a ``labels``-way classifier (0: none);
+def config_from_hf(hf: dict[str, Any], labels: int) -> VisionConfig:
+    """A :class:`VisionConfig` from a ViT ``config.json`` with a ``labels``-way classifier (0: none);
     unsupported options raise :class:`CheckpointError`."""
     if hf.get("model_type") != "vit":
         raise CheckpointError(f"not a ViT config (model_type {hf.get('model_type')!r})")
@@ -67,24 +67,23 @@ def config_from_hf(hf: dict[str, Any], labels: int) -> TransformerConfig:
         raise CheckpointError("unsupported qkv_bias = false (query/key/value projections without bias)")
     names = hf.get("id2label") or {}
     try:
-        return TransformerConfig(
-            num_encoder_layers=hf.get("num_hidden_layers", 12), num_decoder_layers=0, vocab_size=1,
+        return VisionConfig(
+            num_encoder_layers=hf.get("num_hidden_layers", 12),
             d_model=hf.get("hidden_size", 768), d_ff=hf.get("intermediate_size", 3072),
             num_heads=hf.get("num_attention_heads", 12), dropout=float(hf.get("hidden_dropout_prob", 0.0)),
             attention_dropout=float(hf.get("attention_probs_dropout_prob", 0.0)), label_smoothing=0.0,
             positional="learned", norm_position="pre",
             activation=activation_from_hf(hf.get("hidden_act", "gelu"), "hidden_act"),
-            layer_norm_eps=hf.get("layer_norm_eps", 1e-12), scale_embeddings=False, pooler=False,
+            layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
             image_size=hf.get("image_size", 224), patch_size=hf.get("patch_size", 16),
-            num_channels=hf.get("num_channels", 3), pad_id=0, bos_id=0, eos_id=0,
+            num_channels=hf.get("num_channels", 3),
             labels=[str(names.get(str(i), names.get(i, f"LABEL_{i}"))) for i in range(labels)])
     except ValueError as error:
         raise CheckpointError(f"ViT config: {error}") from None
 
 
-def config_to_hf(config: TransformerConfig) -> dict[str, Any]:
-    check_layout(config, {"num_decoder_layers": 0, "positional": "learned", "norm_position": "pre", "bias": True,
-                          "scale_embeddings": False}, "ViT")
+def config_to_hf(config: VisionConfig) -> dict[str, Any]:
+    check_layout(config, {"positional": "learned", "norm_position": "pre", "bias": True}, "ViT")
     labels = ({"id2label": dict(enumerate(config.labels)), "label2id": {n: i for i, n in enumerate(config.labels)}}
               if config.labels else {})
     return {
@@ -98,7 +97,7 @@ def config_to_hf(config: TransformerConfig) -> dict[str, Any]:
     }
 
 
-def key_map(config: TransformerConfig) -> dict[str, str]:
+def key_map(config: VisionConfig) -> dict[str, str]:
     """Hugging Face key (checkpoint layout, without ``vit.``) → our key, for every tensor."""
     names = {"embeddings.cls_token": "class_token", _POSITIONS: "positions.embedding.weight"}
     pairs = {"embeddings.patch_embeddings.projection": "patches.projection", "layernorm": "encoder.final_norm"}

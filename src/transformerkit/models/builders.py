@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from transformerkit.config import TransformerConfig
+from transformerkit.config import TextConfig, TransformerConfig
 from transformerkit.nn.attention import MultiHeadAttention
 from transformerkit.nn.embedding import (InputEmbedding, LearnedPositionalEmbedding, RotaryEmbedding,
                                          SinusoidalPositionalEncoding, TokenEmbedding)
@@ -36,7 +36,7 @@ def transformer_stack(config: TransformerConfig, num_layers: int, cross_attentio
     return TransformerStack(layers, config.d_model, config.norm_position, config.layer_norm_eps)
 
 
-def input_embedding(config: TransformerConfig, tokens: TokenEmbedding) -> InputEmbedding:
+def input_embedding(config: TextConfig, tokens: TokenEmbedding) -> InputEmbedding:
     """Token embedding plus the configured positional information (and BERT's token types and
     LayerNorm when configured), then dropout."""
     positional = {
@@ -54,7 +54,7 @@ def input_embedding(config: TransformerConfig, tokens: TokenEmbedding) -> InputE
     return InputEmbedding(tokens, positional, config.dropout, segments, norm)
 
 
-def token_embedding(config: TransformerConfig, vocab_size: int, padding: bool = True) -> TokenEmbedding:
+def token_embedding(config: TextConfig, vocab_size: int, padding: bool = True) -> TokenEmbedding:
     """Token embedding; with ``padding`` the pad id's row is zero and never trained (``padding_idx``).
 
     Decoder-only models pass ``padding=False``: GPT-2 pads with <|endoftext|>, a real token.
@@ -63,7 +63,7 @@ def token_embedding(config: TransformerConfig, vocab_size: int, padding: bool = 
                           scale=config.scale_embeddings)
 
 
-def output_projection(config: TransformerConfig, tokens: TokenEmbedding) -> nn.Linear:
+def output_projection(config: TextConfig, tokens: TokenEmbedding) -> nn.Linear:
     """The pre-softmax linear map (d_model → vocab, no bias), sharing ``tokens``' matrix when
     ``config.tie_embeddings`` (§3.4)."""
     vocab_size, d_model = tokens.weight.shape

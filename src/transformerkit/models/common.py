@@ -23,10 +23,19 @@ class TransformerModel(nn.Module):
 
     model_type: ClassVar[str]
     """``model_type`` in the ``config.json`` of a saved model."""
-    config_class: ClassVar[type[TransformerConfig]] = TransformerConfig
-    """What ``config.json`` is read into (:func:`transformerkit.checkpoint.read_model_config`): a
-    family with settings of its own (a non-Transformer baseline) names its own class here."""
+    config_class: ClassVar[type[TransformerConfig]]
+    """The family's configuration class: what the constructor takes and ``config.json`` is read
+    into (:func:`transformerkit.checkpoint.read_model_config`)."""
+    requires: ClassVar[str]
+    """What the family's configuration describes, for the error a configuration of another family gets."""
     config: TransformerConfig
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        if not isinstance(config, self.config_class):
+            raise ValueError(f"{self.requires}: it reads {self.config_class.__name__}, not "
+                             f"{type(config).__name__}")
+        self.config = config
 
     def set_attention_kernel(self, kernel: AttentionKernel) -> None:
         """Switch every attention module to the ``fused`` or ``reference`` kernel (same weights)."""

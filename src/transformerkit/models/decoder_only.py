@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from transformerkit.config import TransformerConfig
+from transformerkit.config import DecoderOnlyConfig
 from transformerkit.models import builders
 from transformerkit.models.common import TransformerModel
 from transformerkit.nn.kv_cache import DecoderCache, positions_after
@@ -41,14 +41,12 @@ class DecoderOnlyTransformer(TransformerModel):
     model_type = "transformerkit-decoder-only"
     """``model_type`` in the ``config.json`` of a saved model."""
 
-    def __init__(self, config: TransformerConfig) -> None:
-        super().__init__()
-        if config.num_encoder_layers or not config.num_decoder_layers:
-            raise ValueError("a decoder-only model needs num_encoder_layers = 0 and num_decoder_layers > 0 "
-                             f"(got {config.num_encoder_layers} and {config.num_decoder_layers})")
-        if not config.shared_vocab:
-            raise ValueError("a decoder-only model has one vocabulary: set tgt_vocab_size to None")
-        self.config = config
+    config_class = DecoderOnlyConfig
+    requires = "a decoder-only model has no encoder (num_encoder_layers = 0) and one vocabulary"
+    config: DecoderOnlyConfig
+
+    def __init__(self, config: DecoderOnlyConfig) -> None:
+        super().__init__(config)
         tokens = builders.token_embedding(config, config.vocab_size, padding=False)
         self.embedding = builders.input_embedding(config, tokens)
         self.decoder = builders.transformer_stack(config, config.num_decoder_layers, cross_attention=False)

@@ -19,7 +19,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from transformerkit.config import TransformerConfig
+from transformerkit.config import EncoderDecoderConfig
 from transformerkit.models import builders
 from transformerkit.models.common import TransformerModel
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
@@ -31,13 +31,12 @@ from transformerkit.nn.pointer import PointerGenerator
 
 class EncoderDecoderTransformer(TransformerModel):
     model_type = "transformerkit-encoder-decoder"
-    """``model_type`` in the ``config.json`` of a saved model."""
+    config_class = EncoderDecoderConfig
+    requires = "an encoder-decoder model needs num_encoder_layers > 0 and num_decoder_layers > 0"
+    config: EncoderDecoderConfig
 
-    def __init__(self, config: TransformerConfig) -> None:
-        super().__init__()
-        if not (config.num_encoder_layers and config.num_decoder_layers):
-            raise ValueError("an encoder-decoder model needs num_encoder_layers > 0 and num_decoder_layers > 0")
-        self.config = config
+    def __init__(self, config: EncoderDecoderConfig) -> None:
+        super().__init__(config)
         src_tokens = builders.token_embedding(config, config.vocab_size)
         if config.shared_vocab and config.tie_embeddings:
             tgt_tokens = src_tokens
@@ -131,9 +130,9 @@ def warm_started_from_encoder(encoder: EncoderOnlyTransformer, **changes: Any) -
     the only weights that have never been trained. The encoder's heads (pooler, classifier, span,
     masked LM) are left behind.
     """
-    config = encoder.config.replace(num_decoder_layers=encoder.config.num_encoder_layers, tgt_vocab_size=None,
-                                    tie_embeddings=True, labels=[], pooler=False, span_head=False,
-                                    masked_lm_head=False, **changes)
+    config = EncoderDecoderConfig.from_shared(encoder.config, num_encoder_layers=encoder.config.num_encoder_layers,
+                                              num_decoder_layers=encoder.config.num_encoder_layers,
+                                              tie_embeddings=True, **changes)
     model = EncoderDecoderTransformer(config)
     state: dict[str, Tensor] = {}
     for name, tensor in encoder.state_dict().items():

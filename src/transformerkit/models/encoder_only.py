@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from transformerkit.config import TransformerConfig
+from transformerkit.config import EncoderOnlyConfig
 from transformerkit.models import builders
 from transformerkit.models.common import TransformerModel
 from transformerkit.nn.dropout import Dropout
@@ -36,12 +36,12 @@ class EncoderOnlyTransformer(TransformerModel):
     model_type = "transformerkit-encoder-only"
     """``model_type`` in the ``config.json`` of a saved model."""
 
-    def __init__(self, config: TransformerConfig) -> None:
-        super().__init__()
-        if config.num_decoder_layers or not config.num_encoder_layers:
-            raise ValueError("an encoder-only model needs num_decoder_layers = 0 and num_encoder_layers > 0 "
-                             f"(got {config.num_encoder_layers} and {config.num_decoder_layers})")
-        self.config = config
+    config_class = EncoderOnlyConfig
+    requires = "an encoder-only model has no decoder (num_decoder_layers = 0)"
+    config: EncoderOnlyConfig
+
+    def __init__(self, config: EncoderOnlyConfig) -> None:
+        super().__init__(config)
         self.embedding = builders.input_embedding(config, builders.token_embedding(config, config.vocab_size))
         self.encoder = builders.transformer_stack(config, config.num_encoder_layers, cross_attention=False)
         self.pooler = nn.Linear(config.d_model, config.d_model) if config.pooler else None
@@ -117,7 +117,7 @@ class MaskedLMHead(nn.Module):
     ``projection`` is the d → vocab map without bias (tied to the token embeddings by the builder).
     """
 
-    def __init__(self, config: TransformerConfig, projection: nn.Linear) -> None:
+    def __init__(self, config: EncoderOnlyConfig, projection: nn.Linear) -> None:
         super().__init__()
         self.dense = nn.Linear(config.d_model, config.d_model)
         self.activation = ACTIVATIONS[config.activation]

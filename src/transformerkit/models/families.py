@@ -1,5 +1,6 @@
-"""The model families by name: ``model_type`` (as written in ``config.json``) → class, and the
-family a configuration describes. The one place that tells the families apart."""
+"""The model families by name: ``model_type`` (as written in ``config.json``) → class, the short
+family names of recipes, and the family a configuration belongs to (its class). The one place that
+lists the families."""
 
 from __future__ import annotations
 
@@ -16,13 +17,14 @@ Model = Union[EncoderDecoderTransformer, DecoderOnlyTransformer, EncoderOnlyTran
 MODEL_CLASSES: dict[str, type[Model]] = {
     cls.model_type: cls
     for cls in (EncoderDecoderTransformer, DecoderOnlyTransformer, EncoderOnlyTransformer, VisionTransformer)}
+"""``model_type`` → model class: a new family is one line here (and its module)."""
+FAMILIES: dict[str, type[Model]] = {cls.config_class.family: cls for cls in MODEL_CLASSES.values()}
+"""The family's short name (``model.family`` in a recipe) → model class."""
 
 
 def model_class_for(config: TransformerConfig) -> type[Model]:
-    """The family of a configuration: images → ViT; no encoder → decoder-only; no decoder →
-    encoder-only; both → encoder-decoder."""
-    if config.image_size:
-        return VisionTransformer
-    if config.num_encoder_layers == 0:
-        return DecoderOnlyTransformer
-    return EncoderOnlyTransformer if config.num_decoder_layers == 0 else EncoderDecoderTransformer
+    """The model class that reads ``config`` (the family whose configuration class it is)."""
+    for cls in MODEL_CLASSES.values():
+        if type(config) is cls.config_class:
+            return cls
+    raise ValueError(f"no model family reads {type(config).__name__}")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from transformerkit.config import TransformerConfig
+from transformerkit.config import VisionConfig
 from transformerkit.models import builders
 from transformerkit.models.common import TransformerModel
 from transformerkit.nn.dropout import Dropout
@@ -32,16 +32,15 @@ class VisionTransformer(TransformerModel):
     model_type = "transformerkit-vit"
     """``model_type`` in the ``config.json`` of a saved model."""
 
-    def __init__(self, config: TransformerConfig) -> None:
-        super().__init__()
-        if config.num_decoder_layers or not config.num_encoder_layers or not config.image_size:
-            raise ValueError("a vision Transformer needs num_encoder_layers > 0, num_decoder_layers = 0 and "
-                             f"image_size > 0 (got {config.num_encoder_layers}, {config.num_decoder_layers}, "
-                             f"{config.image_size})")
+    config_class = VisionConfig
+    requires = "a vision Transformer reads images (image_size, patch_size, num_channels)"
+    config: VisionConfig
+
+    def __init__(self, config: VisionConfig) -> None:
+        super().__init__(config)
         if config.positional != "learned" or config.norm_position != "pre":
             raise ValueError("a vision Transformer has learned positions and pre-norm layers "
                              f"(got positional={config.positional!r}, norm_position={config.norm_position!r})")
-        self.config = config
         self.patches = PatchEmbedding(config.num_channels, config.patch_size, config.d_model)
         self.class_token = nn.Parameter(torch.zeros(1, 1, config.d_model))
         nn.init.trunc_normal_(self.class_token, std=0.02)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from transformerkit.config import EncoderOnlyConfig
 from transformerkit.data.batching import EncoderBatch, batch_by_size, pad_right
 from transformerkit.data.labeled import LabeledCorpus, hash_split, load_labeled
 from transformerkit.inference.classification import classification_scores
@@ -133,4 +134,5 @@ class ClassificationRun(RunConfig[ClassificationData]):
     """A sequence-classification run (an encoder-only model with a classification head)."""
 
     data: ClassificationData = field(default_factory=ClassificationData)
+    model: EncoderOnlyConfig = field(default_factory=EncoderOnlyConfig)
     task_class = ClassificationTask

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from transformerkit.checkpoint import CheckpointError, load_model_dir
-from transformerkit.config import TransformerConfig
+from transformerkit.config import EncoderOnlyConfig
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
 from transformerkit.training.recipe import RunConfig
@@ -33,7 +33,7 @@ class EncoderTaskData:
             raise ValueError("set data.tokenizer (a directory with tokenizer.json or vocab.txt) or data.init_from")
 
 
-def encoder_for_task(config: TransformerConfig, init_from: str | None, tokenizer_dir: str, resume: bool,
+def encoder_for_task(config: EncoderOnlyConfig, init_from: str | None, tokenizer_dir: str, resume: bool,
                      device: torch.device, **head: Any) -> tuple[EncoderOnlyTransformer, SubwordTokenizer]:
     """An encoder-only model with the task's ``head`` fields (e.g. ``labels=[…]``, ``span_head=True``)
     and its tokenizer (from ``tokenizer_dir``, else ``init_from``).

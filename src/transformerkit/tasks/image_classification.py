@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from transformerkit.config import VisionConfig
 from transformerkit.data.batching import epoch_random
 from transformerkit.data.image_processing import ImageProcessor
 from transformerkit.data.images import ImageSet, image_splits
@@ -31,8 +32,6 @@ class ImageClassificationData(ImageData):
 
     def validate(self, run: RunConfig[Any]) -> None:
         super().validate(run)
-        if not run.model.image_size:
-            raise ValueError("model.image_size is 0: image classification needs a vision model (model.preset: vit-…)")
         if self.shift < 0:
             raise ValueError(f"data.shift must be 0 or positive, got {self.shift}")
 
@@ -131,4 +130,5 @@ class ImageClassificationRun(RunConfig[ImageClassificationData]):
     """Image classification with a vision Transformer (``model.preset: vit-28`` or any ``vit-*``)."""
 
     data: ImageClassificationData = field(default_factory=ImageClassificationData)
+    model: VisionConfig = field(default_factory=VisionConfig)
     task_class = ImageClassificationTask

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from transformerkit.config import DecoderOnlyConfig
 from transformerkit.data.batching import epoch_random
 from transformerkit.data.image_processing import PixelTokenizer
 from transformerkit.data.images import DataError, image_splits
@@ -59,7 +60,7 @@ class ImageGenerationTask(ScoredBySplit):
         self.tokenizer = PixelTokenizer(d.image_size, d.levels, splits["train"].classes)
         self.sequences = {name: self.tokenizer.encode(images.images, images.labels) for name, images in splits.items()}
         t = self.tokenizer
-        config = run.model.replace(vocab_size=t.vocab_size, tgt_vocab_size=None, max_positions=1 + t.pixels,
+        config = run.model.replace(vocab_size=t.vocab_size, max_positions=1 + t.pixels,
                                    pad_id=0, bos_id=t.levels, eos_id=0)
         self.model = DecoderOnlyTransformer(config).to(device)
         self.generation = run.decoding
@@ -90,4 +91,5 @@ class ImageGenerationRun(RunConfig[ImageGenerationData]):
     """A class-conditional autoregressive image model: a decoder-only Transformer over pixel tokens."""
 
     data: ImageGenerationData = field(default_factory=ImageGenerationData)
+    model: DecoderOnlyConfig = field(default_factory=DecoderOnlyConfig)
     task_class = ImageGenerationTask

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from transformerkit.config import DecoderOnlyConfig
 from transformerkit.data.text import block_starts, blocks, contiguous_split, read_text
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.inference.language_modeling import TextGenerator
@@ -138,4 +139,5 @@ class LanguageModelRun(RunConfig[LanguageModelData]):
     """A language-modeling run: a decoder-only model learns to continue a text."""
 
     data: LanguageModelData = field(default_factory=LanguageModelData)
+    model: DecoderOnlyConfig = field(default_factory=DecoderOnlyConfig)
     task_class = LanguageModelTask

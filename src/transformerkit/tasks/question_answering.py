@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from transformerkit.config import EncoderOnlyConfig
 from transformerkit.data.squad import load_squad, squad_scores
 from transformerkit.inference.question_answering import (SpanBatch, predict_answers, span_batch, span_loss,
                                                          window_batches, windows)
@@ -101,4 +102,5 @@ class QuestionAnsweringRun(RunConfig[QuestionAnsweringData]):
     """An extractive question-answering run (an encoder-only model with a span head)."""
 
     data: QuestionAnsweringData = field(default_factory=QuestionAnsweringData)
+    model: EncoderOnlyConfig = field(default_factory=EncoderOnlyConfig)
     task_class = QuestionAnsweringTask

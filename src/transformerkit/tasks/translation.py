@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from transformerkit.checkpoint import CheckpointError, load_model_dir
+from transformerkit.config import EncoderDecoderConfig
 from transformerkit.data.batching import TranslationBatch, TranslationExample, collate, token_batches
 from transformerkit.data.parallel import ParallelCorpus, load_parallel
 from transformerkit.data.tokenizer import SPECIAL_TOKENS, SubwordTokenizer
@@ -85,7 +86,7 @@ def encode_examples(tokenizer: SubwordTokenizer, corpus: ParallelCorpus,
 def new_model(run: TranslationRun, tokenizer: SubwordTokenizer) -> EncoderDecoderTransformer:
     """The model a run starts from: fresh from ``run.model``, or warm-started from ``data.init_from``."""
     if run.data.init_from is None:
-        return EncoderDecoderTransformer(model_config_for(run.model, tokenizer))
+        return EncoderDecoderTransformer(model_config_for(run.model, tokenizer, tgt_vocab_size=None))
     pretrained, _, _ = load_model_dir(run.data.init_from)
     if not isinstance(pretrained, EncoderOnlyTransformer):
         raise CheckpointError(f"{run.data.init_from} holds a {pretrained.model_type} model, not an encoder-only model")
@@ -176,4 +177,5 @@ class TranslationRun(RunConfig[TranslationData]):
     """A translation run, or a summarization run: (document, summary) pairs as (source, target)."""
 
     data: TranslationData = field(default_factory=TranslationData)
+    model: EncoderDecoderConfig = field(default_factory=EncoderDecoderConfig)
     task_class = TranslationTask

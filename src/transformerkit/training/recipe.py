@@ -2,7 +2,7 @@
 
     task:      translation     # any task of the registry (``transformerkit.tasks.RUNS``)
     data:      {train: …, valid: …, test: …, target_lang: de, vocab_size: 8000}
-    model:     {preset: small, dropout: 0.1, …}          # any TransformerConfig field
+    model:     {preset: small, dropout: 0.1, …}          # the family's config fields (family: … or a preset's)
     training:  {max_tokens: 4096, max_minutes: 15, …}    # §5.3–5.4 defaults
     decoding:  {beam: 4, length_penalty: 0.6, …}         # GenerationConfig
 
@@ -10,6 +10,11 @@ The ``data`` section is the task's own (each task module defines it and a :class
 subclass with its checks and its :class:`~transformerkit.training.task.TrainingTask`); the other
 sections are the same for every task. :func:`read_recipe` builds the run class the recipe's
 ``task`` names in a registry it is given — training knows no task by name.
+
+The ``model`` section is read into the configuration class of a model family: the one
+``model.family`` names (``encoder-decoder``, ``decoder-only``, ``encoder-only``, ``vit`` or a
+family registered in :data:`transformerkit.models.families.FAMILIES`), else the preset's, else the
+task's (its run class's ``model`` annotation, which also lists the families the task trains).
 
 ``transformerkit train RECIPE.yaml --set training.max_steps=100 --set model.preset=tiny`` edits
 any key; unknown keys and ill-typed values are errors that name the key.
@@ -23,15 +28,16 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar, get_type_hints
 
 import torch
 import yaml
 
-from transformerkit.config import PRESETS, TransformerConfig
+from transformerkit.config import FLAT_CONFIG_FIELDS, PRESETS, TransformerConfig, without_other_families_fields
 from transformerkit.generation.config import GenerationConfig
+from transformerkit.models.families import FAMILIES
 from transformerkit.training.task import TrainingTask
-from transformerkit.typed_config import apply_overrides, from_mapping
+from transformerkit.typed_config import apply_overrides, from_mapping, union_members
 
 
 @dataclass
@@ -112,11 +118,14 @@ DataT = TypeVar("DataT", bound=DataSection)
 
 @dataclass
 class RunConfig(Generic[DataT]):
-    """The sections every run has. A task's run class binds its ``data`` section to its training task:
+    """The sections every run has. A task's run class binds its ``data`` section to its training
+    task, and its ``model`` section to the configuration classes of the families it trains (the
+    first is the default):
 
         @dataclass
         class TranslationRun(RunConfig[TranslationData]):
             data: TranslationData = field(default_factory=TranslationData)
+            model: EncoderDecoderConfig = field(default_factory=EncoderDecoderConfig)
             task_class = TranslationTask
     """
 
@@ -124,6 +133,7 @@ class RunConfig(Generic[DataT]):
     task: str = ""
     """The registry name the recipe gave (several tasks may share a run class, e.g. translation and summarization)."""
     model: TransformerConfig = field(default_factory=TransformerConfig)
+    """The configuration of the model family trained (each task's run class narrows the type)."""
     training: TrainingConfig = field(default_factory=TrainingConfig)
     decoding: GenerationConfig = field(default_factory=GenerationConfig)
 
@@ -177,8 +187,9 @@ class RunConfig(Generic[DataT]):
             raise ValueError(f"decoding.{error}") from None
 
     def to_dict(self) -> dict[str, Any]:
-        """The sections as plain values, ``task`` first (as recipes write it)."""
+        """The sections as plain values, ``task`` first and ``model.family`` named (as recipes write them)."""
         values = dataclasses.asdict(self)
+        values["model"] = {"family": self.model.family, **values["model"]}
         return {"task": values.pop("task"), **values}
 
 
@@ -227,15 +238,34 @@ def model_section(values: dict[str, Any]) -> dict[str, Any]:
     return dict(model)
 
 
-def resolve_model_section(values: dict[str, Any]) -> dict[str, Any]:
-    """Expand ``model.preset`` into the preset's fields (explicit keys win)."""
-    model = model_section(values)
+def model_config_class(model: dict[str, Any], run_class: type[RunConfig[Any]], task: str
+                       ) -> tuple[type[TransformerConfig], dict[str, Any]]:
+    """The configuration class a recipe's ``model`` section is read into and the section's fields:
+    ``family`` names it, else ``preset`` (whose fields go under the explicit keys), else it is the
+    task's default; ``ValueError`` for a family or preset the task does not train."""
+    trained = union_members(get_type_hints(run_class)["model"])
+    model = dict(model)
+    family = model.pop("family", None)
     name = model.pop("preset", None)
+    config_class = trained[0]
+    if family is not None:
+        if not isinstance(family, str) or family not in FAMILIES:
+            raise ValueError(f"model.family: unknown family {family!r}; choose from {', '.join(FAMILIES)}")
+        config_class = FAMILIES[family].config_class
     if name is not None:
         if not isinstance(name, str) or name not in PRESETS:
             raise ValueError(f"model.preset: unknown preset {name!r}; choose from {', '.join(PRESETS)}")
-        model = {**PRESETS[name], **model}
-    return {**values, "model": model}
+        preset = PRESETS[name]
+        if family is not None and type(preset) is not config_class:
+            raise ValueError(f"model.preset: {name} is a {preset.family} preset, model.family is {family}")
+        config_class, model = type(preset), {**preset.to_dict(), **model}
+    if FLAT_CONFIG_FIELDS <= set(model):  # a run.yaml written while one flat configuration served every family
+        model = without_other_families_fields(config_class, model)
+    if config_class not in trained:
+        presets = [n for n, p in PRESETS.items() if type(p) in trained]
+        raise ValueError(f"model: the {task} task trains {' or '.join(c.family for c in trained)} models, not "
+                         f"{config_class.family} (presets: {', '.join(presets)})")
+    return config_class, model
 
 
 def read_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...],
@@ -253,20 +283,23 @@ def read_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...],
             raise ValueError(f"{path}: invalid YAML ({' '.join(str(error).split())})") from None
         if not isinstance(values, dict):
             raise ValueError(f"{path}: a recipe must be a mapping of sections")
-    special = {"model.preset", "task"}  # applied before the others: they decide what the others mean
+    special = {"model.family", "model.preset", "task"}  # applied first: they decide what the others mean
     early = [p for p in overrides if p.split("=", 1)[0].strip() in special]
     for pair in early:
         key, _, value = (part.strip() for part in pair.partition("="))
         if key == "task":
             values["task"] = value
-        else:  # a preset chosen on the command line replaces the recipe's
-            values["model"] = {**model_section(values), "preset": value}
+        else:  # a family or preset chosen on the command line replaces the recipe's
+            values["model"] = {**model_section(values), key.removeprefix("model."): value}
     task = values.setdefault("task", next(iter(runs)))
     if not isinstance(task, str) or task not in runs:
         raise ValueError(f"task: unknown task {task!r}; choose from {', '.join(runs)}")
     run_class = runs[task]
-    values = resolve_model_section(values)
-    values = apply_overrides(values, run_class, [p for p in overrides if p not in early])
+    config_class, model = model_config_class(model_section(values), run_class, task)
+    later = [p for p in overrides if p not in early]
+    model = apply_overrides(model, config_class, [p for p in later if p.startswith("model.")], prefix="model.")
+    values["model"] = from_mapping(config_class, model, "model.")
+    values = apply_overrides(values, run_class, [p for p in later if not p.startswith("model.")])
     run = from_mapping(run_class, values)
     run.validate()
     return run

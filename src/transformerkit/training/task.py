@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from transformerkit.checkpoint import load_model_dir
-from transformerkit.config import TransformerConfig
+from transformerkit.config import TextConfig
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.generation.config import GenerationConfig
 from transformerkit.training.distributed import barrier, is_main_process
@@ -97,7 +97,10 @@ def run_tokenizer(out: Path, resume: bool, train: Callable[[], SubwordTokenizer]
     return SubwordTokenizer.load(path)
 
 
-def model_config_for(config: TransformerConfig, tokenizer: SubwordTokenizer) -> TransformerConfig:
-    """``config`` with the tokenizer's vocabulary size and special ids (one shared vocabulary)."""
-    return config.replace(vocab_size=tokenizer.vocab_size, tgt_vocab_size=None, pad_id=tokenizer.pad_id,
-                          bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id)
+TextConfigT = TypeVar("TextConfigT", bound=TextConfig)
+
+
+def model_config_for(config: TextConfigT, tokenizer: SubwordTokenizer, **changes: Any) -> TextConfigT:
+    """``config`` with the tokenizer's vocabulary size and special ids, and ``changes``."""
+    return config.replace(vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id, bos_id=tokenizer.bos_id,
+                          eos_id=tokenizer.eos_id, **changes)
