@@ -71,7 +71,7 @@ def test_the_recorded_task_decides_not_the_heads(tmp_path: Path) -> None:
     assert model_task(tmp_path / "c") == "classification"
 
 
-def test_serve_picks_its_endpoints_from_the_recorded_task(tmp_path: Path) -> None:
+def test_serve_picks_its_endpoints_from_the_recorded_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("fastapi")
     from transformerkit.serve import ENDPOINTS, create_app
 
@@ -81,7 +81,9 @@ def test_serve_picks_its_endpoints_from_the_recorded_task(tmp_path: Path) -> Non
                                                        encoding="utf-8")
     paths = {route.path for route in create_app(tmp_path / "embedder").routes}
     assert "/v1/embeddings" in paths and "/v1/classify" not in paths
-    assert set(ENDPOINTS) <= set(INFERENCE)
+    assert set(ENDPOINTS) == set(INFERENCE)  # every task is served
+    assert "/v1/generate-images" in {route.path for route in create_app(BEFORE / "image-generation").routes}
+    monkeypatch.delitem(ENDPOINTS, "image-generation")  # a task no endpoint serves
     with pytest.raises(ValueError, match=r"no HTTP endpoints serve this kind of model \(task image-generation\)"):
         create_app(BEFORE / "image-generation")
 

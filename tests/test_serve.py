@@ -5,33 +5,45 @@ error naming the field and leave the server serving."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from transformerkit.checkpoint import save_model_dir
 from transformerkit.cli import main
 from transformerkit.config import preset
+from transformerkit.data.image_processing import ImageProcessor, PixelTokenizer
+from transformerkit.data.images import png_bytes, read_image
+from transformerkit.data.parallel import DataError
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.generation.config import GenerationConfig
 from transformerkit.inference.classification import load_classifier
-from transformerkit.inference.embedding import load_sentence_encoder
+from transformerkit.inference.embedding import load_sentence_encoder, self_attention
+from transformerkit.inference.image_classification import load_image_classifier
+from transformerkit.inference.image_generation import load_image_generator
 from transformerkit.inference.language_modeling import load_generator
 from transformerkit.inference.question_answering import load_answerer
-from transformerkit.inference.translation import load_translator
+from transformerkit.inference.translation import Translator, cross_attention, load_translator
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
-from transformerkit.serve import create_app
+from transformerkit.models.vision import VisionTransformer
+from transformerkit.serve import ENDPOINTS, create_app
 from transformerkit.training.task import model_config_for
 
 uvicorn = pytest.importorskip("uvicorn")
@@ -242,7 +254,6 @@ def test_a_stream_whose_client_goes_away_stops_decoding_and_frees_the_model(
 
 def test_concurrent_requests_share_batches_and_get_what_each_would_get_alone(language_model: Path,
                                                                             tmp_path: Path) -> None:
-    from concurrent.futures import ThreadPoolExecutor
 
     tokenizer = SubwordTokenizer.train(TEXTS, vocab_size=60)
     torch.manual_seed(0)
@@ -326,7 +337,8 @@ def test_classify_and_answer_return_what_the_python_api_gives(wordpiece: Subword
 
 
 def test_translate_returns_what_translate_gives_and_other_models_are_named(
-        language_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        language_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     tokenizer = SubwordTokenizer.train(TEXTS, vocab_size=60)
     torch.manual_seed(0)
     model = EncoderDecoderTransformer(model_config_for(preset("tiny", d_model=32, d_ff=64), tokenizer)).eval()
@@ -343,7 +355,128 @@ def test_translate_returns_what_translate_gives_and_other_models_are_named(
     image_model.mkdir()
     config = {"model_type": "transformerkit-vit", **preset("vit-28").to_dict()}
     (image_model / "config.json").write_text(json.dumps(config))
+    assert main(["serve", "--model", str(image_model)]) == 2  # no weights: named in one line
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "not-served" in error and "Traceback" not in error
+    monkeypatch.delitem(ENDPOINTS, "image-classification")  # a task that no endpoint serves
     assert main(["serve", "--model", str(image_model)]) == 2
     assert "no HTTP endpoints serve this kind of model" in capsys.readouterr().err
     assert main(["serve", "--model", str(model_dir), "--port", "70000"]) == 2
     assert "--port must be in 1..65535, got 70000" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ images
+def test_classify_image_returns_what_classify_image_gives_and_names_a_file_that_is_not_an_image(
+        tmp_path: Path) -> None:
+    labels = ["coat", "sneaker", "bag"]
+    torch.manual_seed(0)
+    model = VisionTransformer(preset("vit-28-tiny", image_size=8, patch_size=4, labels=labels)).eval()
+    model_dir = save(tmp_path / "vit", model, ImageProcessor(8, [0.3], [0.4]))
+    generator = np.random.default_rng(0)
+    paths = []
+    for index, shape in enumerate([(8, 8), (12, 12, 3), (20, 9)]):  # grey, colour (made grey), resized
+        paths.append(tmp_path / f"{index}.png")
+        paths[-1].write_bytes(png_bytes(generator.integers(0, 256, shape, dtype=np.uint8)))
+    uploads = [("file", (p.name, p.read_bytes(), "image/png")) for p in paths]
+    with running(model_dir) as url:
+        with ThreadPoolExecutor(3) as pool:  # concurrent requests, batched together
+            answers = list(pool.map(lambda files: httpx.post(f"{url}/v1/classify-image", files=files).json(),
+                                    [uploads, uploads[1:], uploads[:1]]))
+        broken = httpx.post(f"{url}/v1/classify-image",
+                            files=[uploads[0], ("file", ("notes.png", b"%PDF-1.4", "image/png"))])
+        no_file = httpx.post(f"{url}/v1/classify-image", data={"other": "x"})
+        after = httpx.post(f"{url}/v1/classify-image", files=uploads[:1])
+    classifier = load_image_classifier(model_dir)
+    expected = classifier.probabilities(torch.stack([read_image(p, 1, 8) for p in paths])).tolist()
+    assert [r["file"] for r in answers[0]["results"]] == ["0.png", "1.png", "2.png"]
+    for results, rows in zip([a["results"] for a in answers], [expected, expected[1:], expected[:1]]):
+        for result, row in zip(results, rows, strict=True):
+            assert result["probabilities"] == pytest.approx(dict(zip(labels, row)), abs=1e-6)
+            assert result["label"] == labels[int(np.argmax(row))]
+    assert [(r["label"], pytest.approx(r["probability"], abs=1e-6)) for r in answers[0]["results"]] == \
+        classifier.classify_files(paths)
+    assert broken.status_code == 400
+    assert broken.json()["error"]["message"].startswith("file[1] (notes.png): unreadable image")
+    assert no_file.status_code == 400 and no_file.json()["error"]["param"] == "file"
+    assert after.status_code == 200
+
+
+def test_an_image_bomb_is_refused_before_it_is_decoded(tmp_path: Path) -> None:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (9000, 9000)).save(buffer, format="PNG")  # 81 megapixels in ~80 KB
+    with pytest.raises(DataError, match="upload: 9000×9000 pixels is over the limit of 64,000,000"):
+        read_image(buffer.getvalue(), 1, 8, "upload")
+
+
+def test_generate_images_with_a_seed_are_those_of_the_generator(tmp_path: Path) -> None:
+    tokenizer = PixelTokenizer(image_size=4, levels=4, labels=["zero", "one"])
+    torch.manual_seed(0)
+    config = preset("gpt-tiny", vocab_size=tokenizer.vocab_size, max_positions=1 + tokenizer.pixels, pad_id=0,
+                    bos_id=tokenizer.levels, eos_id=0)
+    model_dir = save(tmp_path / "pixels", DecoderOnlyTransformer(config).eval(), tokenizer)
+    with running(model_dir) as url:
+        drawn = httpx.post(f"{url}/v1/generate-images", json={"class": "one", "n": 3, "seed": 7}).json()
+        grid = httpx.post(f"{url}/v1/generate-images", json={"class": 1, "n": 3, "seed": 7, "response_format": "png",
+                                                             "columns": 2, "scale": 2})
+        greedy = httpx.post(f"{url}/v1/generate-images", json={"class": "zero", "n": 2, "temperature": 0}).json()
+        unknown = httpx.post(f"{url}/v1/generate-images", json={"class": "two"})
+        too_many = httpx.post(f"{url}/v1/generate-images", json={"class": "one", "n": 65})
+    expected = load_image_generator(model_dir, do_sample=True, seed=7).generate([1] * 3)
+    received = [np.asarray(Image.open(io.BytesIO(base64.b64decode(d["b64_json"])))) for d in drawn["data"]]
+    assert drawn["class"] == "one" and len(received) == 3
+    assert all(np.array_equal(image, want[0].numpy()) for image, want in zip(received, expected, strict=True))
+    greedy_expected = load_image_generator(model_dir, do_sample=False).generate([0] * 2)
+    greedy_received = [np.asarray(Image.open(io.BytesIO(base64.b64decode(d["b64_json"])))) for d in greedy["data"]]
+    assert all(np.array_equal(a, b[0].numpy()) for a, b in zip(greedy_received, greedy_expected, strict=True))
+    assert grid.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(grid.content)).size == ((2 * 5 + 1) * 2, (2 * 5 + 1) * 2)  # 2×2 cells, 1-px gaps
+    assert unknown.status_code == 400 and "two" in unknown.json()["error"]["message"]
+    assert too_many.status_code == 400 and too_many.json()["error"]["param"] == "n"
+
+
+# --------------------------------------------------------------------------------- attention, page
+def test_translate_returns_the_cross_attention_plot_attention_draws_and_caps_the_length(tmp_path: Path) -> None:
+    tokenizer = SubwordTokenizer.train(TEXTS, vocab_size=60)
+    torch.manual_seed(0)
+    model = EncoderDecoderTransformer(model_config_for(preset("tiny", d_model=32, d_ff=64), tokenizer)).eval()
+    model_dir = save(tmp_path / "translator", model, tokenizer, GenerationConfig(beam=2, max_length_offset=6))
+    with running(model_dir) as url:
+        answer = httpx.post(f"{url}/v1/translate", json={"texts": ["open the file", "close the window"],
+                                                         "attention": True, "layer": 0, "head": 1}).json()
+        mean = httpx.post(f"{url}/v1/translate", json={"texts": ["open the file"], "attention": True}).json()
+        capped = httpx.post(f"{url}/v1/translate", json={"texts": ["open the file"], "max_length": 2}).json()
+        no_layer = httpx.post(f"{url}/v1/translate", json={"texts": ["a"], "attention": True, "layer": 2})
+        no_head = httpx.post(f"{url}/v1/translate", json={"texts": ["a"], "attention": True, "head": 4})
+        page = httpx.get(f"{url}/")
+    translator = load_translator(model_dir)
+    for text, translation, attention in zip(["open the file", "close the window"], answer["translations"],
+                                            answer["attention"], strict=True):
+        weights, source, target = cross_attention(translator, text, translation, layer=0, head=1)
+        assert (attention["source_tokens"], attention["target_tokens"]) == (source, target)
+        torch.testing.assert_close(torch.tensor(attention["weights"]), weights, atol=1e-5, rtol=0)
+    weights, _, _ = cross_attention(translator, "open the file", mean["translations"][0])  # last layer, mean of heads
+    torch.testing.assert_close(torch.tensor(mean["attention"][0]["weights"]), weights, atol=1e-5, rtol=0)
+    short = Translator(translator.model, translator.tokenizer, replace(translator.generation, max_length=2))
+    assert capped["translations"] == short.translate(["open the file"]) != mean["translations"]
+    assert no_layer.status_code == 400 and no_layer.json()["error"]["message"].startswith(
+        "layer: the model has 2 decoder layers")
+    assert no_head.status_code == 400 and no_head.json()["error"]["message"].startswith("head: the model has 4 heads")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert '"task": "translation"' in page.text and '"layers": 2, "heads": 4' in page.text
+    assert "<title>transformerkit: translator</title>" in page.text
+
+
+def test_attention_of_a_text_encoder_is_its_self_attention(wordpiece: SubwordTokenizer, tmp_path: Path) -> None:
+    model = encoder(wordpiece, labels=["a", "b"])
+    model_dir = save(tmp_path / "classifier", model, wordpiece)
+    with running(model_dir) as url:
+        answer = httpx.post(f"{url}/v1/attention", json={"text": "open the file", "layer": 0, "head": 1}).json()
+        too_deep = httpx.post(f"{url}/v1/attention", json={"text": "open the file", "layer": 5})
+    weights, tokens = self_attention(load_classifier(model_dir).model, wordpiece, "open the file", 0, 1)
+    assert answer["tokens"] == tokens == wordpiece.tokens(wordpiece.encode_for_encoder(["open the file"], 512)[0])
+    torch.testing.assert_close(torch.tensor(answer["weights"]), weights, atol=1e-5, rtol=0)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(len(tokens)))
+    assert too_deep.status_code == 400 and too_deep.json()["error"]["param"] is None
+    assert too_deep.json()["error"]["message"].startswith("layer: the model has 1 encoder layers")

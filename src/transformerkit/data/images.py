@@ -114,16 +114,38 @@ def read_sklearn_digits() -> ImageSet:
     return ImageSet(images, torch.from_numpy(digits.target.astype(np.int64)), [str(n) for n in digits.target_names])
 
 
-def open_image(path: Path) -> Any:
-    """A PIL image, loaded; an unreadable file raises :class:`DataError` naming it."""
-    from PIL import Image, UnidentifiedImageError
+MAX_IMAGE_PIXELS = 64_000_000
+"""Larger images are refused before they are decoded (a decompression bomb: a small file that
+decodes to gigabytes); Pillow's own guard only warns below twice its 89-megapixel limit."""
 
+
+def open_image(source: Path | bytes, name: str | None = None) -> Any:
+    """A PIL image, loaded, from a file or from its bytes (an upload: ``name`` names it in errors).
+    Anything Pillow cannot decode, or an image over :data:`MAX_IMAGE_PIXELS`, raises
+    :class:`DataError` naming it."""
+    from PIL import Image
+
+    label = name or (str(source) if isinstance(source, Path) else "the image")
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise DataError(f"{label}: {image.width}×{image.height} pixels is over the limit of "
+                                f"{MAX_IMAGE_PIXELS:,}")
             image.load()
             return image.copy()
-    except (OSError, UnidentifiedImageError) as error:
-        raise DataError(f"{path}: unreadable image ({error})") from None
+    except DataError:
+        raise
+    except Exception as error:  # Pillow's decoders raise OSError, ValueError, SyntaxError, struct.error, …
+        raise DataError(f"{label}: unreadable image ({type(error).__name__}: {error})") from None
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """uint8 pixels (H, W) or (H, W, 3) encoded as a PNG file."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def image_array(image: Any, grayscale: bool, size: int | None) -> np.ndarray:
@@ -136,9 +158,10 @@ def image_array(image: Any, grayscale: bool, size: int | None) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def read_image_file(path: Path, channels: int, size: int) -> Tensor:
-    """An image file as uint8 (channels, size, size): converted to grayscale (1) or RGB (3), resized."""
-    array = image_array(open_image(path), channels == 1, size)
+def read_image(source: Path | bytes, channels: int, size: int, name: str | None = None) -> Tensor:
+    """An image file (or its bytes) as uint8 (channels, size, size): converted to grayscale (1) or
+    RGB (3), resized."""
+    array = image_array(open_image(source, name), channels == 1, size)
     return torch.from_numpy(array.copy())[None] if channels == 1 else torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
@@ -260,25 +283,31 @@ def fetch_mnist_5k(out: Path, version: str = "0.25.0") -> dict[str, int]:
     return {"images": len(read_pixel_csv(out / "mnist_5k.csv.gz"))}
 
 
-def save_image_grid(images: Tensor, path: Path, columns: int, scale: int = 1,
-                    titles: list[str] | None = None) -> None:
-    """uint8 images (N, C, H, W) tiled into one PNG, ``columns`` per row, each pixel drawn ``scale``× larger
-    (nearest neighbour), with a 1-pixel gap; ``titles`` label the rows (drawn with matplotlib)."""
+def image_grid(images: Tensor, columns: int, scale: int = 1) -> np.ndarray:
+    """uint8 images (N, C, H, W) tiled ``columns`` per row with a 1-pixel grey gap, each pixel drawn
+    ``scale``× larger (nearest neighbour): uint8 (H', W') for one channel, else (H', W', C)."""
     n, c, h, w = images.shape
     rows = -(-n // columns)
     grid = torch.full((c, rows * (h + 1) + 1, columns * (w + 1) + 1), 128, dtype=torch.uint8)
     for i, image in enumerate(images):
         r, k = divmod(i, columns)
         grid[:, 1 + r * (h + 1):1 + r * (h + 1) + h, 1 + k * (w + 1):1 + k * (w + 1) + w] = image
-    grid = grid.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
-    array = grid[0].numpy() if c == 1 else grid.permute(1, 2, 0).numpy()
+    return pixel_array(grid.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2))
+
+
+def pixel_array(image: Tensor) -> np.ndarray:
+    """uint8 (C, H, W) → the array image files hold: (H, W) for one channel, else (H, W, C)."""
+    return image[0].numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()
+
+
+def save_image_grid(images: Tensor, path: Path, columns: int, scale: int = 1,
+                    titles: list[str] | None = None) -> None:
+    """:func:`image_grid` written as one PNG; ``titles`` label the rows (drawn with matplotlib)."""
+    array = image_grid(images, columns, scale)
+    _, c, h, _ = images.shape
     path.parent.mkdir(parents=True, exist_ok=True)
     if titles is None:
-        from PIL import Image
-
-        buffer = io.BytesIO()
-        Image.fromarray(array).save(buffer, format="PNG")
-        path.write_bytes(buffer.getvalue())
+        path.write_bytes(png_bytes(array))
         return
     import matplotlib
     matplotlib.use("Agg")

@@ -43,6 +43,18 @@ class SentenceEncoder:
         return out
 
 
+@torch.inference_mode()
+def self_attention(model: EncoderOnlyTransformer, tokenizer: SubwordTokenizer, text: str, layer: int = -1,
+                   head: int | None = None, max_length: int = 512) -> tuple[Tensor, list[str]]:
+    """Self-attention of one encoder layer (``layer``: negative from the last) over ``[CLS] text
+    [SEP]`` (cut to ``max_length`` tokens), of one ``head`` or averaged over heads (None):
+    weights (seq, seq) — row i is what token i reads, summing to 1 — and the tokens."""
+    ids = tokenizer.encode_for_encoder([text], max_length)[0]
+    _, attention = model(torch.tensor([ids], device=model_device(model)), need_weights=True)
+    heads = attention[layer].self_attention[0].float()
+    return (heads.mean(0) if head is None else heads[head]).cpu(), tokenizer.tokens(ids)
+
+
 def load_sentence_encoder(model_dir: str | Path, max_length: int = 256, device: str | None = None) -> SentenceEncoder:
     device = pick_device(device)
     model, tokenizer, _ = load_model_dir(model_dir, device)

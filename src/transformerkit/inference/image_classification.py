@@ -14,7 +14,7 @@ from torch import Tensor
 from transformerkit.checkpoint import CheckpointError, load_model_dir
 from transformerkit.commands import Commands, UsageError
 from transformerkit.data.image_processing import ImageProcessor
-from transformerkit.data.images import image_splits, read_image_file
+from transformerkit.data.images import image_splits, read_image
 from transformerkit.devices import model_device, pick_device
 from transformerkit.inference.classification import classification_scores
 from transformerkit.models.vision import VisionTransformer
@@ -39,7 +39,7 @@ class ImageClassifier:
     def classify_files(self, paths: list[str | Path]) -> list[tuple[str, float]]:
         """(label, probability) per image file (converted to the model's channels)."""
         size = self.model.config.image_size
-        images = torch.stack([read_image_file(Path(p), self.model.config.num_channels, size) for p in paths])
+        images = torch.stack([read_image(Path(p), self.model.config.num_channels, size) for p in paths])
         return self.classify(images)
 
 
@@ -80,7 +80,7 @@ def plot_image_attention(classifier: ImageClassifier, paths: list[Path], out: Pa
     import matplotlib.pyplot as plt
 
     config = classifier.model.config
-    images = torch.stack([read_image_file(p, config.num_channels, config.image_size) for p in paths])
+    images = torch.stack([read_image(p, config.num_channels, config.image_size) for p in paths])
     device = model_device(classifier.model)
     with torch.inference_mode():
         maps = class_attention_map(classifier.model, classifier.processor(images.to(device)), method).cpu()

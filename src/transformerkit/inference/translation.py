@@ -161,8 +161,9 @@ def score(hypotheses: list[str], references: list[str], target_language: str) ->
 
 
 def cross_attention(translator: Translator, source: str, translation: str,
-                    layer: int = -1) -> tuple[Tensor, list[str], list[str]]:
-    """Cross-attention of one decoder layer, averaged over heads, for a given translation.
+                    layer: int = -1, head: int | None = None) -> tuple[Tensor, list[str], list[str]]:
+    """Cross-attention of one decoder layer (``layer``: an index, negative from the last), of one
+    ``head`` or averaged over heads (None), for a given translation.
 
     The source is encoded as for translating it (:meth:`Translator.encode_sources`: the same cut
     to ``max_source_tokens``), and the translation is fed back teacher-forced with ``need_weights``
@@ -180,7 +181,9 @@ def cross_attention(translator: Translator, source: str, translation: str,
         _, attention = model.decode(tgt_in, memory, src_mask, need_weights=True)
     weights = attention[layer].cross_attention
     assert weights is not None
-    return weights[0].float().mean(0).cpu(), tokenizer.tokens(src_ids), tokenizer.tokens(tgt_ids)
+    heads = weights[0].float()
+    chosen = heads.mean(0) if head is None else heads[head]
+    return chosen.cpu(), tokenizer.tokens(src_ids), tokenizer.tokens(tgt_ids)
 
 
 def attention_heatmap(translator: Translator, source: str, translation: str, path: str | Path,

@@ -10,7 +10,10 @@ One process serves one model directory. Its task (``task`` in its ``config.json`
     question answering  POST /v1/answer        question + context → span, score, character offsets
     translation, summarization
                         POST /v1/translate     texts → translations (beam, length penalty)
-    every model         GET /health, GET /v1/models, GET /metrics (Prometheus)
+    vision Transformers POST /v1/classify-image  uploaded image files (multipart) → labels with probabilities
+    pixel models        POST /v1/generate-images class, count → PNG images (OpenAI's images shape, or a grid)
+    text encoders       POST /v1/attention     a text → its tokens and one layer's self-attention
+    every model         GET / (a page to try it), GET /health, GET /v1/models, GET /metrics (Prometheus)
 
 Requests are pydantic models that refuse unknown fields; every error is a JSON body in OpenAI's
 shape, ``{"error": {"message", "type", "param", "code"}}``: 400 for a malformed or invalid
@@ -42,6 +45,8 @@ ENDPOINTS = {
     "question-answering": "answer",
     "translation": "translate",
     "summarization": "translate",
+    "image-classification": "classify_image",
+    "image-generation": "generate_images",
 }
 """Task (as model directories name it) → the module of :mod:`transformerkit.serve` whose
 ``add_routes(app, model_dir, server)`` adds that task's endpoints: an endpoint is one module and
@@ -53,6 +58,7 @@ def create_app(model_dir: str | Path, max_request_bytes: int = 1 << 20, max_wait
     """The FastAPI application serving ``model_dir`` (the model is loaded now)."""
     from transformerkit.inference import model_task
     from transformerkit.serve.common import new_app
+    from transformerkit.serve.page import add_page
 
     directory = Path(model_dir)
     task = model_task(directory)
@@ -62,6 +68,7 @@ def create_app(model_dir: str | Path, max_request_bytes: int = 1 << 20, max_wait
     routes = import_module(f"{__name__}.{ENDPOINTS[task]}")
     server.task = ENDPOINTS[task]
     routes.add_routes(app, directory, server)
+    add_page(app, directory, task, server.name)
     return app
 
 

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from pydantic import Field
 
 from transformerkit.inference.question_answering import load_answerer
+from transformerkit.serve.attention import add_attention_route
 from transformerkit.serve.common import Server, Strict
 
 
@@ -22,6 +23,7 @@ class AnswerRequest(Strict):
 
 def add_routes(app: FastAPI, model_dir: Path, server: Server) -> None:
     answerer = load_answerer(model_dir)
+    add_attention_route(app, answerer.model, answerer.tokenizer, server)
 
     @app.post("/v1/answer")
     async def answer(request: AnswerRequest) -> dict[str, Any]:

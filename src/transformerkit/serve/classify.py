@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from pydantic import Field
 
 from transformerkit.inference.classification import load_classifier
+from transformerkit.serve.attention import add_attention_route
 from transformerkit.serve.common import Server, Strict
 
 
@@ -20,6 +21,7 @@ class ClassifyRequest(Strict):
 
 def add_routes(app: FastAPI, model_dir: Path, server: Server) -> None:
     classifier = load_classifier(model_dir)
+    add_attention_route(app, classifier.model, classifier.tokenizer, server)
     labels = classifier.model.config.labels
 
     @app.post("/v1/classify")

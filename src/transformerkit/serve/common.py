@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -40,6 +40,30 @@ class Strict(BaseModel):
         check_unicode([value] if isinstance(value, str) else
                       [text for text in value if isinstance(text, str)] if isinstance(value, list) else [])
         return value
+
+
+class SamplingRequest(Strict):
+    """The fields that OpenAI's generating APIs share; :meth:`sampling_changes` turns those given
+    into changes of the model's :class:`~transformerkit.generation.config.GenerationConfig`."""
+
+    model: str | None = None
+    """Any name: one process serves one model (``GET /v1/models`` gives its id)."""
+    temperature: float | None = Field(None, ge=0, le=100)
+    """0: greedy decoding (the most probable token at every step)."""
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = Field(None, ge=0, le=2 ** 63 - 1)
+    user: str | None = None
+
+    def sampling_changes(self) -> dict[str, Any]:
+        changes: dict[str, Any] = {}
+        if self.temperature is not None:
+            changes |= {"do_sample": False} if self.temperature == 0 else {"do_sample": True,
+                                                                           "temperature": self.temperature}
+        if self.top_p is not None:
+            changes["top_p"] = self.top_p
+        if self.seed is not None:
+            changes["seed"] = self.seed
+        return changes
 
 
 def one_to(most: int) -> AfterValidator:

@@ -26,38 +26,25 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from transformerkit.inference.language_modeling import TextGenerator, load_generator
-from transformerkit.serve.common import Server, Strict, one_to
+from transformerkit.serve.common import SamplingRequest, Server, one_to
 
 Prompts = Annotated[str | list[str], one_to(256)]
 
 
-class CompletionRequest(Strict):
-    model: str | None = None
-    """Any name: one process serves one model (``GET /v1/models`` gives its id)."""
+class CompletionRequest(SamplingRequest):
     prompt: Prompts = ""
     max_tokens: int = Field(16, ge=1, le=65536)
-    temperature: float | None = Field(None, ge=0, le=100)
-    top_p: float | None = Field(None, gt=0, le=1)
     n: int = Field(1, ge=1, le=64)
     stream: bool = False
     stop: str | list[str] | None = None
-    seed: int | None = Field(None, ge=0, le=2 ** 63 - 1)
-    user: str | None = None
 
 
 
 def _generator(base: TextGenerator, request: CompletionRequest) -> TextGenerator:
     """``base`` with the request's settings over the model's generation defaults."""
-    changes: dict[str, Any] = {"max_new_tokens": request.max_tokens}
-    if request.temperature is not None:
-        changes |= {"do_sample": False} if request.temperature == 0 else {"do_sample": True,
-                                                                          "temperature": request.temperature}
-    if request.top_p is not None:
-        changes["top_p"] = request.top_p
+    changes: dict[str, Any] = {"max_new_tokens": request.max_tokens, **request.sampling_changes()}
     if request.stop is not None:
         changes["stop"] = [request.stop] if isinstance(request.stop, str) else list(request.stop)
-    if request.seed is not None:
-        changes["seed"] = request.seed
     generation = replace(base.generation, **changes)
     try:
         generation.validate()

@@ -13,6 +13,7 @@ import torch
 from fastapi import FastAPI
 
 from transformerkit.inference.embedding import load_sentence_encoder
+from transformerkit.serve.attention import add_attention_route
 from transformerkit.serve.common import Server, Strict, one_to
 
 Inputs = Annotated[str | list[str], one_to(2048)]
@@ -28,6 +29,7 @@ class EmbeddingRequest(Strict):
 
 def add_routes(app: FastAPI, model_dir: Path, server: Server) -> None:
     encoder = load_sentence_encoder(model_dir)
+    add_attention_route(app, encoder.model, encoder.tokenizer, server)
 
     @app.post("/v1/embeddings")
     async def embeddings(request: EmbeddingRequest) -> dict[str, Any]:
