@@ -54,11 +54,13 @@ NEW_TOKENS = 32
 
 
 def english_lines(count: int) -> list[str]:
-    """The first ``count`` English sides of the bundled en→de test split (distinct, real text)."""
+    """The first ``count`` distinct English sides of the bundled en→de test split of at most 120
+    characters (a prompt, and the completion, fit the character model's 256 positions)."""
     with gzip.open(ROOT / "data" / "gettext-en-de" / "test.tsv.gz", "rt", encoding="utf-8") as lines:
         seen: dict[str, None] = {}
         for line in lines:
-            seen.setdefault(line.split("\t")[0], None)
+            if len(line.split("\t")[0]) <= 120:
+                seen.setdefault(line.split("\t")[0], None)
             if len(seen) == count:
                 break
     return list(seen)
@@ -139,11 +141,11 @@ async def load(url: str, endpoint: str, clients: int, requests: int, texts: list
             if endpoint == "completions":
                 response = await http.post(f"{url}/v1/completions", json={
                     "prompt": text, "max_tokens": NEW_TOKENS, "temperature": 0})
-                response.raise_for_status()
+                check(response)
                 tokens += response.json()["usage"]["completion_tokens"]
             else:
                 response = await http.post(f"{url}/v1/translate", json={"texts": [text]})
-                response.raise_for_status()
+                check(response)
                 tokens += len(response.json()["translations"][0].split())
             latencies.append(time.perf_counter() - started)
 
@@ -162,7 +164,12 @@ async def client_warmup(http: httpx.AsyncClient, url: str, endpoint: str, text: 
     """One request first, so that no row pays for the server's first-call work."""
     body = ({"prompt": text, "max_tokens": 4, "temperature": 0} if endpoint == "completions"
             else {"texts": [text]})
-    (await http.post(f"{url}/v1/{endpoint}", json=body)).raise_for_status()
+    check(await http.post(f"{url}/v1/{endpoint}", json=body))
+
+
+def check(response: httpx.Response) -> None:
+    if response.status_code != 200:
+        raise SystemExit(f"{response.request.url}: {response.status_code} {response.text}")
 
 
 def main() -> None:
