@@ -298,6 +298,34 @@ def test_a_batch_answers_its_other_requests_when_one_is_cancelled(tmp_path: Path
     assert asyncio.run(scenario()) == (["aa", "bb"], True)
 
 
+def test_requests_that_arrive_while_the_model_is_busy_go_together_in_its_next_batch(tmp_path: Path) -> None:
+    """The batch after a running one takes every request that arrived meanwhile (up to
+    max_batch_rows), not only those of the first max_wait_ms: under load, batches stay full."""
+    import asyncio
+
+    from transformerkit.serve.common import Server
+
+    async def scenario() -> list[list[str]]:
+        server = Server(tmp_path, max_wait_ms=1, max_batch_rows=4)
+        batches: list[list[str]] = []
+
+        def work(texts: list[str]) -> list[str]:
+            batches.append(list(texts))
+            time.sleep(0.05)  # the model at work: every request below arrives meanwhile
+            return texts
+
+        first = asyncio.ensure_future(server.batched("k", ["a"], work))
+        await asyncio.sleep(0.02)  # the first batch runs
+        later = []
+        for text in "bcdefg":
+            later.append(asyncio.ensure_future(server.batched("k", [text], work)))
+            await asyncio.sleep(0.003)  # more than max_wait_ms apart
+        await asyncio.wait_for(asyncio.gather(first, *later), 10)
+        return batches
+
+    assert asyncio.run(scenario()) == [["a"], ["b", "c", "d", "e"], ["f", "g"]]
+
+
 def test_embeddings_through_the_openai_client_equal_embed(wordpiece: SubwordTokenizer, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     model_dir = save(tmp_path / "encoder", encoder(wordpiece), wordpiece)

@@ -115,6 +115,12 @@ class Server:
     _count: threading.Lock = field(default_factory=threading.Lock)
     _waiting: int = 0
     _pending: dict[Hashable, list[_Job]] = field(default_factory=dict)
+    """Requests gathered for the next batch of their settings (``key``), not yet at the model."""
+    _starting: set[Hashable] = field(default_factory=set)
+    """Keys whose gathered requests wait for the model's next turn."""
+    _turn: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Taken by a batch from the moment it leaves the queue until it is done: batches go to the
+    model one at a time, and each takes every request that arrived while the one before it ran."""
     _running: set[asyncio.Future[None]] = field(default_factory=set)
 
     @property
@@ -129,16 +135,21 @@ class Server:
                 raise HTTPException(429, f"the model is busy and {self._waiting} requests already wait for it: "
                                          f"try again")
             self._waiting += 1
-            self.metrics.waiting.set(self._waiting)
+            self.metrics.waiting.set(self.queue_length)
         with self.lock:
             with self._count:
                 self._waiting -= 1
-                self.metrics.waiting.set(self._waiting)
+                self.metrics.waiting.set(self.queue_length)
             self.busy_since = time.monotonic()
             try:
                 yield
             finally:
                 self.busy_since = None
+
+    @property
+    def queue_length(self) -> int:
+        """Requests waiting for the model: for the lock, or gathered into a batch that waits for its turn."""
+        return self._waiting + sum(len(jobs) for jobs in self._pending.values())
 
     @property
     def stuck(self) -> bool:
@@ -171,9 +182,13 @@ class Server:
         A batch that fails is run again request by request, so that one bad input fails only its
         own request."""
         loop = asyncio.get_running_loop()
+        if (self.lock.locked() or self._turn.locked()) and self.queue_length >= self.max_waiting:
+            raise HTTPException(429, f"the model is busy and {self.queue_length} requests already wait for it: "
+                                     f"try again")
         job = _Job(inputs, loop.create_future())
         jobs = self._pending.setdefault(key, [])
         jobs.append(job)
+        self.metrics.waiting.set(self.queue_length)
         if sum(len(j.inputs) for j in jobs) >= self.max_batch_rows:  # full: no reason to wait
             self._start(key, work)
         elif len(jobs) == 1:
@@ -189,11 +204,30 @@ class Server:
             raise
 
     def _start(self, key: Hashable, work: Callable[[list[Any]], list[Any]]) -> None:
-        jobs = self._pending.pop(key, None)
-        if jobs:  # not already started by a full batch
-            task = asyncio.ensure_future(self._run_batch(jobs, work))
-            self._running.add(task)  # the loop keeps only weak references to tasks
-            task.add_done_callback(self._running.discard)
+        """Send the requests gathered under ``key`` to the model at its next turn (once per key: a
+        batch waiting for its turn keeps gathering the requests that arrive meanwhile)."""
+        if key in self._starting or not self._pending.get(key):
+            return
+        self._starting.add(key)
+        task = asyncio.ensure_future(self._next_turn(key, work))
+        self._running.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._running.discard)
+
+    async def _next_turn(self, key: Hashable, work: Callable[[list[Any]], list[Any]]) -> None:
+        """Wait for the model's turn, then run what waits under ``key``, up to ``max_batch_rows``
+        inputs (whole requests, at least one); the rest waits for the following turn."""
+        async with self._turn:
+            self._starting.discard(key)
+            jobs, rows = self._pending.pop(key, []), 0
+            for count, job in enumerate(jobs):
+                rows += len(job.inputs)
+                if count and rows > self.max_batch_rows:
+                    self._pending[key] = jobs[count:]
+                    jobs = jobs[:count]
+                    self._start(key, work)
+                    break
+            self.metrics.waiting.set(self.queue_length)
+            await self._run_batch(jobs, work)
 
     async def _run_batch(self, jobs: list[_Job], work: Callable[[list[Any]], list[Any]]) -> None:
         jobs = [job for job in jobs if not job.future.done()]  # a request whose client went away is dropped
