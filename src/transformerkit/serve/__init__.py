@@ -68,7 +68,7 @@ def create_app(model_dir: str | Path, max_request_bytes: int = 1 << 20, max_wait
     routes = import_module(f"{__name__}.{ENDPOINTS[task]}")
     server.task = ENDPOINTS[task]
     routes.add_routes(app, directory, server)
-    add_page(app, directory, task, server.name)
+    add_page(app, task, server)
     return app
 
 

@@ -42,6 +42,7 @@ def check_layer_and_head(layer: int, head: int | None, layers: int, heads: int, 
 def add_attention_route(app: FastAPI, model: EncoderOnlyTransformer, tokenizer: SubwordTokenizer,
                         server: Server) -> None:
     layers, heads = model.config.num_encoder_layers, model.config.num_heads
+    server.attention_shape = (layers, heads)
 
     @app.post("/v1/attention")
     async def attention(request: AttentionRequest) -> dict[str, Any]:

@@ -105,6 +105,9 @@ class Server:
     request_timeout: float = 60.0
     """Seconds a request may take before it is answered 504 and its decoding stopped (0: no limit)."""
     task: str = ""
+    attention_shape: tuple[int, int] = (0, 0)
+    """(layers, heads) of the attention an endpoint returns (cross-attention of a translator's
+    decoder, self-attention of a text encoder), which the page at ``GET /`` offers to draw."""
     stopping: bool = False
     """Set when the server shuts down: every decoding under way stops at its next step."""
     busy_since: float | None = None

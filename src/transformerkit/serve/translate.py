@@ -39,6 +39,7 @@ class TranslateRequest(Strict):
 
 def add_routes(app: FastAPI, model_dir: Path, server: Server) -> None:
     base = load_translator(model_dir)
+    server.attention_shape = (base.model.config.num_decoder_layers, base.model.config.num_heads)
 
     @app.post("/v1/translate")
     async def translate(request: TranslateRequest) -> dict[str, Any]:
@@ -48,8 +49,7 @@ def add_routes(app: FastAPI, model_dir: Path, server: Server) -> None:
                              else request.length_penalty,
                              max_length=default.max_length if request.max_length is None else request.max_length)
         if request.attention:
-            config = base.model.config
-            check_layer_and_head(request.layer, request.head, config.num_decoder_layers, config.num_heads, "decoder")
+            check_layer_and_head(request.layer, request.head, *server.attention_shape, "decoder")
         translator = Translator(base.model, base.tokenizer, generation, base.batch_tokens)
         overlong = translator.cut_by_bound(base.tokenizer.encode(request.texts))
         if overlong:
