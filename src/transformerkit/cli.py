@@ -14,6 +14,7 @@
     transformerkit summarize --model DIR [--beam N] [--input FILE] [--output FILE]
     transformerkit generate --model DIR --prompt TEXT [--max-new-tokens N] [--temperature T] …
     transformerkit convert IN_DIR OUT_DIR [--tokenizer DIR]   (Hugging Face GPT-2 / BERT ⇄ transformerkit)
+    transformerkit export --model DIR --format hf --out OUT   (any model → transformers; translators as Marian/Pegasus)
     transformerkit embed --model DIR [--input FILE] [--output FILE.jsonl|FILE.npy]
     transformerkit classify --model DIR [--input FILE]
     transformerkit answer --model DIR --question TEXT --context FILE [--json]
@@ -143,6 +144,13 @@ def convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def export(args: argparse.Namespace) -> int:
+    from transformerkit.interop.convert import export_model_dir
+
+    print(export_model_dir(Path(args.model), Path(args.out)), file=sys.stderr)
+    return 0
+
+
 def evaluate(args: argparse.Namespace) -> int:
     """Score with the ``evaluate`` of the model's task module (the lead baseline: summarization's)."""
     from transformerkit.inference import summarization
@@ -239,6 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
     converter.add_argument("--tokenizer", default=None,
                            help="directory with tokenizer.json or GPT-2's vocabulary files (default: the input's)")
     converter.set_defaults(handler=convert)
+
+    exporter = commands.add_parser("export", help="write a model in another engine's format: hf (transformers: "
+                                   "GPT-2, BERT, ViT, and encoder-decoders as MarianMT / Pegasus)")
+    exporter.add_argument("--model", required=True, help="transformerkit model directory")
+    exporter.add_argument("--format", choices=["hf"], default="hf", help="hf: Hugging Face transformers (default)")
+    exporter.add_argument("--out", required=True, help="directory to write (replaced atomically)")
+    exporter.set_defaults(handler=export)
 
     evaluator = commands.add_parser("evaluate", help="score a model on a test set, as JSON: translation BLEU and chrF "
                                     "(sacreBLEU), summarization ROUGE-1/2/L (rouge-score), QA EM and F1 (SQuAD v1.1), "

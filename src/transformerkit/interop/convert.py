@@ -1,5 +1,7 @@
 """``transformerkit convert``: a Hugging Face checkpoint directory into a transformerkit model
-directory (GPT-2, BERT, ViT), or a transformerkit model back into Hugging Face's layout.
+directory (GPT-2, BERT, ViT), or a transformerkit model back into Hugging Face's layout; and
+``transformerkit export``: a transformerkit model into the format of an engine (``hf``:
+``transformers``; ``ctranslate2``: CTranslate2, optionally quantized).
 
 The direction follows the input's ``config.json``: a Hugging Face ``model_type`` (``gpt2``,
 ``bert``, ``vit``) is imported, a transformerkit one exported. Errors are ``ValueError``s that
@@ -9,22 +11,31 @@ name the file.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from transformerkit.checkpoint import load_model_dir, save_model_dir
 from transformerkit.data.image_processing import PREPROCESSOR_CONFIG, ImageProcessor
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.generation.config import GenerationConfig
-from transformerkit.interop import bert, gpt2, vit
+from transformerkit.interop import bert, gpt2, seq2seq, vit
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
+from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
 from transformerkit.models.vision import VisionTransformer
 
 IMPORTERS = {"gpt2": (gpt2.load_hf_gpt2, GenerationConfig(do_sample=True, top_k=50)),
              "bert": (bert.load_hf_bert, GenerationConfig()), "vit": (vit.load_hf_vit, GenerationConfig())}
 """Hugging Face ``model_type`` → (its importer, the decoding defaults saved with the model)."""
-EXPORTERS = {DecoderOnlyTransformer.model_type: gpt2.save_hf_gpt2, EncoderOnlyTransformer.model_type: bert.save_hf_bert,
-             VisionTransformer.model_type: vit.save_hf_vit}
+Exporter = Callable[[Any, Path, Any, GenerationConfig], None]
+EXPORTERS: dict[str, Exporter] = {
+    DecoderOnlyTransformer.model_type: lambda model, out, tokenizer, _: gpt2.save_hf_gpt2(model, out, tokenizer),
+    EncoderOnlyTransformer.model_type: lambda model, out, tokenizer, _: bert.save_hf_bert(model, out, tokenizer),
+    VisionTransformer.model_type: lambda model, out, processor, _: vit.save_hf_vit(model, out, processor),
+    EncoderDecoderTransformer.model_type: seq2seq.save_hf_seq2seq,  # its decoding defaults go along
+}
+"""transformerkit ``model_type`` → its Hugging Face exporter ``(model, directory, preprocessor, decoding defaults)``."""
 
 
 def convert_model_dir(source: Path, output: Path, tokenizer: str | None = None) -> str:
@@ -55,10 +66,18 @@ def convert_model_dir(source: Path, output: Path, tokenizer: str | None = None) 
         return (f"imported Hugging Face {model_type} ({sum(p.numel() for p in model.parameters()):,} parameters) "
                 f"into {output}")
     if model_type in EXPORTERS:
-        model, preprocessor, _ = load_model_dir(source)
-        if tokenizer:
-            preprocessor = SubwordTokenizer.from_directory(tokenizer)
-        EXPORTERS[model_type](model, output, preprocessor)
-        return f"exported to {output} (loadable with transformers' from_pretrained)"
+        return export_model_dir(source, output, tokenizer)
     raise ValueError(f"{config_path}: model_type {model_type!r} cannot be converted; supported: "
                      f"{', '.join(map(repr, IMPORTERS))} (import), {', '.join(map(repr, EXPORTERS))} (export)")
+
+
+def export_model_dir(source: Path, output: Path, tokenizer: str | None = None) -> str:
+    """Write transformerkit model directory ``source`` as a Hugging Face directory ``output``
+    (``tokenizer``: a directory holding another tokenizer); returns the line to tell the user."""
+    model, preprocessor, generation = load_model_dir(source)
+    if model.model_type not in EXPORTERS:
+        raise ValueError(f"{source}: a {model.model_type} model has no Hugging Face export")
+    if tokenizer:
+        preprocessor = SubwordTokenizer.from_directory(tokenizer)
+    EXPORTERS[model.model_type](model, output, preprocessor, generation)
+    return f"exported to {output} (loadable with transformers' from_pretrained)"

@@ -1,0 +1,113 @@
+"""Encoder-decoder models exported to Hugging Face (``transformerkit export --format hf``): the
+paper's post-norm layout as ``MarianMTModel``, pre-norm as ``PegasusForConditionalGeneration``;
+logits equal ours on a padded batch, greedy and beam search (α = 0) give our translations, and
+``AutoTokenizer`` + ``generate`` on a padded batch work on the exported directory as a new user
+would call them (transformers 5 has no translation pipeline any more)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from transformerkit.checkpoint import CheckpointError, save_model_dir
+from transformerkit.cli import main
+from transformerkit.config import preset
+from transformerkit.data.tokenizer import SubwordTokenizer
+from transformerkit.generation.config import GenerationConfig
+from transformerkit.inference.translation import Translator, load_translator
+from transformerkit.interop.seq2seq import residual_order, save_hf_seq2seq
+from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
+from transformerkit.nn.embedding import SinusoidalPositionalEncoding
+from transformerkit.training.task import model_config_for
+
+transformers = pytest.importorskip("transformers")
+
+TEXTS = ["open the file and save it", "delete this folder now", "print the new image", "close the window",
+         "copy the settings to a new file", "the image is saved in the folder"] * 4
+SENTENCES = ["open the file", "close the window now", "print the image", "save the new folder", "delete it"]
+
+
+def trained_translator(directory: Path, norm_position: str) -> Path:
+    """A tiny translator trained for a few steps (so that its outputs end before the length limit)."""
+    tokenizer = SubwordTokenizer.train(TEXTS, vocab_size=60)
+    torch.manual_seed(0)
+    config = model_config_for(preset("tiny", d_model=32, d_ff=64, dropout=0.0, norm_position=norm_position),
+                              tokenizer, tgt_vocab_size=None)
+    model = EncoderDecoderTransformer(config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    ids = [tokenizer.encode([t])[0] + [tokenizer.eos_id] for t in TEXTS[:6]]
+    width = max(map(len, ids))
+    batch = torch.tensor([row + [tokenizer.pad_id] * (width - len(row)) for row in ids])
+    tgt_in = torch.cat([torch.full((6, 1), tokenizer.bos_id), batch[:, :-1]], dim=1)
+    for _ in range(60):  # learn to copy: short, EOS-terminated outputs
+        loss = model.loss(batch, tgt_in, batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    save_model_dir(directory, model.eval(), tokenizer, GenerationConfig(beam=4, length_penalty=0.0))
+    return directory
+
+
+def test_the_sinusoids_in_their_order_are_ours_permuted() -> None:
+    ours = SinusoidalPositionalEncoding(8)(torch.arange(5)[None])[0]
+    angles = torch.arange(5.0)[:, None] * 10000 ** (-torch.arange(0, 8, 2) / 8)
+    theirs = torch.cat([angles.sin(), angles.cos()], dim=1)  # Marian's table: sines, then cosines
+    torch.testing.assert_close(ours[:, residual_order(8)], theirs)
+
+
+@pytest.mark.parametrize("norm_position, architecture", [("post", "MarianMTModel"),
+                                                         ("pre", "PegasusForConditionalGeneration")])
+def test_exported_logits_and_translations_are_ours(norm_position: str, architecture: str, tmp_path: Path) -> None:
+    model_dir = trained_translator(tmp_path / "ours", norm_position)
+    assert main(["export", "--model", str(model_dir), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["architectures"] == [architecture]
+    hf = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "hf").eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    assert type(hf).__name__ == architecture
+    ours = load_translator(model_dir)
+    sources = ours.encode_sources(SENTENCES)  # ids + EOS, as the exported tokenizer gives them
+    assert tokenizer(SENTENCES).input_ids == sources
+    width = max(map(len, sources))
+    src = torch.tensor([row + [0] * (width - len(row)) for row in sources])  # a padded batch
+    tgt = torch.tensor([[1] + row[:4] + [0] * (4 - len(row[:4])) for row in sources])
+    with torch.no_grad():
+        expected = ours.model(src, tgt)
+        logits = hf(input_ids=src, attention_mask=src != 0, decoder_input_ids=tgt, decoder_attention_mask=tgt != 0).logits
+    real = tgt != 0
+    torch.testing.assert_close(logits[real], expected[real], atol=1e-4, rtol=0)
+    for beam in (1, 4):
+        mine = Translator(ours.model, ours.tokenizer, replace(ours.generation, beam=beam)).translate(SENTENCES)
+        theirs = []
+        for ids in sources:  # our length limit: source + max_length_offset tokens, EOS included
+            limit = len(ids) + ours.generation.max_length_offset
+            out = hf.generate(torch.tensor([ids]), num_beams=beam, length_penalty=0.0, early_stopping=True,
+                              max_length=limit + 1, do_sample=False)
+            theirs.append(tokenizer.decode(out[0], skip_special_tokens=True))
+        assert theirs == mine
+    # as a new user calls it (transformers 5 has no translation pipeline): a padded batch, the
+    # exported generation_config.json's defaults (beam 4, forced EOS), decoded without specials
+    batch = tokenizer(SENTENCES, return_tensors="pt", padding=True)
+    assert hf.generation_config.num_beams == 4
+    generated = tokenizer.batch_decode(hf.generate(**batch, length_penalty=0.0, max_new_tokens=20),
+                                       skip_special_tokens=True)
+    assert generated == Translator(ours.model, ours.tokenizer, ours.generation).translate(SENTENCES)
+
+
+@pytest.mark.parametrize("changes, blocker", [
+    ({"positional": "rotary"}, "positional='rotary'"),
+    ({"copy_attention": True}, "copy_attention"),
+    ({"tgt_vocab_size": 70, "tie_embeddings": False}, "tgt_vocab_size (separate vocabularies)"),
+    ({"d_k": 16, "d_v": 16}, "d_k / d_v"),
+])
+def test_options_without_a_hugging_face_equivalent_are_named_and_nothing_is_written(
+        changes: dict, blocker: str, tmp_path: Path) -> None:
+    model = EncoderDecoderTransformer(preset("tiny", vocab_size=60, **changes))
+    tokenizer = SubwordTokenizer.train(TEXTS, vocab_size=60)
+    with pytest.raises(CheckpointError, match=r"cannot export to Hugging Face \(marian/MarianMTModel\): .*"
+                                              + blocker.replace("(", r"\(").replace(")", r"\)")):
+        save_hf_seq2seq(model, tmp_path / "hf", tokenizer, GenerationConfig())
+    assert not (tmp_path / "hf").exists()
