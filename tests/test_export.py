@@ -20,6 +20,7 @@ from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.generation.config import GenerationConfig
 from transformerkit.inference.translation import Translator, load_translator
 from transformerkit.interop.seq2seq import residual_order, save_hf_seq2seq
+from transformerkit.models.decoder_only import DecoderOnlyTransformer
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
 from transformerkit.nn.embedding import SinusoidalPositionalEncoding
 from transformerkit.training.task import model_config_for
@@ -111,3 +112,36 @@ def test_options_without_a_hugging_face_equivalent_are_named_and_nothing_is_writ
                                               + blocker.replace("(", r"\(").replace(")", r"\)")):
         save_hf_seq2seq(model, tmp_path / "hf", tokenizer, GenerationConfig())
     assert not (tmp_path / "hf").exists()
+
+
+@pytest.mark.parametrize("norm_position", ["post", "pre"])
+def test_a_ctranslate2_export_translates_as_we_do(norm_position: str, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    model_dir = trained_translator(tmp_path / "ours", norm_position)
+    ours = load_translator(model_dir)
+    for quantize in ("float32", "int8"):
+        out = tmp_path / f"ct2-{quantize}"
+        assert main(["export", "--model", str(model_dir), "--format", "ctranslate2", "--quantize", quantize,
+                     "--out", str(out)]) == 0
+        translator = ctranslate2.Translator(str(out), device="cpu")
+        exported = SubwordTokenizer.load(out / "tokenizer.json")  # appends </s>, as our translator does
+        sources = [exported.tokens(ids) for ids in exported.encode(SENTENCES, add_special_tokens=True)]
+        assert [exported.tokens(ids) for ids in ours.encode_sources(SENTENCES)] == sources
+        for beam in (1, 4):
+            results = translator.translate_batch(sources, beam_size=beam, length_penalty=0.0,
+                                                 max_decoding_length=ours.generation.max_length_offset)
+            theirs = [ours.tokenizer.decode([[exported.tokenizer.token_to_id(t) for t in r.hypotheses[0]]])[0]
+                      for r in results]
+            mine = Translator(ours.model, ours.tokenizer, replace(ours.generation, beam=beam)).translate(SENTENCES)
+            if quantize == "float32":
+                assert theirs == mine
+            else:  # int8 weights: most outputs the same on this tiny model
+                assert sum(a == b for a, b in zip(theirs, mine)) >= len(SENTENCES) - 1
+    assert "int8 weights" in capsys.readouterr().err
+    tokenizer = SubwordTokenizer.train(TEXTS, vocab_size=60)
+    gpt = tmp_path / "gpt"
+    save_model_dir(gpt, DecoderOnlyTransformer(model_config_for(preset("gpt-tiny"), tokenizer)), tokenizer,
+                   GenerationConfig())
+    assert main(["export", "--model", str(gpt), "--format", "ctranslate2", "--out", str(tmp_path / "no")]) == 2
+    assert "has no CTranslate2 export yet (encoder-decoders do)" in capsys.readouterr().err

@@ -14,7 +14,8 @@
     transformerkit summarize --model DIR [--beam N] [--input FILE] [--output FILE]
     transformerkit generate --model DIR --prompt TEXT [--max-new-tokens N] [--temperature T] …
     transformerkit convert IN_DIR OUT_DIR [--tokenizer DIR]   (Hugging Face GPT-2 / BERT ⇄ transformerkit)
-    transformerkit export --model DIR --format hf --out OUT   (any model → transformers; translators as Marian/Pegasus)
+    transformerkit export --model DIR --format hf|ctranslate2 [--quantize int8] --out OUT
+                                                (any model → transformers; translators → CTranslate2 too)
     transformerkit embed --model DIR [--input FILE] [--output FILE.jsonl|FILE.npy]
     transformerkit classify --model DIR [--input FILE]
     transformerkit answer --model DIR --question TEXT --context FILE [--json]
@@ -49,6 +50,7 @@ from transformerkit.commands import UsageError
 from transformerkit.config import PRESETS, preset
 from transformerkit.data.sources import SOURCES
 from transformerkit.inference import inference_modules, task_function
+from transformerkit.interop.ctranslate2 import QUANTIZATIONS
 from transformerkit.memory import retain_freed_memory
 from transformerkit.models.families import model_class_for
 from transformerkit.serve import add_commands as add_serve_commands
@@ -147,7 +149,8 @@ def convert(args: argparse.Namespace) -> int:
 def export(args: argparse.Namespace) -> int:
     from transformerkit.interop.convert import export_model_dir
 
-    print(export_model_dir(Path(args.model), Path(args.out)), file=sys.stderr)
+    print(export_model_dir(Path(args.model), Path(args.out), engine=args.format, quantize=args.quantize),
+          file=sys.stderr)
     return 0
 
 
@@ -249,9 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     converter.set_defaults(handler=convert)
 
     exporter = commands.add_parser("export", help="write a model in another engine's format: hf (transformers: "
-                                   "GPT-2, BERT, ViT, and encoder-decoders as MarianMT / Pegasus)")
+                                   "GPT-2, BERT, ViT, and encoder-decoders as MarianMT / Pegasus), ctranslate2 "
+                                   "(encoder-decoders, optionally quantized)")
     exporter.add_argument("--model", required=True, help="transformerkit model directory")
-    exporter.add_argument("--format", choices=["hf"], default="hf", help="hf: Hugging Face transformers (default)")
+    exporter.add_argument("--format", choices=["hf", "ctranslate2"], default="hf",
+                          help="hf: Hugging Face transformers (default); ctranslate2: CTranslate2")
+    exporter.add_argument("--quantize", choices=list(QUANTIZATIONS), default="float32",
+                          help="CTranslate2 weight type (default: float32)")
     exporter.add_argument("--out", required=True, help="directory to write (replaced atomically)")
     exporter.set_defaults(handler=export)
 

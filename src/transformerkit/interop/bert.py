@@ -33,8 +33,8 @@ from transformerkit.checkpoint import CheckpointError, atomic_directory
 from transformerkit.config import EncoderOnlyConfig
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.interop.common import (TO_HF_ACTIVATION, activation_from_hf, check_layout, check_state,
-                                          drop_tied_output, encoder_layer_pairs, read_hf_config, read_hf_weights,
-                                          separate_projections, weights_and_biases, write_hf_tokenizer)
+                                           drop_tied_output, encoder_layer_pairs, read_hf_config, read_hf_weights,
+                                           separate_projections, weights_and_biases, write_hf_tokenizer)
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
 
 _IGNORED = ("embeddings.position_ids",  # a buffer older checkpoints carry

@@ -20,6 +20,7 @@ from transformerkit.data.image_processing import PREPROCESSOR_CONFIG, ImageProce
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.generation.config import GenerationConfig
 from transformerkit.interop import bert, gpt2, seq2seq, vit
+from transformerkit.interop.ctranslate2 import save_ctranslate2
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
@@ -71,13 +72,22 @@ def convert_model_dir(source: Path, output: Path, tokenizer: str | None = None) 
                      f"{', '.join(map(repr, IMPORTERS))} (import), {', '.join(map(repr, EXPORTERS))} (export)")
 
 
-def export_model_dir(source: Path, output: Path, tokenizer: str | None = None) -> str:
-    """Write transformerkit model directory ``source`` as a Hugging Face directory ``output``
-    (``tokenizer``: a directory holding another tokenizer); returns the line to tell the user."""
+def export_model_dir(source: Path, output: Path, tokenizer: str | None = None, engine: str = "hf",
+                     quantize: str = "float32") -> str:
+    """Write transformerkit model directory ``source`` for ``engine`` into ``output``: ``hf``
+    (``tokenizer``: a directory holding another tokenizer) or ``ctranslate2`` (encoder-decoders,
+    weights stored as ``quantize``); returns the line to tell the user."""
     model, preprocessor, generation = load_model_dir(source)
-    if model.model_type not in EXPORTERS:
-        raise ValueError(f"{source}: a {model.model_type} model has no Hugging Face export")
     if tokenizer:
         preprocessor = SubwordTokenizer.from_directory(tokenizer)
+    if engine == "ctranslate2":
+        if not isinstance(model, EncoderDecoderTransformer):
+            raise ValueError(f"{source}: a {model.model_type} model has no CTranslate2 export yet (encoder-decoders do)")
+        save_ctranslate2(model, output, preprocessor, generation, quantize)
+        return f"exported to {output} ({quantize} weights; load with ctranslate2.Translator)"
+    if quantize != "float32":
+        raise ValueError("--quantize applies to --format ctranslate2")
+    if model.model_type not in EXPORTERS:
+        raise ValueError(f"{source}: a {model.model_type} model has no Hugging Face export")
     EXPORTERS[model.model_type](model, output, preprocessor, generation)
     return f"exported to {output} (loadable with transformers' from_pretrained)"

@@ -31,7 +31,7 @@ from transformerkit.checkpoint import CheckpointError, atomic_directory
 from transformerkit.config import DecoderOnlyConfig
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.interop.common import (TO_HF_ACTIVATION, activation_from_hf, check_layout, check_state,
-                                          drop_tied_output, read_hf_config, read_hf_weights, write_hf_tokenizer)
+                                           drop_tied_output, read_hf_config, read_hf_weights, write_hf_tokenizer)
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
 
 _BUFFERS = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers some old checkpoints carry

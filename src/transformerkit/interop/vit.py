@@ -34,8 +34,8 @@ from transformerkit.checkpoint import CheckpointError, atomic_directory
 from transformerkit.config import VisionConfig
 from transformerkit.data.image_processing import PREPROCESSOR_CONFIG, ImageProcessor
 from transformerkit.interop.common import (TO_HF_ACTIVATION, activation_from_hf, check_layout, check_state,
-                                          encoder_layer_pairs, read_hf_config, read_hf_weights,
-                                          separate_projections, weights_and_biases)
+                                           encoder_layer_pairs, read_hf_config, read_hf_weights, separate_projections,
+                                           weights_and_biases)
 from transformerkit.models.vision import VisionTransformer
 
 _IGNORED = ("embeddings.mask_token",  # ViTForMaskedImageModeling's
