@@ -139,6 +139,16 @@ def test_a_ctranslate2_export_translates_as_we_do(norm_position: str, tmp_path: 
             else:  # int8 weights: most outputs the same on this tiny model
                 assert sum(a == b for a, b in zip(theirs, mine)) >= len(SENTENCES) - 1
     assert "int8 weights" in capsys.readouterr().err
+    (tmp_path / "in.txt").write_text("\n".join(SENTENCES[:3] + ["", SENTENCES[3]]) + "\n", encoding="utf-8")
+    printed = []
+    for backend, model in (("transformerkit", model_dir), ("ctranslate2", tmp_path / "ct2-float32")):
+        assert main(["translate", "--model", str(model), "--backend", backend, "--beam", "4", "--length-penalty", "0",
+                     "--input", str(tmp_path / "in.txt")]) == 0
+        printed.append(capsys.readouterr().out)
+    assert printed[0] == printed[1] and printed[0].splitlines()[3] == ""  # a blank line stays blank
+    assert main(["translate", "--model", str(model_dir), "--backend", "ctranslate2"]) == 2
+    assert "not a CTranslate2 export (no model.bin" in capsys.readouterr().err
+
     tokenizer = SubwordTokenizer.train(TEXTS, vocab_size=60)
     gpt = tmp_path / "gpt"
     save_model_dir(gpt, DecoderOnlyTransformer(model_config_for(preset("gpt-tiny"), tokenizer)), tokenizer,

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from transformerkit.backends.calibration import use_decoding_layout_where_faster
-from transformerkit.checkpoint import CheckpointError, load_model_dir
+from transformerkit.checkpoint import CheckpointError, load_model_dir, read_generation_config
 from transformerkit.commands import Commands, UsageError, read_lines, refuse_overwriting_input, write_lines
 from transformerkit.data.batching import batch_by_size, pad
 from transformerkit.data.parallel import load_parallel
@@ -122,6 +122,60 @@ def load_translator(model_dir: str | Path, beam: int | None = None, length_penal
     return Translator(model, tokenizer, generation)
 
 
+@dataclass
+class CTranslate2Translator:
+    """A CTranslate2 export (``transformerkit export --format ctranslate2``) with the
+    :meth:`Translator.translate` contract: lines in, translations out, blank lines blank, sources
+    cut to :data:`SOURCE_LIMIT` tokens. The exported tokenizer appends ``</s>`` to a source; the
+    output limit is the longest source of a batch + ``max_length_offset`` (CTranslate2 takes one
+    limit per batch); CTranslate2 applies the length penalty α as length^α, we as GNMT's."""
+
+    engine: Any
+    """A ``ctranslate2.Translator``."""
+    tokenizer: SubwordTokenizer
+    generation: GenerationConfig
+    batch_size: int = 32
+
+    def translate(self, texts: list[str]) -> list[str]:
+        outputs: list[str] = [""] * len(texts)
+        nonblank = [i for i, text in enumerate(texts) if text.strip()]
+        ids = [row[:SOURCE_LIMIT - 1] + row[-1:] if len(row) > SOURCE_LIMIT else row
+               for row in self.tokenizer.encode([texts[i] for i in nonblank], add_special_tokens=True)]
+        g = self.generation
+        for start in range(0, len(ids), self.batch_size):
+            chunk = ids[start:start + self.batch_size]
+            results = self.engine.translate_batch(
+                [self.tokenizer.tokens(row) for row in chunk], beam_size=g.beam, length_penalty=g.length_penalty,
+                max_decoding_length=min(max(map(len, chunk)) + g.max_length_offset, g.max_length or 1 << 30))
+            decoded = self.tokenizer.decode([[self.tokenizer.tokenizer.token_to_id(t) for t in r.hypotheses[0]]
+                                             for r in results])
+            for offset, text in enumerate(decoded):
+                outputs[nonblank[start + offset]] = text
+        return outputs
+
+
+def load_ctranslate2_translator(directory: str | Path, beam: int | None = None,
+                                length_penalty: float | None = None) -> CTranslate2Translator:
+    """A :class:`CTranslate2Translator` for an exported directory, with its decoding defaults
+    (``generation_config.json``, written by the export) unless overridden."""
+    directory = Path(directory)
+    if not (directory / "model.bin").is_file():
+        raise CheckpointError(f"{directory}: not a CTranslate2 export (no model.bin; write one with "
+                              f"transformerkit export --format ctranslate2)")
+    try:
+        import ctranslate2
+    except ImportError:
+        raise UsageError("--backend ctranslate2 needs its package: pip install ctranslate2") from None
+    generation = read_generation_config(directory)
+    if beam is not None:
+        generation = replace(generation, beam=beam)
+    if length_penalty is not None:
+        generation = replace(generation, length_penalty=length_penalty)
+    generation.validate()
+    engine = ctranslate2.Translator(str(directory), device="cpu", intra_threads=torch.get_num_threads())
+    return CTranslate2Translator(engine, SubwordTokenizer.load(directory / "tokenizer.json"), generation)
+
+
 def evaluate_model(model_dir: str | Path, data: str | Path, data_target: str | Path | None = None,
                    source_field: str = "source", target_field: str = "target", beam: int | None = None,
                    hypotheses_out: str | Path | None = None) -> dict[str, float]:
@@ -222,15 +276,21 @@ def add_commands(commands: Commands) -> None:
         command.add_argument("--length-penalty", type=float, default=None, help="α of ((5+|Y|)/6)^α")
         command.add_argument("--input", default=None, help="read this file instead of stdin")
         command.add_argument("--output", default=None, help="write this file instead of stdout")
+        command.add_argument("--backend", choices=["transformerkit", "ctranslate2"], default="transformerkit",
+                             help="ctranslate2: --model is an export of transformerkit export --format ctranslate2")
         command.set_defaults(handler=translate_command, task=task)
 
 
 def translate_command(args: Any) -> int:
     refuse_overwriting_input(args.input, args.output)
-    task = model_task(args.model)
-    if task != args.task:
-        raise UsageError(f"{args.model} is a {task} model, not a {args.task} model")
-    translator = load_translator(args.model, beam=args.beam, length_penalty=args.length_penalty)
+    translator: Translator | CTranslate2Translator
+    if args.backend == "ctranslate2":
+        translator = load_ctranslate2_translator(args.model, beam=args.beam, length_penalty=args.length_penalty)
+    else:
+        task = model_task(args.model)
+        if task != args.task:
+            raise UsageError(f"{args.model} is a {task} model, not a {args.task} model")
+        translator = load_translator(args.model, beam=args.beam, length_penalty=args.length_penalty)
     write_lines(translator.translate(read_lines(args.input)), args.output)
     return 0
 

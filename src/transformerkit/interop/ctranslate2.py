@@ -8,12 +8,17 @@ those weights. CTranslate2's Marian and Pegasus loaders cannot be used as they a
 the OPUS-MT and Pegasus conventions of starting the decoder from the padding token (Marian from a
 zero vector), where ours starts from BOS — the loader here takes the start token from the exported
 ``decoder_start_token_id`` instead. The directory holds CTranslate2's ``model.bin``,
-``config.json`` and vocabulary, and our ``tokenizer.json`` (which appends ``</s>`` to a source).
+``config.json`` and vocabulary, our ``tokenizer.json`` (which appends ``</s>`` to a source) and
+``generation_config.json`` (the decoding defaults): ``transformerkit translate --backend
+ctranslate2 --model DIR`` translates with it
+(:class:`~transformerkit.inference.translation.CTranslate2Translator`).
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -67,3 +72,5 @@ def save_ctranslate2(model: EncoderDecoderTransformer, directory: str | Path, to
         save_hf_seq2seq(model, Path(scratch) / "hf", tokenizer, generation)
         FromHuggingFace(Path(scratch) / "hf").convert(str(tmp), quantization=quantization, force=True)
         seq2seq_tokenizer(tokenizer).save(tmp / "tokenizer.json")
+        (tmp / "generation_config.json").write_text(json.dumps(asdict(generation), indent=2) + "\n",
+                                                    encoding="utf-8")  # our decoding defaults, for --backend ctranslate2
