@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from transformerkit.checkpoint import CheckpointError, save_model_dir
+from transformerkit.checkpoint import CheckpointError, load_model_dir, save_model_dir
 from transformerkit.cli import main
 from transformerkit.config import preset
 from transformerkit.data.tokenizer import SubwordTokenizer
@@ -155,3 +155,16 @@ def test_a_ctranslate2_export_translates_as_we_do(norm_position: str, tmp_path: 
                    GenerationConfig())
     assert main(["export", "--model", str(gpt), "--format", "ctranslate2", "--out", str(tmp_path / "no")]) == 2
     assert "has no CTranslate2 export yet (encoder-decoders do)" in capsys.readouterr().err
+
+
+def test_int8_decoding_quantizes_every_linear_layer_and_keeps_the_translations(tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    model_dir = trained_translator(tmp_path / "ours", "pre")
+    fp32, int8 = load_translator(model_dir, beam=1), load_translator(model_dir, beam=1, dtype="int8")
+    assert not any(type(m) is torch.nn.Linear for m in int8.model.modules())
+    linear = sum(type(m) is torch.nn.Linear for m in load_model_dir(model_dir)[0].modules())
+    assert sum(type(m).__name__ == "Linear" and "quantized" in type(m).__module__ for m in int8.model.modules()) == linear
+    same = sum(a == b for a, b in zip(int8.translate(SENTENCES), fp32.translate(SENTENCES)))
+    assert same >= len(SENTENCES) - 1
+    assert main(["translate", "--model", str(model_dir), "--backend", "ctranslate2", "--dtype", "int8"]) == 2
+    assert "--dtype applies to --backend transformerkit" in capsys.readouterr().err

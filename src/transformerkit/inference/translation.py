@@ -10,13 +10,14 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import sacrebleu
 import torch
 from torch import Tensor
 
 from transformerkit.backends.calibration import use_decoding_layout_where_faster
+from transformerkit.backends.quantization import quantize_linear_int8
 from transformerkit.checkpoint import CheckpointError, load_model_dir, read_generation_config
 from transformerkit.commands import Commands, UsageError, read_lines, refuse_overwriting_input, write_lines
 from transformerkit.data.batching import batch_by_size, pad
@@ -107,9 +108,12 @@ class Translator:
 
 
 def load_translator(model_dir: str | Path, beam: int | None = None, length_penalty: float | None = None,
-                    device: str | None = None) -> Translator:
-    """A :class:`Translator` for a model directory, with its decoding defaults unless overridden."""
+                    device: str | None = None, dtype: Literal["fp32", "int8"] = "fp32") -> Translator:
+    """A :class:`Translator` for a model directory, with its decoding defaults unless overridden;
+    ``dtype="int8"`` quantizes its linear layers (CPU; :mod:`transformerkit.backends.quantization`)."""
     device = pick_device(device)
+    if dtype == "int8" and torch.device(device).type != "cpu":
+        raise UsageError("--dtype int8 decodes on the CPU (PyTorch's dynamic quantization): add --device cpu")
     model, tokenizer, generation = load_model_dir(model_dir, device)
     if not isinstance(model, EncoderDecoderTransformer):
         raise CheckpointError(f"{model_dir} holds a {model.model_type} model, not a translation model")
@@ -118,7 +122,10 @@ def load_translator(model_dir: str | Path, beam: int | None = None, length_penal
     if length_penalty is not None:
         generation = replace(generation, length_penalty=length_penalty)
     generation.validate()
-    use_decoding_layout_where_faster(model, rows=(8 * max(1, generation.beam),))  # batches of sentences × beams
+    if dtype == "int8":
+        quantize_linear_int8(model)
+    else:
+        use_decoding_layout_where_faster(model, rows=(8 * max(1, generation.beam),))  # batches of sentences × beams
     return Translator(model, tokenizer, generation)
 
 
@@ -276,6 +283,8 @@ def add_commands(commands: Commands) -> None:
         command.add_argument("--length-penalty", type=float, default=None, help="α of ((5+|Y|)/6)^α")
         command.add_argument("--input", default=None, help="read this file instead of stdin")
         command.add_argument("--output", default=None, help="write this file instead of stdout")
+        command.add_argument("--dtype", choices=["fp32", "int8"], default="fp32",
+                             help="int8: linear layers dynamically quantized (faster on a CPU, slightly less accurate)")
         command.add_argument("--backend", choices=["transformerkit", "ctranslate2"], default="transformerkit",
                              help="ctranslate2: --model is an export of transformerkit export --format ctranslate2")
         command.set_defaults(handler=translate_command, task=task)
@@ -285,12 +294,15 @@ def translate_command(args: Any) -> int:
     refuse_overwriting_input(args.input, args.output)
     translator: Translator | CTranslate2Translator
     if args.backend == "ctranslate2":
+        if args.dtype != "fp32":
+            raise UsageError("--dtype applies to --backend transformerkit (a CTranslate2 export is quantized by "
+                             "transformerkit export --quantize)")
         translator = load_ctranslate2_translator(args.model, beam=args.beam, length_penalty=args.length_penalty)
     else:
         task = model_task(args.model)
         if task != args.task:
             raise UsageError(f"{args.model} is a {task} model, not a {args.task} model")
-        translator = load_translator(args.model, beam=args.beam, length_penalty=args.length_penalty)
+        translator = load_translator(args.model, beam=args.beam, length_penalty=args.length_penalty, dtype=args.dtype)
     write_lines(translator.translate(read_lines(args.input)), args.output)
     return 0
 
