@@ -120,11 +120,15 @@ def drop_tied_output(state: dict[str, Tensor], output_key: str, embedding_key: s
 
 
 def write_hf_tokenizer(directory: Path, tokenizer: SubwordTokenizer, max_length: int) -> None:
-    """``tokenizer.json`` and a ``tokenizer_config.json`` with which ``AutoTokenizer`` loads it."""
+    """``tokenizer.json`` and a ``tokenizer_config.json`` with which ``AutoTokenizer`` loads it,
+    naming every special token the tokenizer has (``pipeline("fill-mask")`` needs the mask token)."""
     tokenizer.save(directory / "tokenizer.json")
     roles = {"pad_token": tokenizer.pad_id, "bos_token": tokenizer.bos_id, "eos_token": tokenizer.eos_id}
     if tokenizer.unk_id is not None:
         roles["unk_token"] = tokenizer.unk_id
+    for role, token in (("mask_token", "[MASK]"), ("cls_token", "[CLS]"), ("sep_token", "[SEP]")):  # BERT's
+        if (token_id := tokenizer.tokenizer.token_to_id(token)) is not None:
+            roles[role] = token_id
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": max_length,
               **{role: tokenizer.tokens([i])[0] for role, i in roles.items()}}
     (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
