@@ -55,8 +55,10 @@ def test_text_generation_on_an_exported_gpt2_is_our_greedy_continuation(tmp_path
     torch.manual_seed(0)
     model = DecoderOnlyTransformer(model_config_for(preset("gpt-tiny", dropout=0.0, attention_dropout=0.0),
                                                     tokenizer)).eval()
-    save_hf_gpt2(model, tmp_path / "hf", tokenizer)
+    generation = GenerationConfig(do_sample=False, max_new_tokens=8, repetition_penalty=1.3)
+    save_hf_gpt2(model, tmp_path / "hf", tokenizer, generation)
     generate = transformers.pipeline("text-generation", model=str(tmp_path / "hf"))
-    theirs = generate("open the", do_sample=False, max_new_tokens=8, return_full_text=False)[0]["generated_text"]
-    ours = TextGenerator(model, tokenizer, GenerationConfig(do_sample=False, max_new_tokens=8)).generate(["open the"])
-    assert theirs == ours[0]
+    theirs = generate("open the", return_full_text=False)[0]["generated_text"]  # the exported defaults
+    assert theirs == TextGenerator(model, tokenizer, generation).generate(["open the"])[0]
+    exported = transformers.GenerationConfig.from_pretrained(tmp_path / "hf")
+    assert (exported.do_sample, exported.max_new_tokens, exported.repetition_penalty) == (False, 8, 1.3)

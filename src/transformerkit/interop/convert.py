@@ -31,10 +31,10 @@ IMPORTERS = {"gpt2": (gpt2.load_hf_gpt2, GenerationConfig(do_sample=True, top_k=
 """Hugging Face ``model_type`` → (its importer, the decoding defaults saved with the model)."""
 Exporter = Callable[[Any, Path, Any, GenerationConfig], None]
 EXPORTERS: dict[str, Exporter] = {
-    DecoderOnlyTransformer.model_type: lambda model, out, tokenizer, _: gpt2.save_hf_gpt2(model, out, tokenizer),
+    DecoderOnlyTransformer.model_type: gpt2.save_hf_gpt2,  # its sampling defaults go along
     EncoderOnlyTransformer.model_type: lambda model, out, tokenizer, _: bert.save_hf_bert(model, out, tokenizer),
     VisionTransformer.model_type: lambda model, out, processor, _: vit.save_hf_vit(model, out, processor),
-    EncoderDecoderTransformer.model_type: seq2seq.save_hf_seq2seq,  # its decoding defaults go along
+    EncoderDecoderTransformer.model_type: seq2seq.save_hf_seq2seq,  # its beam settings go along
 }
 """transformerkit ``model_type`` → its Hugging Face exporter ``(model, directory, preprocessor, decoding defaults)``."""
 

@@ -30,6 +30,7 @@ from torch import Tensor
 from transformerkit.checkpoint import CheckpointError, atomic_directory
 from transformerkit.config import DecoderOnlyConfig
 from transformerkit.data.tokenizer import SubwordTokenizer
+from transformerkit.generation.config import GenerationConfig
 from transformerkit.interop.common import (TO_HF_ACTIVATION, activation_from_hf, check_layout, check_state,
                                            drop_tied_output, read_hf_config, read_hf_weights, write_hf_tokenizer)
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
@@ -84,6 +85,15 @@ def _layer_map(i: int) -> dict[str, str]:
     ours = f"decoder.layers.{i}"
     return {f"h.{i}.ln_1.{p}": f"{ours}.self_attention_block.norm.{p}" for p in ("weight", "bias")} | \
            {f"h.{i}.ln_2.{p}": f"{ours}.feed_forward_block.norm.{p}" for p in ("weight", "bias")}
+
+
+def hf_generation_config(config: DecoderOnlyConfig, generation: GenerationConfig) -> dict[str, Any]:
+    """Our sampling defaults in Hugging Face's ``generation_config.json`` keys (the same names and
+    meanings: temperature, top-k (0: off), top-p, repetition penalty, new tokens)."""
+    return {"do_sample": generation.do_sample, "temperature": generation.temperature, "top_k": generation.top_k,
+            "top_p": generation.top_p, "repetition_penalty": generation.repetition_penalty,
+            "max_new_tokens": generation.max_new_tokens, "bos_token_id": config.bos_id,
+            "eos_token_id": config.eos_id, "pad_token_id": config.pad_id}
 
 
 def expected_hf_shapes(config: DecoderOnlyConfig) -> dict[str, tuple[int, ...]]:
@@ -153,12 +163,17 @@ def load_hf_gpt2(directory: str | Path) -> DecoderOnlyTransformer:
     return model.eval()
 
 
-def save_hf_gpt2(model: DecoderOnlyTransformer, directory: str | Path, tokenizer: SubwordTokenizer | None = None) -> None:
+def save_hf_gpt2(model: DecoderOnlyTransformer, directory: str | Path, tokenizer: SubwordTokenizer | None = None,
+                 generation: GenerationConfig | None = None) -> None:
     """Write ``config.json`` + ``model.safetensors`` that ``GPT2LMHeadModel.from_pretrained`` loads
-    (and ``tokenizer.json`` + ``tokenizer_config.json`` for ``AutoTokenizer``), atomically."""
+    (and ``tokenizer.json`` + ``tokenizer_config.json`` for ``AutoTokenizer``, and the decoding
+    defaults ``generation`` as ``generation_config.json`` in Hugging Face's keys), atomically."""
     hf_config = config_to_hf(model.config)
     with atomic_directory(Path(directory)) as tmp:
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
+        if generation is not None:
+            (tmp / "generation_config.json").write_text(
+                json.dumps(hf_generation_config(model.config, generation), indent=2) + "\n", encoding="utf-8")
         save_file(state_to_hf(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         if tokenizer is not None:
             write_hf_tokenizer(tmp, tokenizer, model.config.max_positions)
