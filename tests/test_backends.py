@@ -279,6 +279,22 @@ def test_bf16_weights_take_the_blocked_layout_where_onednn_supports_it(monkeypat
     assert any(isinstance(m, DecodingLinear) for m in model.modules())
 
 
+@needs_onednn
+def test_a_translator_in_the_decoding_layout_runs_under_bf16_autocast() -> None:
+    """autocast hands the blocked fp32 weights bf16 activations, which oneDNN's op refuses ("could
+    not create a primitive descriptor"): the layer casts them to its weights' dtype."""
+    from transformerkit.generation.search import greedy_decode
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(16, 8).eval()
+    x = torch.randn(3, 16).bfloat16()
+    torch.testing.assert_close(DecodingLinear(linear)(x), linear(x.float()), atol=1e-5, rtol=1e-5)
+    model = use_decoding_layout(EncoderDecoderTransformer(preset("tiny", vocab_size=50)).eval())
+    assert any(isinstance(m, DecodingLinear) for m in model.modules())
+    src = torch.randint(3, 50, (3, 7), generator=torch.Generator().manual_seed(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert greedy_decode(model, src, max_length_offset=5).shape[0] == 3
+
+
 def test_auto_inference_dtype_is_fp32_without_bf16_hardware_and_measured_with_it(monkeypatch: pytest.MonkeyPatch,
                                                                                  tmp_path) -> None:
     monkeypatch.setenv("TRANSFORMERKIT_CACHE", str(tmp_path))

@@ -30,7 +30,8 @@ PACKED_FOR_ROWS = 32
 
 
 class DecodingLinear(nn.Module):
-    """y = x Wᵀ + b with W in oneDNN's blocked layout. x: (..., in), the weight's dtype → (..., out)."""
+    """y = x Wᵀ + b with W in oneDNN's blocked layout. x: (..., in) → (..., out) in the weight's
+    dtype (an input of another dtype, such as bf16 under ``torch.autocast``, is cast to it)."""
 
     def __init__(self, module: nn.Linear) -> None:
         super().__init__()
@@ -40,6 +41,8 @@ class DecodingLinear(nn.Module):
         self._register_state_dict_hook(_as_linear_state)
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dtype != self.packed_weight.dtype:  # e.g. bf16 from an autocast region: oneDNN's op takes one dtype
+            x = x.to(self.packed_weight.dtype)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
 
 
