@@ -28,7 +28,7 @@ demo: $(STAMP)
 	@echo "== example translations (beam 4) =="
 	$(BIN)/transformerkit translate --model $(RUN)/model --input examples/sentences.en | tee $(RUN)/examples.de
 	$(BIN)/transformerkit plot-attention --model $(RUN)/model --text "Do you want to delete this folder?" --out $(RUN)/attention.png
-	@echo "== outputs in $(RUN): model/ (config.json, model.safetensors, tokenizer.json), results.json (test BLEU/chrF), examples.de, attention.png, log.jsonl, tensorboard/ =="
+	@echo "== outputs in $(RUN): model/ (config.json, model.safetensors, tokenizer.json, README.md: the model card), results.json (test BLEU/chrF), examples.de, attention.png, log.jsonl, tensorboard/ =="
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

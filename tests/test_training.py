@@ -525,3 +525,22 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(small_corpus: Path, tmp_path: Pa
                       resume=True)
     assert resumed.progress.step == step
     assert resumed.train().steps == step + 1
+
+
+def test_a_trained_model_has_a_model_card_that_its_export_carries(small_corpus: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    (tmp_path / "empty.yaml").write_text("{}\n")
+    argv = ["train", str(tmp_path / "empty.yaml")]
+    for pair in recipe_overrides(small_corpus, out, **{"training.max_steps": 2, "data.test": small_corpus / "test.tsv"}):
+        argv += ["--set", pair]
+    assert main(argv) == 0
+    scores = json.loads((out / "results.json").read_text())
+    card = (out / "model" / "README.md").read_text(encoding="utf-8")
+    assert card.startswith("# run: a translation model")
+    assert "family: `transformerkit-encoder-decoder`" in card and "2 steps (stopped: max_steps)" in card
+    assert f'"bleu": {scores["bleu"]}' in card and "family: encoder-decoder" in card  # scores, recipe
+    model, _, _ = load_model_dir(out / "model")
+    assert f"{sum(p.numel() for p in model.parameters()):,} parameters" in card
+    assert main(["export", "--model", str(out / "model"), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    exported = (tmp_path / "hf" / "README.md").read_text(encoding="utf-8")
+    assert exported.startswith(card) and "`transformerkit export --format hf`" in exported

@@ -119,6 +119,7 @@ def build_data(args: argparse.Namespace) -> int:
 
 def train(args: argparse.Namespace) -> int:
     from transformerkit.tasks import load_recipe
+    from transformerkit.training.model_card import write_model_card
     from transformerkit.training.trainer import Trainer
 
     run = load_recipe(args.recipe, args.set)
@@ -136,6 +137,7 @@ def train(args: argparse.Namespace) -> int:
     if scores is not None:
         (result.output_dir / "results.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
         print(json.dumps(scores))
+    write_model_card(result.model_dir, run.to_dict(), result.steps, result.stopped_because, scores)
     return 0
 
 

@@ -84,10 +84,17 @@ def export_model_dir(source: Path, output: Path, tokenizer: str | None = None, e
         if not isinstance(model, EncoderDecoderTransformer):
             raise ValueError(f"{source}: a {model.model_type} model has no CTranslate2 export yet (encoder-decoders do)")
         save_ctranslate2(model, output, preprocessor, generation, quantize)
-        return f"exported to {output} ({quantize} weights; load with ctranslate2.Translator)"
-    if quantize != "float32":
-        raise ValueError("--quantize applies to --format ctranslate2")
-    if model.model_type not in EXPORTERS:
-        raise ValueError(f"{source}: a {model.model_type} model has no Hugging Face export")
-    EXPORTERS[model.model_type](model, output, preprocessor, generation)
-    return f"exported to {output} (loadable with transformers' from_pretrained)"
+        told = f"exported to {output} ({quantize} weights; load with ctranslate2.Translator)"
+    else:
+        if quantize != "float32":
+            raise ValueError("--quantize applies to --format ctranslate2")
+        if model.model_type not in EXPORTERS:
+            raise ValueError(f"{source}: a {model.model_type} model has no Hugging Face export")
+        EXPORTERS[model.model_type](model, output, preprocessor, generation)
+        told = f"exported to {output} (loadable with transformers' from_pretrained)"
+    card = source / "README.md"
+    if card.is_file():  # the model card goes along, saying what the export is
+        (output / "README.md").write_text(card.read_text(encoding="utf-8") + f"\n## This export\n\n`transformerkit "
+                                          f"export --format {engine}` of `{source}` ({quantize} weights).\n",
+                                          encoding="utf-8")
+    return told
