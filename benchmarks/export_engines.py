@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from transformerkit.backends.machine import describe  # noqa: E402
-from transformerkit.inference.translation import Translator, load_translator  # noqa: E402
+from transformerkit.inference.translation import Translator, load_ctranslate2_translator, load_translator  # noqa: E402
 from transformerkit.interop.ctranslate2 import save_ctranslate2  # noqa: E402
-from transformerkit.interop.seq2seq import save_hf_seq2seq, seq2seq_tokenizer  # noqa: E402
+from transformerkit.interop.seq2seq import save_hf_seq2seq  # noqa: E402
 
 BATCH = 32
 
@@ -58,20 +58,10 @@ def main() -> None:
     engines["transformerkit fp32"] = ours.translate
 
     scratch = Path(tempfile.mkdtemp())
-    import ctranslate2
     import transformers
-    source_tokenizer = seq2seq_tokenizer(base.tokenizer)
-    for quantize in ("float32", "int8"):
+    for quantize in ("float32", "int8"):  # through translate --backend ctranslate2's own translator
         save_ctranslate2(base.model, scratch / quantize, base.tokenizer, base.generation, quantize)
-        engine = ctranslate2.Translator(str(scratch / quantize), device="cpu", intra_threads=torch.get_num_threads())
-
-        def translate(texts: list[str], engine: ctranslate2.Translator = engine) -> list[str]:
-            tokens = [source_tokenizer.tokens(ids) for ids in source_tokenizer.encode(texts, add_special_tokens=True)]
-            results = engine.translate_batch(tokens, beam_size=args.beam, length_penalty=generation.length_penalty,
-                                             max_decoding_length=256)
-            return base.tokenizer.decode([[base.tokenizer.tokenizer.token_to_id(t) for t in r.hypotheses[0]]
-                                          for r in results])
-        engines[f"CTranslate2 {quantize}"] = translate
+        engines[f"CTranslate2 {quantize}"] = load_ctranslate2_translator(scratch / quantize, beam=args.beam).translate
     save_hf_seq2seq(base.model, scratch / "hf", base.tokenizer, base.generation)
     hf_model = transformers.AutoModelForSeq2SeqLM.from_pretrained(scratch / "hf").eval()
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained(scratch / "hf")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -99,12 +99,34 @@ class Translator:
 
     def translate(self, texts: list[str]) -> list[str]:
         """Translations in the order of ``texts``; a blank line stays blank."""
+        return keeping_blank_lines(texts, self._translate_nonblank)
+
+    def _translate_nonblank(self, texts: list[str]) -> list[str]:
         outputs: list[str] = [""] * len(texts)
-        nonblank = [i for i, text in enumerate(texts) if text.strip()]
-        for indices, ids in self.translate_batches([texts[i] for i in nonblank]):
+        for indices, ids in self.translate_batches(texts):
             for i, text in zip(indices, self.tokenizer.decode(ids)):
-                outputs[nonblank[i]] = text
+                outputs[i] = text
         return outputs
+
+
+def keeping_blank_lines(texts: list[str], translate: Callable[[list[str]], list[str]]) -> list[str]:
+    """``translate`` of the texts that are not blank, in the order of ``texts``; blank ones stay blank."""
+    outputs: list[str] = [""] * len(texts)
+    nonblank = [i for i, text in enumerate(texts) if text.strip()]
+    for i, text in zip(nonblank, translate([texts[i] for i in nonblank]), strict=True):
+        outputs[i] = text
+    return outputs
+
+
+def with_decoding_changes(generation: GenerationConfig, beam: int | None, length_penalty: float | None
+                          ) -> GenerationConfig:
+    """``generation`` with the beam size and length penalty given (None: keep), validated."""
+    if beam is not None:
+        generation = replace(generation, beam=beam)
+    if length_penalty is not None:
+        generation = replace(generation, length_penalty=length_penalty)
+    generation.validate()
+    return generation
 
 
 def load_translator(model_dir: str | Path, beam: int | None = None, length_penalty: float | None = None,
@@ -117,11 +139,7 @@ def load_translator(model_dir: str | Path, beam: int | None = None, length_penal
     model, tokenizer, generation = load_model_dir(model_dir, device)
     if not isinstance(model, EncoderDecoderTransformer):
         raise CheckpointError(f"{model_dir} holds a {model.model_type} model, not a translation model")
-    if beam is not None:
-        generation = replace(generation, beam=beam)
-    if length_penalty is not None:
-        generation = replace(generation, length_penalty=length_penalty)
-    generation.validate()
+    generation = with_decoding_changes(generation, beam, length_penalty)
     if dtype == "int8":
         quantize_linear_int8(model)
     else:
@@ -144,20 +162,19 @@ class CTranslate2Translator:
     batch_size: int = 32
 
     def translate(self, texts: list[str]) -> list[str]:
-        outputs: list[str] = [""] * len(texts)
-        nonblank = [i for i, text in enumerate(texts) if text.strip()]
+        return keeping_blank_lines(texts, self._translate_nonblank)
+
+    def _translate_nonblank(self, texts: list[str]) -> list[str]:
         ids = [row[:SOURCE_LIMIT - 1] + row[-1:] if len(row) > SOURCE_LIMIT else row
-               for row in self.tokenizer.encode([texts[i] for i in nonblank], add_special_tokens=True)]
-        g = self.generation
+               for row in self.tokenizer.encode(texts, add_special_tokens=True)]
+        g, outputs = self.generation, []
         for start in range(0, len(ids), self.batch_size):
             chunk = ids[start:start + self.batch_size]
             results = self.engine.translate_batch(
                 [self.tokenizer.tokens(row) for row in chunk], beam_size=g.beam, length_penalty=g.length_penalty,
                 max_decoding_length=min(max(map(len, chunk)) + g.max_length_offset, g.max_length or 1 << 30))
-            decoded = self.tokenizer.decode([[self.tokenizer.tokenizer.token_to_id(t) for t in r.hypotheses[0]]
-                                             for r in results])
-            for offset, text in enumerate(decoded):
-                outputs[nonblank[start + offset]] = text
+            outputs += self.tokenizer.decode([[self.tokenizer.tokenizer.token_to_id(t) for t in r.hypotheses[0]]
+                                              for r in results])
         return outputs
 
 
@@ -173,12 +190,7 @@ def load_ctranslate2_translator(directory: str | Path, beam: int | None = None,
         import ctranslate2
     except ImportError:
         raise UsageError("--backend ctranslate2 needs its package: pip install ctranslate2") from None
-    generation = read_generation_config(directory)
-    if beam is not None:
-        generation = replace(generation, beam=beam)
-    if length_penalty is not None:
-        generation = replace(generation, length_penalty=length_penalty)
-    generation.validate()
+    generation = with_decoding_changes(read_generation_config(directory), beam, length_penalty)
     engine = ctranslate2.Translator(str(directory), device="cpu", intra_threads=torch.get_num_threads())
     return CTranslate2Translator(engine, SubwordTokenizer.load(directory / "tokenizer.json"), generation)
 

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from transformerkit.inference.translation import Translator, cross_attention, load_translator
-from transformerkit.serve.attention import check_layer_and_head
+from transformerkit.serve.attention import check_layer_and_head, rounded
 from transformerkit.serve.common import Server, Strict
 
 
@@ -69,4 +69,4 @@ def attention_of(translator: Translator, text: str, translation: str, layer: int
                  ) -> dict[str, Any]:
     weights, source_tokens, target_tokens = cross_attention(translator, text, translation, layer, head)
     return {"source_tokens": source_tokens, "target_tokens": target_tokens,
-            "weights": [[round(w, 5) for w in row] for row in weights.tolist()]}
+            "weights": rounded(weights)}
