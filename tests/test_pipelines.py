@@ -8,6 +8,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy
 import pytest
 import torch
 
@@ -62,3 +63,35 @@ def test_text_generation_on_an_exported_gpt2_is_our_greedy_continuation(tmp_path
     assert theirs == TextGenerator(model, tokenizer, generation).generate(["open the"])[0]
     exported = transformers.GenerationConfig.from_pretrained(tmp_path / "hf")
     assert (exported.do_sample, exported.max_new_tokens, exported.repetition_penalty) == (False, 8, 1.3)
+
+
+def test_image_classification_on_an_exported_grayscale_vit_is_our_prediction(tmp_path: Path) -> None:
+    """transformers' image pipeline turns every picture into RGB; the grayscale model's export
+    gives a gray picture our scores, and a colour one the scores of its grayscale version."""
+    from PIL import Image
+
+    from transformerkit.data.image_processing import ImageProcessor
+    from transformerkit.inference.image_classification import ImageClassifier
+    from transformerkit.interop.vit import save_hf_vit
+    from transformerkit.models.vision import VisionTransformer
+
+    torch.manual_seed(0)
+    model = VisionTransformer(preset("vit-tiny-16", num_encoder_layers=2, d_model=32, d_ff=64, num_heads=4,
+                                     image_size=16, patch_size=4, num_channels=1, dropout=0.0,
+                                     attention_dropout=0.0, labels=["coat", "shirt", "shoe"])).eval()
+    processor = ImageProcessor(16, [0.3], [0.35])
+    save_hf_vit(model, tmp_path / "hf", processor)
+    generator = torch.Generator().manual_seed(1)
+    pictures = {"gray.png": Image.fromarray(torch.randint(0, 256, (16, 16), generator=generator,
+                                                          dtype=torch.uint8).numpy(), mode="L"),
+                "colour.png": Image.fromarray(torch.randint(0, 256, (16, 16, 3), generator=generator,
+                                                            dtype=torch.uint8).numpy(), mode="RGB")}
+    for name, picture in pictures.items():
+        picture.save(tmp_path / name)
+    classify = transformers.pipeline("image-classification", model=str(tmp_path / "hf"))
+    ours = ImageClassifier(model, processor)
+    for name, tolerance in (("gray.png", 1e-5), ("colour.png", 1e-2)):
+        theirs = {p["label"]: p["score"] for p in classify(str(tmp_path / name), top_k=3)}
+        gray = torch.from_numpy(numpy.asarray(pictures[name].convert("L")).copy())[None, None]
+        expected = dict(zip(model.config.labels, ours.probabilities(gray)[0].tolist()))
+        assert theirs == pytest.approx(expected, abs=tolerance), name

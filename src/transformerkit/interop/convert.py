@@ -58,6 +58,8 @@ def convert_model_dir(source: Path, output: Path, tokenizer: str | None = None) 
             preprocessor = (ImageProcessor.from_dict(json.loads(processor_path.read_text(encoding="utf-8")), processor_path)
                             if processor_path.is_file() else ImageProcessor(c.image_size, [0.5] * c.num_channels,
                                                                             [0.5] * c.num_channels))
+            if c.num_channels == 1 and preprocessor.num_channels == 3:  # a grayscale model exported for RGB
+                preprocessor = ImageProcessor(c.image_size, preprocessor.image_mean[:1], preprocessor.image_std[:1])
         else:
             preprocessor = SubwordTokenizer.from_directory(tokenizer or source)
             if preprocessor.vocab_size != model.config.vocab_size:
