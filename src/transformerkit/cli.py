@@ -14,7 +14,7 @@
     transformerkit summarize --model DIR [--beam N] [--input FILE] [--output FILE]
     transformerkit generate --model DIR --prompt TEXT [--max-new-tokens N] [--temperature T] …
     transformerkit convert IN_DIR OUT_DIR [--tokenizer DIR]   (Hugging Face GPT-2 / BERT ⇄ transformerkit)
-    transformerkit export --model DIR --format hf|ctranslate2 [--quantize int8] --out OUT
+    transformerkit export --model DIR --format hf|ctranslate2|onnx [--quantize int8] --out OUT
                                                 (any model → transformers; translators → CTranslate2 too)
     transformerkit embed --model DIR [--input FILE] [--output FILE.jsonl|FILE.npy]
     transformerkit classify --model DIR [--input FILE]
@@ -51,6 +51,7 @@ from transformerkit.config import PRESETS, preset
 from transformerkit.data.sources import SOURCES
 from transformerkit.inference import inference_modules, task_function
 from transformerkit.interop.ctranslate2 import QUANTIZATIONS
+from transformerkit.interop.onnx import QUANTIZATIONS as ONNX_QUANTIZATIONS
 from transformerkit.memory import retain_freed_memory
 from transformerkit.models.families import model_class_for
 from transformerkit.serve import add_commands as add_serve_commands
@@ -255,12 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     exporter = commands.add_parser("export", help="write a model in another engine's format: hf (transformers: "
                                    "GPT-2, BERT, ViT, and encoder-decoders as MarianMT / Pegasus), ctranslate2 "
-                                   "(encoder-decoders, optionally quantized)")
+                                   "(encoder-decoders, GPT-2 and BERT layouts), onnx (ONNX Runtime: encoders, ViT, "
+                                   "decoder-only with a key/value cache)")
     exporter.add_argument("--model", required=True, help="transformerkit model directory")
-    exporter.add_argument("--format", choices=["hf", "ctranslate2"], default="hf",
-                          help="hf: Hugging Face transformers (default); ctranslate2: CTranslate2")
-    exporter.add_argument("--quantize", choices=list(QUANTIZATIONS), default="float32",
-                          help="CTranslate2 weight type (default: float32)")
+    exporter.add_argument("--format", choices=["hf", "ctranslate2", "onnx"], default="hf",
+                          help="hf: Hugging Face transformers (default); ctranslate2: CTranslate2; onnx: ONNX")
+    exporter.add_argument("--quantize", choices=list(dict.fromkeys(QUANTIZATIONS + ONNX_QUANTIZATIONS)),
+                          default="float32", help="weight type of a CTranslate2 or ONNX export (default: float32; "
+                          "ONNX: float32 or int8)")
     exporter.add_argument("--out", required=True, help="directory to write (replaced atomically)")
     exporter.set_defaults(handler=export)
 

@@ -1,7 +1,8 @@
 """``transformerkit convert``: a Hugging Face checkpoint directory into a transformerkit model
 directory (GPT-2, BERT, ViT), or a transformerkit model back into Hugging Face's layout; and
 ``transformerkit export``: a transformerkit model into the format of an engine (``hf``:
-``transformers``; ``ctranslate2``: CTranslate2, optionally quantized).
+``transformers``; ``ctranslate2``: CTranslate2; ``onnx``: ONNX Runtime; the last two optionally
+quantized).
 
 The direction follows the input's ``config.json``: a Hugging Face ``model_type`` (``gpt2``,
 ``bert``, ``vit``) is imported, a transformerkit one exported. Errors are ``ValueError``s that
@@ -21,6 +22,7 @@ from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.generation.config import GenerationConfig
 from transformerkit.interop import bert, gpt2, seq2seq, vit
 from transformerkit.interop.ctranslate2 import save_ctranslate2
+from transformerkit.interop.onnx import ONNX_FILE, save_onnx
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
@@ -77,12 +79,15 @@ def convert_model_dir(source: Path, output: Path, tokenizer: str | None = None) 
 def export_model_dir(source: Path, output: Path, tokenizer: str | None = None, engine: str = "hf",
                      quantize: str = "float32") -> str:
     """Write transformerkit model directory ``source`` for ``engine`` into ``output``: ``hf``
-    (``tokenizer``: a directory holding another tokenizer) or ``ctranslate2`` (encoder-decoders,
-    weights stored as ``quantize``); returns the line to tell the user."""
+    (``tokenizer``: a directory holding another tokenizer), ``ctranslate2`` or ``onnx`` (weights
+    stored as ``quantize``); returns the line to tell the user."""
     model, preprocessor, generation = load_model_dir(source)
     if tokenizer:
         preprocessor = SubwordTokenizer.from_directory(tokenizer)
-    if engine == "ctranslate2":
+    if engine == "onnx":
+        save_onnx(model, output, preprocessor, generation, quantize)
+        told = f"exported to {output} ({quantize} weights; run {ONNX_FILE} with onnxruntime.InferenceSession)"
+    elif engine == "ctranslate2":
         if not isinstance(model, EncoderDecoderTransformer):
             raise ValueError(f"{source}: a {model.model_type} model has no CTranslate2 export yet (encoder-decoders do)")
         save_ctranslate2(model, output, preprocessor, generation, quantize)

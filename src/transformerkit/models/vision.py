@@ -59,7 +59,7 @@ class VisionTransformer(TransformerModel):
         if images.dim() != 4 or tuple(images.shape[1:]) != (c, size, size):
             raise ValueError(f"expected images of shape (batch, {c}, {size}, {size}), got {tuple(images.shape)}")
         x = self.patches(images)
-        x = torch.cat([self.class_token.expand(len(x), -1, -1).to(x.dtype), x], dim=1)
+        x = torch.cat([self.class_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
         positions = torch.arange(x.shape[1], device=x.device)
         x = self.dropout(x + self.positions(positions).to(x.dtype))
         return self.encoder(x, need_weights=need_weights)

@@ -72,7 +72,8 @@ class LearnedPositionalEmbedding(nn.Module):
         nn.init.normal_(self.embedding.weight, mean=0.0, std=d_model ** -0.5)
 
     def forward(self, positions: Tensor) -> Tensor:
-        if positions.numel() and int(positions.max()) >= self.max_positions:
+        # checked eagerly; a graph being exported (ONNX) cannot branch on a tensor's value
+        if not torch.compiler.is_exporting() and positions.numel() and int(positions.max()) >= self.max_positions:
             raise ValueError(f"position {int(positions.max())} is beyond max_positions={self.max_positions}")
         return self.embedding(positions)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 
@@ -43,8 +44,10 @@ class TokenPacking:
 
 def packing_for(x: Tensor, mask: Tensor | None) -> TokenPacking | None:
     """A :class:`TokenPacking` for self-attention over ``x`` (batch, seq, d_model) when ``mask`` is
-    a key padding mask (batch, 1, 1, seq) with at least one pad; otherwise None (nothing to skip)."""
-    if mask is None or mask.dim() != 4 or mask.shape != (x.shape[0], 1, 1, x.shape[1]):
+    a key padding mask (batch, 1, 1, seq) with at least one pad; otherwise None (nothing to skip,
+    or a graph being exported, which cannot branch on the mask's values: it computes every token)."""
+    if (mask is None or mask.dim() != 4 or mask.shape != (x.shape[0], 1, 1, x.shape[1])
+            or torch.compiler.is_exporting()):
         return None
     real = mask[:, 0, 0]
     return None if bool(real.all()) else TokenPacking.of(real)
