@@ -20,7 +20,6 @@ from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.generation.config import GenerationConfig
 from transformerkit.inference.translation import Translator, load_translator
 from transformerkit.interop.seq2seq import residual_order, save_hf_seq2seq
-from transformerkit.models.decoder_only import DecoderOnlyTransformer
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
 from transformerkit.nn.embedding import SinusoidalPositionalEncoding
 from transformerkit.training.task import model_config_for
@@ -149,12 +148,9 @@ def test_a_ctranslate2_export_translates_as_we_do(norm_position: str, tmp_path: 
     assert main(["translate", "--model", str(model_dir), "--backend", "ctranslate2"]) == 2
     assert "not a CTranslate2 export (no model.bin" in capsys.readouterr().err
 
-    tokenizer = SubwordTokenizer.train(TEXTS, vocab_size=60)
-    gpt = tmp_path / "gpt"
-    save_model_dir(gpt, DecoderOnlyTransformer(model_config_for(preset("gpt-tiny"), tokenizer)), tokenizer,
-                   GenerationConfig())
-    assert main(["export", "--model", str(gpt), "--format", "ctranslate2", "--out", str(tmp_path / "no")]) == 2
-    assert "has no CTranslate2 export yet (encoder-decoders do)" in capsys.readouterr().err
+    assert main(["generate", "--model", str(tmp_path / "ct2-float32"), "--backend", "ctranslate2"]) == 2
+    assert ("a CTranslate2 export of a translation model, not of a language-modeling model"
+            in capsys.readouterr().err)
 
 
 def test_int8_decoding_quantizes_every_linear_layer_and_keeps_the_translations(tmp_path: Path,

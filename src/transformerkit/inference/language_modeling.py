@@ -1,9 +1,12 @@
 """Generating text with a decoder-only language model (:class:`TextGenerator`: batched prompts,
-key/value cache, sampling, stop strings, streaming), its loader and the ``generate`` verb."""
+key/value cache, sampling, stop strings, streaming), the same on a CTranslate2 export
+(:class:`CTranslate2Generator`), their loaders and the ``generate`` verb."""
 
 from __future__ import annotations
 
+import queue
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -15,14 +18,14 @@ from torch import Tensor
 
 from transformerkit.backends.calibration import choose_inference_dtype, use_decoding_layout_where_faster
 from transformerkit.checkpoint import CheckpointError, load_model_dir
-from transformerkit.commands import Commands
+from transformerkit.commands import Commands, UsageError
 from transformerkit.data.tokenizer import SubwordTokenizer, check_unicode
 from transformerkit.devices import model_device, pick_device
 from transformerkit.generation.config import GenerationConfig
 from transformerkit.generation.decoders import CausalLMDecoder
 from transformerkit.generation.sampling import TokenChooser, generate_tokens
+from transformerkit.inference.engines import load_ctranslate2_export
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
-
 
 CONTEXT_LIMIT = 4096
 """Prompt + output tokens of one generation, at most, for a model without learned positions
@@ -35,6 +38,51 @@ def _settled(text: str, stops: list[str]) -> str:
     text = text.rstrip("\ufffd")
     held = max((k for stop in stops for k in range(1, len(stop)) if text.endswith(stop[:k])), default=0)
     return text[:len(text) - held]
+
+
+class Continuations:
+    """Tokens in, one step at a time, → each row's new text since the step before. EOS ends a
+    row; a stop string cuts its text and ends it; text that may still become a stop string or a
+    multi-byte character is held back until it is settled (what every backend streams)."""
+
+    def __init__(self, tokenizer: SubwordTokenizer, stops: list[str], rows: int) -> None:
+        self.tokenizer, self.stops = tokenizer, stops
+        self.generated: list[list[int]] = [[] for _ in range(rows)]
+        self.emitted = [""] * rows
+        self.ended = [False] * rows
+
+    def add(self, tokens: list[int | None]) -> list[str]:
+        """One token per row (None: none for that row this step) → each row's new text."""
+        pieces = []
+        for row, token in enumerate(tokens):
+            if self.ended[row] or token is None:
+                pieces.append("")
+                continue
+            if token == self.tokenizer.eos_id:
+                self.ended[row] = True
+            else:
+                self.generated[row].append(token)
+            text = self.tokenizer.decode([self.generated[row]])[0]
+            cut = min((i for i in (text.find(s) for s in self.stops) if i >= 0), default=-1)
+            if cut >= 0:
+                text, self.ended[row] = text[:cut], True
+            if not self.ended[row]:
+                text = _settled(text, self.stops)
+            pieces.append(text[len(self.emitted[row]):])
+            self.emitted[row] = text
+        return pieces
+
+    def rest(self) -> list[str] | None:
+        """At the end: what was held back of the rows that did not end (they reached the length
+        limit), or None when nothing was."""
+        final = [text if self.ended[row] else self.tokenizer.decode([self.generated[row]])[0]
+                 for row, text in enumerate(self.emitted)]
+        return [f[len(e):] for f, e in zip(final, self.emitted)] if final != self.emitted else None
+
+    @property
+    def finish_reasons(self) -> list[str]:
+        """Why each row ended: ``stop`` (EOS or a stop string) or ``length``, as OpenAI's API names them."""
+        return ["stop" if end else "length" for end in self.ended]
 
 
 @dataclass
@@ -54,7 +102,7 @@ class TextGenerator:
 
     def _prompts(self, texts: list[str]) -> tuple[Tensor, Tensor]:
         """Left-padded ids (batch, longest) and their mask; an empty prompt starts from BOS."""
-        ids = [row or [self.tokenizer.bos_id] for row in self.tokenizer.encode(texts)]
+        ids = prompt_ids(self.tokenizer, texts)
         width = max(len(row) for row in ids)
         padded = torch.tensor([[self.tokenizer.pad_id] * (width - len(row)) + row for row in ids], device=self.device)
         mask = torch.tensor([[False] * (width - len(row)) + [True] * len(row) for row in ids], device=self.device)
@@ -62,9 +110,8 @@ class TextGenerator:
 
     @torch.inference_mode()
     def stream(self, texts: list[str]) -> Iterator[list[str]]:
-        """Yield, after every step, each prompt's new text since the previous step. Stop strings cut
-        the text and end that row; text that may still become a stop string or a multi-byte
-        character is held back until it is settled."""
+        """Yield, after every step, each prompt's new text since the previous step
+        (:class:`Continuations`: stop strings, held-back text)."""
         g = self.generation
         prompts, mask = self._prompts(texts)
         learned = self.model.config.positional == "learned"
@@ -81,9 +128,7 @@ class TextGenerator:
         decoder = CausalLMDecoder(self.model, mask, capacity=prompts.shape[1] + max_new)
         seen = torch.zeros(rows, self.model.config.vocab_size, dtype=torch.bool, device=self.device)
         seen.scatter_(1, prompts.masked_fill(~mask, 0), mask)
-        generated: list[list[int]] = [[] for _ in range(rows)]
-        emitted = [""] * rows
-        ended = [False] * rows
+        text = Continuations(self.tokenizer, g.stop, rows)
         stop_now = torch.zeros(rows, dtype=torch.bool, device=self.device)
 
         def stopped(_: Tensor) -> Tensor:
@@ -91,37 +136,112 @@ class TextGenerator:
 
         for token in generate_tokens(decoder, prompts, max_new, TokenChooser(g, self.device), self.tokenizer.eos_id,
                                      self.tokenizer.pad_id, seen, stopped):
-            pieces = []
-            for row, t in enumerate(token.tolist()):
-                if ended[row]:
-                    pieces.append("")
-                    continue
-                if t == self.tokenizer.eos_id:
-                    ended[row] = True
-                else:
-                    generated[row].append(t)
-                text = self.tokenizer.decode([generated[row]])[0]
-                cut = min((i for i in (text.find(s) for s in g.stop) if i >= 0), default=-1)
-                if cut >= 0:
-                    text, ended[row] = text[:cut], True
-                    stop_now[row] = True
-                if not ended[row]:
-                    text = _settled(text, g.stop)
-                pieces.append(text[len(emitted[row]):])
-                emitted[row] = text
+            pieces = text.add(token.tolist())
+            stop_now.copy_(torch.tensor(text.ended))
             yield pieces
-        self.finish_reasons = ["stop" if end else "length" for end in ended]
-        # rows that reached max_new_tokens: release what was held back
-        final = [text if ended[row] else self.tokenizer.decode([generated[row]])[0] for row, text in enumerate(emitted)]
-        if any(f != e for f, e in zip(final, emitted)):
-            yield [f[len(e):] for f, e in zip(final, emitted)]
+        self.finish_reasons = text.finish_reasons
+        rest = text.rest()
+        if rest is not None:
+            yield rest
 
     def generate(self, texts: list[str]) -> list[str]:
         """The continuation of each prompt (without the prompt)."""
-        outputs = [""] * len(texts)
-        for pieces in self.stream(texts):
-            outputs = [o + p for o, p in zip(outputs, pieces)]
-        return outputs
+        return joined(self.stream(texts), len(texts))
+
+
+def prompt_ids(tokenizer: SubwordTokenizer, texts: list[str]) -> list[list[int]]:
+    """The ids of each prompt; an empty prompt starts from BOS."""
+    return [row or [tokenizer.bos_id] for row in tokenizer.encode(texts)]
+
+
+def joined(stream: Iterator[list[str]], rows: int) -> list[str]:
+    """Each row's whole text from a stream of per-step pieces."""
+    outputs = [""] * rows
+    for pieces in stream:
+        outputs = [o + p for o, p in zip(outputs, pieces)]
+    return outputs
+
+
+@dataclass
+class CTranslate2Generator:
+    """A CTranslate2 export of a language model (``transformerkit export --format ctranslate2``)
+    with :class:`TextGenerator`'s contract: the same prompts (an empty one starts from BOS), the
+    same settings (greedy, or sampling with temperature, top-k — 0: all tokens —, top-p, the CTRL
+    repetition penalty, a seed, stop strings) and the same streamed pieces. CTranslate2 decodes
+    a batch in its own threads and reports every token to a callback; :meth:`stream` hands them
+    on a step at a time. Its random numbers are not PyTorch's: a seeded sample repeats itself,
+    but is not TextGenerator's sample."""
+
+    engine: Any
+    """A ``ctranslate2.Generator``."""
+    tokenizer: SubwordTokenizer
+    generation: GenerationConfig
+    finish_reasons: list[str] = field(default_factory=list, init=False)
+
+    def stream(self, texts: list[str]) -> Iterator[list[str]]:
+        import ctranslate2
+
+        g = self.generation
+        prompts = [self.tokenizer.tokens(row) for row in prompt_ids(self.tokenizer, texts)]
+        text = Continuations(self.tokenizer, g.stop, len(texts))
+        tokens: queue.Queue[tuple[int, int, int] | BaseException | None] = queue.Queue()
+        closing = threading.Event()
+        # CTranslate2 reads the shortest prompt's length at once and decodes the rest of longer
+        # prompts token by token, reporting those tokens too: they are skipped, and each row stops
+        # after max_new_tokens of its own
+        prompt_tail = [len(p) - min(map(len, prompts)) for p in prompts]
+        longest_tail = max(prompt_tail)
+        new = [0] * len(prompts)
+
+        def on_token(step: Any) -> bool:
+            row = step.batch_id
+            if prompt_tail[row]:
+                prompt_tail[row] -= 1
+                return closing.is_set()
+            tokens.put((step.step, row, step.token_id))
+            new[row] += 1
+            return closing.is_set() or text.ended[row] or new[row] >= g.max_new_tokens  # True: stop that row
+
+        def decode() -> None:
+            try:
+                if g.do_sample and g.seed is not None:
+                    ctranslate2.set_random_seed(g.seed)
+                self.engine.generate_batch(
+                    prompts, max_length=g.max_new_tokens + longest_tail, include_prompt_in_result=False,
+                    callback=on_token,
+                    end_token=self.tokenizer.tokens([self.tokenizer.eos_id]), return_end_token=True,
+                    repetition_penalty=g.repetition_penalty, sampling_topk=g.top_k if g.do_sample else 1,
+                    sampling_topp=g.top_p if g.do_sample else 1.0,
+                    sampling_temperature=g.temperature if g.do_sample else 1.0)
+                tokens.put(None)
+            except BaseException as error:  # handed to the reader, raised there
+                tokens.put(error)
+
+        worker = threading.Thread(target=decode, daemon=True)
+        worker.start()
+        try:
+            step: list[int | None] = [None] * len(texts)
+            current = 0
+            while (item := tokens.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                number, row, token = item
+                if number != current and any(t is not None for t in step):
+                    yield text.add(step)
+                    step = [None] * len(texts)
+                current, step[row] = number, token
+            if any(t is not None for t in step):
+                yield text.add(step)
+        finally:
+            closing.set()
+            worker.join()
+        self.finish_reasons = text.finish_reasons
+        rest = text.rest()
+        if rest is not None:
+            yield rest
+
+    def generate(self, texts: list[str]) -> list[str]:
+        return joined(self.stream(texts), len(texts))
 
 
 def load_generator(model_dir: str | Path, device: str | None = None,
@@ -147,6 +267,14 @@ def load_generator(model_dir: str | Path, device: str | None = None,
     return TextGenerator(model, tokenizer, generation)
 
 
+def load_ctranslate2_generator(directory: str | Path, **overrides: Any) -> CTranslate2Generator:
+    """A :class:`CTranslate2Generator` for an exported directory; ``overrides`` change its generation defaults."""
+    export = load_ctranslate2_export(directory, "Generator")
+    generation = replace(export.generation, **{k: v for k, v in overrides.items() if v is not None})
+    generation.validate()
+    return CTranslate2Generator(export.engine, export.tokenizer, generation)
+
+
 def add_commands(commands: Commands) -> None:
     """``generate``: continue a prompt, streaming the text as it is decoded."""
     command = commands.add_parser("generate", help="continue a prompt with a language model, streaming")
@@ -165,16 +293,25 @@ def add_commands(commands: Commands) -> None:
     command.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto",
                          help="bf16: weights in bfloat16, faster and approximate (see BENCHMARKS.md); auto "
                               "(default): bf16 where the CPU has bf16 hardware and it measures faster, else fp32")
+    command.add_argument("--backend", choices=["transformerkit", "ctranslate2"], default="transformerkit",
+                         help="ctranslate2: --model is an export of transformerkit export --format ctranslate2")
     command.set_defaults(handler=generate_command)
 
 
 def generate_command(args: Any) -> int:
     check_unicode([args.prompt])  # before it is echoed: invalid UTF-8 from the shell is one line, not a traceback
     do_sample = False if args.greedy else (True if args.sample else None)
-    generator = load_generator(args.model, dtype=args.dtype, max_new_tokens=args.max_new_tokens,
-                               do_sample=do_sample, temperature=args.temperature, top_k=args.top_k,
-                               top_p=args.top_p, repetition_penalty=args.repetition_penalty, stop=args.stop or None,
-                               seed=args.seed)
+    settings = dict(max_new_tokens=args.max_new_tokens, do_sample=do_sample, temperature=args.temperature,
+                    top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+                    stop=args.stop or None, seed=args.seed)
+    generator: TextGenerator | CTranslate2Generator
+    if args.backend == "ctranslate2":
+        if args.dtype != "auto":
+            raise UsageError("--dtype applies to --backend transformerkit (a CTranslate2 export is quantized by "
+                             "transformerkit export --quantize)")
+        generator = load_ctranslate2_generator(args.model, **settings)
+    else:
+        generator = load_generator(args.model, dtype=args.dtype, **settings)
     sys.stdout.write(args.prompt)
     for pieces in generator.stream([args.prompt]):
         sys.stdout.write(pieces[0])

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from transformerkit.backends.calibration import use_decoding_layout_where_faster
 from transformerkit.backends.quantization import quantize_linear_int8
-from transformerkit.checkpoint import CheckpointError, load_model_dir, read_generation_config
+from transformerkit.checkpoint import CheckpointError, load_model_dir
 from transformerkit.commands import Commands, UsageError, read_lines, refuse_overwriting_input, write_lines
 from transformerkit.data.batching import batch_by_size, pad
 from transformerkit.data.parallel import load_parallel
@@ -27,6 +27,7 @@ from transformerkit.devices import model_device, pick_device
 from transformerkit.generation.config import GenerationConfig
 from transformerkit.generation.search import greedy_decode, translate_ids
 from transformerkit.inference import model_task
+from transformerkit.inference.engines import load_ctranslate2_export
 from transformerkit.inference.summarization import rouge_scores
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
 
@@ -182,17 +183,9 @@ def load_ctranslate2_translator(directory: str | Path, beam: int | None = None,
                                 length_penalty: float | None = None) -> CTranslate2Translator:
     """A :class:`CTranslate2Translator` for an exported directory, with its decoding defaults
     (``generation_config.json``, written by the export) unless overridden."""
-    directory = Path(directory)
-    if not (directory / "model.bin").is_file():
-        raise CheckpointError(f"{directory}: not a CTranslate2 export (no model.bin; write one with "
-                              f"transformerkit export --format ctranslate2)")
-    try:
-        import ctranslate2
-    except ImportError:
-        raise UsageError("--backend ctranslate2 needs its package: pip install ctranslate2") from None
-    generation = with_decoding_changes(read_generation_config(directory), beam, length_penalty)
-    engine = ctranslate2.Translator(str(directory), device="cpu", intra_threads=torch.get_num_threads())
-    return CTranslate2Translator(engine, SubwordTokenizer.load(directory / "tokenizer.json"), generation)
+    export = load_ctranslate2_export(directory, "Translator")
+    return CTranslate2Translator(export.engine, export.tokenizer,
+                                 with_decoding_changes(export.generation, beam, length_penalty))
 
 
 def evaluate_model(model_dir: str | Path, data: str | Path, data_target: str | Path | None = None,

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from transformerkit.checkpoint import load_model_dir, save_model_dir
+from transformerkit.checkpoint import load_model_dir, read_model_config, save_model_dir
 from transformerkit.data.image_processing import PREPROCESSOR_CONFIG, ImageProcessor
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.generation.config import GenerationConfig
@@ -88,10 +88,10 @@ def export_model_dir(source: Path, output: Path, tokenizer: str | None = None, e
         save_onnx(model, output, preprocessor, generation, quantize)
         told = f"exported to {output} ({quantize} weights; run {ONNX_FILE} with onnxruntime.InferenceSession)"
     elif engine == "ctranslate2":
-        if not isinstance(model, EncoderDecoderTransformer):
-            raise ValueError(f"{source}: a {model.model_type} model has no CTranslate2 export yet (encoder-decoders do)")
-        save_ctranslate2(model, output, preprocessor, generation, quantize)
-        told = f"exported to {output} ({quantize} weights; load with ctranslate2.Translator)"
+        if not isinstance(preprocessor, SubwordTokenizer):
+            raise ValueError(f"{source}: a {model.model_type} model has no CTranslate2 export (text models do)")
+        save_ctranslate2(model, output, preprocessor, generation, read_model_config(source).task, quantize)
+        told = f"exported to {output} ({quantize} weights; run it with --backend ctranslate2)"
     else:
         if quantize != "float32":
             raise ValueError("--quantize applies to --format ctranslate2")
