@@ -126,3 +126,49 @@ def test_layouts_ctranslate2_cannot_take_are_named(tokenizer: SubwordTokenizer, 
                  "--out", str(tmp_path / "out")]) == 2
     assert "positional='rotary' (GPT-2 needs 'learned')" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_serve_runs_a_ctranslate2_export(tokenizer: SubwordTokenizer, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """``serve --backend ctranslate2``: completions (batched and streamed) of a language model's
+    export are our generator's; a translator's export translates as ``translate --backend
+    ctranslate2`` does and refuses attention; other exports are named in one line."""
+    from fastapi.testclient import TestClient
+
+    from transformerkit.inference.translation import load_ctranslate2_translator
+    from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
+    from transformerkit.serve import create_app
+
+    model = trained_gpt(tokenizer)
+    save_ctranslate2(model, tmp_path / "lm", tokenizer, GenerationConfig(do_sample=False, max_new_tokens=8),
+                     "language-modeling")
+    ours = TextGenerator(model, tokenizer, GenerationConfig(do_sample=False, max_new_tokens=8))
+    with TestClient(create_app(tmp_path / "lm", backend="ctranslate2")) as client:
+        answer = client.post("/v1/completions", json={"prompt": PROMPTS[:2], "max_tokens": 8, "temperature": 0})
+        assert [c["text"] for c in answer.json()["choices"]] == ours.generate(PROMPTS[:2])
+        with client.stream("POST", "/v1/completions", json={"prompt": "open the", "max_tokens": 8,
+                                                            "temperature": 0, "stream": True}) as events:
+            lines = [line for line in events.iter_lines() if line.startswith("data: {")]
+        import json
+
+        streamed = "".join(c["text"] for line in lines for c in json.loads(line[6:])["choices"])
+        assert streamed == ours.generate(["open the"])[0]
+        assert "heads" in client.get("/").text  # the page
+
+    torch.manual_seed(0)
+    translator = EncoderDecoderTransformer(model_config_for(preset("tiny", d_model=32, d_ff=64), tokenizer)).eval()
+    save_ctranslate2(translator, tmp_path / "mt", tokenizer, GenerationConfig(beam=2, max_length_offset=6),
+                     "translation")
+    texts = ["open the file", "", "close the window"]
+    with TestClient(create_app(tmp_path / "mt", backend="ctranslate2")) as client:
+        answer = client.post("/v1/translate", json={"texts": texts})
+        assert answer.json()["translations"] == load_ctranslate2_translator(tmp_path / "mt").translate(texts)
+        refused = client.post("/v1/translate", json={"texts": texts, "attention": True})
+        assert refused.status_code == 400 and "CTranslate2" in refused.json()["error"]["message"]
+
+    encoder = EncoderOnlyTransformer(model_config_for(preset("minilm-l6", num_encoder_layers=1, d_model=32, d_ff=64,
+                                                             num_heads=4), tokenizer))
+    save_ctranslate2(encoder, tmp_path / "encoder", tokenizer, GenerationConfig(), "sentence-embedding")
+    assert main(["serve", "--model", str(tmp_path / "encoder"), "--backend", "ctranslate2"]) == 2
+    assert ("serve --backend ctranslate2 serves translation, summarization, language-modeling models, not "
+            "sentence-embedding models") in capsys.readouterr().err

@@ -23,6 +23,7 @@ from transformerkit.data.tokenizer import SubwordTokenizer, check_unicode
 from transformerkit.devices import model_device, pick_device
 from transformerkit.generation.config import GenerationConfig
 from transformerkit.generation.decoders import CausalLMDecoder
+from transformerkit.generation.interrupt import check_interrupt
 from transformerkit.generation.sampling import TokenChooser, generate_tokens
 from transformerkit.inference.engines import load_ctranslate2_export
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
@@ -167,10 +168,11 @@ class CTranslate2Generator:
     """A CTranslate2 export of a language model (``transformerkit export --format ctranslate2``)
     with :class:`TextGenerator`'s contract: the same prompts (an empty one starts from BOS), the
     same settings (greedy, or sampling with temperature, top-k — 0: all tokens —, top-p, the CTRL
-    repetition penalty, a seed, stop strings) and the same streamed pieces. CTranslate2 decodes
-    a batch in its own threads and reports every token to a callback; :meth:`stream` hands them
-    on a step at a time. Its random numbers are not PyTorch's: a seeded sample repeats itself,
-    but is not TextGenerator's sample."""
+    repetition penalty, a seed, stop strings) and the same texts, streamed a step at a time.
+    CTranslate2 decodes in its own threads and reports every token to a callback, which
+    :meth:`stream` hands on; prompts of different lengths run as one batch per length, one batch
+    after the other. Its random numbers are not PyTorch's: a seeded sample repeats itself, but is
+    not TextGenerator's sample."""
 
     engine: Any
     """A ``ctranslate2.Generator``."""
@@ -184,35 +186,31 @@ class CTranslate2Generator:
         g = self.generation
         prompts = [self.tokenizer.tokens(row) for row in prompt_ids(self.tokenizer, texts)]
         text = Continuations(self.tokenizer, g.stop, len(texts))
-        tokens: queue.Queue[tuple[int, int, int] | BaseException | None] = queue.Queue()
+        tokens: queue.Queue[tuple[tuple[int, int], int, int] | BaseException | None] = queue.Queue()
         closing = threading.Event()
-        # CTranslate2 reads the shortest prompt's length at once and decodes the rest of longer
-        # prompts token by token, reporting those tokens too: they are skipped, and each row stops
-        # after max_new_tokens of its own
-        prompt_tail = [len(p) - min(map(len, prompts)) for p in prompts]
-        longest_tail = max(prompt_tail)
-        new = [0] * len(prompts)
-
-        def on_token(step: Any) -> bool:
-            row = step.batch_id
-            if prompt_tail[row]:
-                prompt_tail[row] -= 1
-                return closing.is_set()
-            tokens.put((step.step, row, step.token_id))
-            new[row] += 1
-            return closing.is_set() or text.ended[row] or new[row] >= g.max_new_tokens  # True: stop that row
+        # one batch per prompt length: CTranslate2 reads a batch's shortest prompt at once and the
+        # rest of longer ones token by token, which changes what it reports and when
+        lengths = sorted({len(p) for p in prompts})
+        groups = [[row for row, p in enumerate(prompts) if len(p) == length] for length in lengths]
 
         def decode() -> None:
             try:
                 if g.do_sample and g.seed is not None:
                     ctranslate2.set_random_seed(g.seed)
-                self.engine.generate_batch(
-                    prompts, max_length=g.max_new_tokens + longest_tail, include_prompt_in_result=False,
-                    callback=on_token,
-                    end_token=self.tokenizer.tokens([self.tokenizer.eos_id]), return_end_token=True,
-                    repetition_penalty=g.repetition_penalty, sampling_topk=g.top_k if g.do_sample else 1,
-                    sampling_topp=g.top_p if g.do_sample else 1.0,
-                    sampling_temperature=g.temperature if g.do_sample else 1.0)
+                for number, rows in enumerate(groups):
+                    def on_token(step: Any, number: int = number, rows: list[int] = rows) -> bool:
+                        row = rows[step.batch_id]
+                        tokens.put(((number, step.step), row, step.token_id))
+                        return closing.is_set() or text.ended[row]  # True: stop decoding that row
+
+                    if closing.is_set():
+                        break
+                    self.engine.generate_batch(
+                        [prompts[row] for row in rows], max_length=g.max_new_tokens, include_prompt_in_result=False,
+                        callback=on_token, end_token=self.tokenizer.tokens([self.tokenizer.eos_id]),
+                        return_end_token=True, repetition_penalty=g.repetition_penalty,
+                        sampling_topk=g.top_k if g.do_sample else 1, sampling_topp=g.top_p if g.do_sample else 1.0,
+                        sampling_temperature=g.temperature if g.do_sample else 1.0)
                 tokens.put(None)
             except BaseException as error:  # handed to the reader, raised there
                 tokens.put(error)
@@ -221,10 +219,11 @@ class CTranslate2Generator:
         worker.start()
         try:
             step: list[int | None] = [None] * len(texts)
-            current = 0
+            current = (0, 0)
             while (item := tokens.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
+                check_interrupt()  # a server's timeout or shutdown (generation.interrupt)
                 number, row, token = item
                 if number != current and any(t is not None for t in step):
                     yield text.add(step)

@@ -25,6 +25,7 @@ from transformerkit.data.parallel import load_parallel
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.devices import model_device, pick_device
 from transformerkit.generation.config import GenerationConfig
+from transformerkit.generation.interrupt import check_interrupt
 from transformerkit.generation.search import greedy_decode, translate_ids
 from transformerkit.inference import model_task
 from transformerkit.inference.engines import load_ctranslate2_export
@@ -38,24 +39,17 @@ one input (self-attention is quadratic in its length; the output may run to sour
 ``max_length_offset`` tokens)."""
 
 
-@dataclass
-class Translator:
-    model: EncoderDecoderTransformer
+class ReadsSources:
+    """What every translator does to its sources before decoding: token ids + EOS within the
+    model's bounds. A class using it has a ``tokenizer``, a ``generation`` and a
+    :attr:`source_bound`."""
+
     tokenizer: SubwordTokenizer
     generation: GenerationConfig
-    batch_tokens: int = 2000
-    """The decoding batch budget: padded source tokens × beam per batch."""
-
-    @property
-    def device(self) -> torch.device:
-        return model_device(self.model)
 
     @property
     def source_bound(self) -> int:
-        """The most source tokens the model may read: :data:`SOURCE_LIMIT`, or fewer where learned
-        positions end sooner (one is EOS's)."""
-        if self.model.config.positional == "learned":
-            return min(SOURCE_LIMIT, self.model.config.max_positions - 1)
+        """The most source tokens the model may read (:data:`SOURCE_LIMIT` unless it ends sooner)."""
         return SOURCE_LIMIT
 
     def encode_sources(self, texts: list[str]) -> list[list[int]]:
@@ -78,6 +72,26 @@ class Translator:
         if wanted is not None and wanted <= self.source_bound:
             return []
         return [i for i, row in enumerate(ids) if len(row) > self.source_bound]
+
+
+@dataclass
+class Translator(ReadsSources):
+    model: EncoderDecoderTransformer
+    tokenizer: SubwordTokenizer
+    generation: GenerationConfig
+    batch_tokens: int = 2000
+    """The decoding batch budget: padded source tokens × beam per batch."""
+
+    @property
+    def device(self) -> torch.device:
+        return model_device(self.model)
+
+    @property
+    def source_bound(self) -> int:
+        """:data:`SOURCE_LIMIT`, or fewer where learned positions end sooner (one is EOS's)."""
+        if self.model.config.positional == "learned":
+            return min(SOURCE_LIMIT, self.model.config.max_positions - 1)
+        return SOURCE_LIMIT
 
     def translate_batches(self, texts: list[str]) -> Iterator[tuple[list[int], list[list[int]]]]:
         """(indices into ``texts``, output ids) per batch, batches sorted by source length."""
@@ -149,12 +163,12 @@ def load_translator(model_dir: str | Path, beam: int | None = None, length_penal
 
 
 @dataclass
-class CTranslate2Translator:
+class CTranslate2Translator(ReadsSources):
     """A CTranslate2 export (``transformerkit export --format ctranslate2``) with the
-    :meth:`Translator.translate` contract: lines in, translations out, blank lines blank, sources
-    cut to :data:`SOURCE_LIMIT` tokens. The exported tokenizer appends ``</s>`` to a source; the
-    output limit is the longest source of a batch + ``max_length_offset`` (CTranslate2 takes one
-    limit per batch); CTranslate2 applies the length penalty α as length^α, we as GNMT's."""
+    :class:`Translator` contract: lines in, translations out, blank lines blank, the same sources
+    (:class:`ReadsSources`). The output limit is the longest source of a batch +
+    ``max_length_offset`` (CTranslate2 takes one limit per batch); CTranslate2 applies the length
+    penalty α as length^α, we as GNMT's."""
 
     engine: Any
     """A ``ctranslate2.Translator``."""
@@ -166,13 +180,14 @@ class CTranslate2Translator:
         return keeping_blank_lines(texts, self._translate_nonblank)
 
     def _translate_nonblank(self, texts: list[str]) -> list[str]:
-        ids = [row[:SOURCE_LIMIT - 1] + row[-1:] if len(row) > SOURCE_LIMIT else row
-               for row in self.tokenizer.encode(texts, add_special_tokens=True)]
+        ids = self.encode_sources(texts)
         g, outputs = self.generation, []
         for start in range(0, len(ids), self.batch_size):
+            check_interrupt()  # a server's timeout or shutdown stops between batches (generation.interrupt)
             chunk = ids[start:start + self.batch_size]
             results = self.engine.translate_batch(
                 [self.tokenizer.tokens(row) for row in chunk], beam_size=g.beam, length_penalty=g.length_penalty,
+                max_input_length=0,  # sources are bounded above (its default would cut them at 1,024)
                 max_decoding_length=min(max(map(len, chunk)) + g.max_length_offset, g.max_length or 1 << 30))
             outputs += self.tokenizer.decode([[self.tokenizer.tokenizer.token_to_id(t) for t in r.hypotheses[0]]
                                               for r in results])

@@ -51,22 +51,34 @@ ENDPOINTS = {
 """Task (as model directories name it) → the module of :mod:`transformerkit.serve` whose
 ``add_routes(app, model_dir, server)`` adds that task's endpoints: an endpoint is one module and
 one line here."""
+CTRANSLATE2_TASKS = ("translation", "summarization", "language-modeling")
+"""The tasks whose endpoints run on a CTranslate2 export too (``serve --backend ctranslate2``)."""
 
 
 def create_app(model_dir: str | Path, max_request_bytes: int = 1 << 20, max_waiting: int = 64,
-               max_batch_rows: int = 32, max_wait_ms: float = 5.0, request_timeout: float = 60.0) -> Any:
-    """The FastAPI application serving ``model_dir`` (the model is loaded now)."""
+               max_batch_rows: int = 32, max_wait_ms: float = 5.0, request_timeout: float = 60.0,
+               backend: str = "transformerkit") -> Any:
+    """The FastAPI application serving ``model_dir`` (the model is loaded now): a model directory,
+    or with ``backend="ctranslate2"`` a CTranslate2 export of a translation, summarization or
+    language model."""
     from transformerkit.inference import model_task
+    from transformerkit.inference.engines import ctranslate2_task
     from transformerkit.serve.common import new_app
     from transformerkit.serve.page import add_page
 
     directory = Path(model_dir)
-    task = model_task(directory)
+    if backend == "ctranslate2":
+        task = ctranslate2_task(directory) or "translation"  # exports that predate the record: translators
+        if task not in CTRANSLATE2_TASKS:
+            raise ValueError(f"{model_dir}: serve --backend ctranslate2 serves {', '.join(CTRANSLATE2_TASKS)} "
+                             f"models, not {task} models")
+    else:
+        task = model_task(directory)
     if task not in ENDPOINTS:
         raise ValueError(f"{model_dir}: no HTTP endpoints serve this kind of model (task {task})")
     app, server = new_app(directory, max_request_bytes, max_waiting, max_batch_rows, max_wait_ms, request_timeout)
     routes = import_module(f"{__name__}.{ENDPOINTS[task]}")
-    server.task = ENDPOINTS[task]
+    server.task, server.backend = ENDPOINTS[task], backend
     routes.add_routes(app, directory, server)
     add_page(app, task, server)
     return app
@@ -90,6 +102,9 @@ def add_commands(commands: Commands) -> None:
     command.add_argument("--request-timeout", type=float, default=60.0,
                          help="a request not answered within this many seconds gets 504 and its decoding is "
                               "stopped; 0: no limit (default: 60)")
+    command.add_argument("--backend", choices=["transformerkit", "ctranslate2"], default="transformerkit",
+                         help="ctranslate2: --model is an export of transformerkit export --format ctranslate2 "
+                              "(translation, summarization and language models)")
     command.set_defaults(handler=serve_command)
 
 
@@ -108,7 +123,7 @@ def serve_command(args: argparse.Namespace) -> int:
     if not 0 <= args.request_timeout < 1e6:  # NaN fails too
         raise UsageError(f"--request-timeout must be in [0, 1000000) seconds, got {args.request_timeout}")
     app = create_app(args.model, args.max_request_bytes, args.max_waiting, args.max_batch_rows, args.max_wait_ms,
-                     args.request_timeout)
+                     args.request_timeout, args.backend)
     # SIGTERM / Ctrl-C: stop accepting, let requests in flight finish (streams get 30 s), then exit
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=30)
     return 0

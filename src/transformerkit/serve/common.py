@@ -105,6 +105,8 @@ class Server:
     request_timeout: float = 60.0
     """Seconds a request may take before it is answered 504 and its decoding stopped (0: no limit)."""
     task: str = ""
+    backend: str = "transformerkit"
+    """What runs the model: ``transformerkit`` (a model directory) or ``ctranslate2`` (an export)."""
     attention_shape: tuple[int, int] = (0, 0)
     """(layers, heads) of the attention an endpoint returns (cross-attention of a translator's
     decoder, self-attention of a text encoder), which the page at ``GET /`` offers to draw."""

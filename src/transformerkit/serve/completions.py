@@ -25,7 +25,8 @@ from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from transformerkit.inference.language_modeling import TextGenerator, load_generator
+from transformerkit.inference.language_modeling import (CTranslate2Generator, TextGenerator, load_ctranslate2_generator,
+                                                        load_generator)
 from transformerkit.serve.common import SamplingRequest, Server, one_to
 
 Prompts = Annotated[str | list[str], one_to(256)]
@@ -40,7 +41,10 @@ class CompletionRequest(SamplingRequest):
 
 
 
-def _generator(base: TextGenerator, request: CompletionRequest) -> TextGenerator:
+AnyTextGenerator = TextGenerator | CTranslate2Generator
+
+
+def _generator(base: AnyTextGenerator, request: CompletionRequest) -> AnyTextGenerator:
     """``base`` with the request's settings over the model's generation defaults."""
     changes: dict[str, Any] = {"max_new_tokens": request.max_tokens, **request.sampling_changes()}
     if request.stop is not None:
@@ -50,11 +54,12 @@ def _generator(base: TextGenerator, request: CompletionRequest) -> TextGenerator
         generation.validate()
     except ValueError as error:
         raise ValueError(f"the sampling settings: {error}") from None
-    return TextGenerator(base.model, base.tokenizer, generation)
+    return replace(base, generation=generation)
 
 
 def add_routes(app: FastAPI, model_dir: Path, server: Server) -> None:
-    base = load_generator(model_dir)
+    base: AnyTextGenerator = (load_ctranslate2_generator(model_dir) if server.backend == "ctranslate2"
+                              else load_generator(model_dir))
 
     def header() -> dict[str, Any]:
         return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
@@ -102,7 +107,7 @@ def add_routes(app: FastAPI, model_dir: Path, server: Server) -> None:
         return {**header(), "choices": choices, "usage": usage(prompts, texts)}
 
 
-def _chunks(generator: TextGenerator, rows: list[str], head: dict[str, Any],
+def _chunks(generator: AnyTextGenerator, rows: list[str], head: dict[str, Any],
             count: Callable[[list[str]], int]) -> Iterator[str]:
     """The server-sent events of one streamed request (``rows``: its prompts, each ``n`` times);
     ``count`` gets the texts generated."""

@@ -5,7 +5,9 @@ their translations out, in order, as ``transformerkit translate`` gives them
 each translation's cross-attention (one decoder layer, one head or their mean), as
 ``transformerkit plot-attention`` draws it. A text longer than the model's source limit
 (:attr:`~transformerkit.inference.translation.Translator.source_bound`) is refused with 413 naming
-it: the work of one request is bounded before it is queued."""
+it: the work of one request is bounded before it is queued. Served from a CTranslate2 export
+(``serve --backend ctranslate2``), translations come from
+:class:`~transformerkit.inference.translation.CTranslate2Translator` and ``attention`` is refused."""
 
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from transformerkit.inference.translation import Translator, cross_attention, load_translator
+from transformerkit.inference.translation import (CTranslate2Translator, Translator, cross_attention,
+                                                  load_ctranslate2_translator, load_translator)
 from transformerkit.serve.attention import check_layer_and_head, rounded
 from transformerkit.serve.common import Server, Strict
 
@@ -38,8 +41,12 @@ class TranslateRequest(Strict):
 
 
 def add_routes(app: FastAPI, model_dir: Path, server: Server) -> None:
-    base = load_translator(model_dir)
-    server.attention_shape = (base.model.config.num_decoder_layers, base.model.config.num_heads)
+    base: Translator | CTranslate2Translator
+    if server.backend == "ctranslate2":
+        base = load_ctranslate2_translator(model_dir)
+    else:
+        base = load_translator(model_dir)
+        server.attention_shape = (base.model.config.num_decoder_layers, base.model.config.num_heads)
 
     @app.post("/v1/translate")
     async def translate(request: TranslateRequest) -> dict[str, Any]:
@@ -49,8 +56,11 @@ def add_routes(app: FastAPI, model_dir: Path, server: Server) -> None:
                              else request.length_penalty,
                              max_length=default.max_length if request.max_length is None else request.max_length)
         if request.attention:
+            if not isinstance(base, Translator):
+                raise HTTPException(400, "attention: the model is served by CTranslate2, which does not return "
+                                         "it (serve with --backend transformerkit)")
             check_layer_and_head(request.layer, request.head, *server.attention_shape, "decoder")
-        translator = Translator(base.model, base.tokenizer, generation, base.batch_tokens)
+        translator = replace(base, generation=generation)
         overlong = translator.cut_by_bound(base.tokenizer.encode(request.texts))
         if overlong:
             raise HTTPException(413, f"texts.{overlong[0]}: longer than the model's limit of {translator.source_bound} "
@@ -58,7 +68,7 @@ def add_routes(app: FastAPI, model_dir: Path, server: Server) -> None:
         translations = await server.batched(("translate", generation.beam, generation.length_penalty,
                                              generation.max_length), request.texts, translator.translate)
         answer: dict[str, Any] = {"model": server.name, "translations": translations}
-        if request.attention:
+        if isinstance(translator, Translator) and request.attention:
             answer["attention"] = await run_in_threadpool(
                 server.run, lambda: [attention_of(translator, text, translation, request.layer, request.head)
                                      for text, translation in zip(request.texts, translations)], len(translations))
