@@ -87,6 +87,13 @@ def test_generate_cli_streams_a_continuation(text_file: Path, tmp_path: Path, ca
     assert main(["generate", "--model", str(model_dir), "--prompt", "Shall I", "--max-new-tokens", "7",
                  "--dtype", "bf16"]) == 0  # bf16 weights: a continuation of the same length
     assert len(capsys.readouterr().out) == len("Shall I") + 7 + 1
+    from transformerkit.inference.language_modeling import load_generator
+    int8 = load_generator(model_dir, dtype="int8")  # every linear layer quantized, the continuation as long
+    assert not any(type(m) is torch.nn.Linear for m in int8.model.modules())
+    assert any("quantized" in type(m).__module__ for m in int8.model.modules())
+    assert main(["generate", "--model", str(model_dir), "--prompt", "Shall I", "--max-new-tokens", "7",
+                 "--dtype", "int8"]) == 0
+    assert len(capsys.readouterr().out) == len("Shall I") + 7 + 1
     assert main(["generate", "--model", str(model_dir), "--temperature", "0"]) == 2
     assert "temperature must be positive" in capsys.readouterr().err
     assert main(["translate", "--model", str(model_dir)]) == 2

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from transformerkit.backends.calibration import choose_inference_dtype, use_decoding_layout_where_faster
+from transformerkit.backends.quantization import quantize_linear_int8
 from transformerkit.checkpoint import CheckpointError, load_model_dir
 from transformerkit.commands import Commands, UsageError
 from transformerkit.data.tokenizer import SubwordTokenizer, check_unicode
@@ -244,23 +245,29 @@ class CTranslate2Generator:
 
 
 def load_generator(model_dir: str | Path, device: str | None = None,
-                   dtype: Literal["auto", "fp32", "bf16"] = "fp32", **overrides: Any) -> TextGenerator:
+                   dtype: Literal["auto", "fp32", "bf16", "int8"] = "fp32", **overrides: Any) -> TextGenerator:
     """A :class:`TextGenerator` for a model directory; ``overrides`` change its generation defaults.
 
     ``dtype="bf16"`` casts the weights to bfloat16: half the bytes to read per token, an
     approximation (measured in BENCHMARKS.md: 99.2 % of next-token argmaxes unchanged).
+    ``"int8"`` quantizes the linear layers (CPU; :mod:`transformerkit.backends.quantization`).
     ``"auto"`` (the CLI's default) takes bf16 where the CPU multiplies bf16 in hardware and this
     model's decoding products measure faster in it
     (:func:`~transformerkit.backends.calibration.choose_inference_dtype`), else fp32.
     """
     device = pick_device(device)
+    if dtype == "int8" and torch.device(device).type != "cpu":
+        raise UsageError("--dtype int8 decodes on the CPU (PyTorch's dynamic quantization): add --device cpu")
     model, tokenizer, generation = load_model_dir(model_dir, device)
     if not isinstance(model, DecoderOnlyTransformer) or not isinstance(tokenizer, SubwordTokenizer):
         kind = "an image generation" if isinstance(model, DecoderOnlyTransformer) else f"a {model.model_type}"
         raise CheckpointError(f"{model_dir} holds {kind} model, not a language model")
-    if dtype == "bf16" or (dtype == "auto" and choose_inference_dtype(model, rows=(1,)).use):
+    if dtype == "int8":
+        quantize_linear_int8(model)
+    elif dtype == "bf16" or (dtype == "auto" and choose_inference_dtype(model, rows=(1,)).use):
         model.to(torch.bfloat16)
-    use_decoding_layout_where_faster(model, rows=(1,))  # one prompt (generate), a few (serve)
+    if dtype != "int8":
+        use_decoding_layout_where_faster(model, rows=(1,))  # one prompt (generate), a few (serve)
     generation = replace(generation, **{k: v for k, v in overrides.items() if v is not None})
     generation.validate()
     return TextGenerator(model, tokenizer, generation)
@@ -289,9 +296,10 @@ def add_commands(commands: Commands) -> None:
     command.add_argument("--repetition-penalty", type=float, default=None, help="CTRL penalty θ (1: none)")
     command.add_argument("--stop", action="append", default=[], help="end at this string (repeatable)")
     command.add_argument("--seed", type=int, default=None, help="random seed for sampling")
-    command.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto",
-                         help="bf16: weights in bfloat16, faster and approximate (see BENCHMARKS.md); auto "
-                              "(default): bf16 where the CPU has bf16 hardware and it measures faster, else fp32")
+    command.add_argument("--dtype", choices=["auto", "fp32", "bf16", "int8"], default="auto",
+                         help="bf16: weights in bfloat16, faster and approximate (see BENCHMARKS.md); int8: linear "
+                              "layers dynamically quantized; auto (default): bf16 where the CPU has bf16 hardware "
+                              "and it measures faster, else fp32")
     command.add_argument("--backend", choices=["transformerkit", "ctranslate2"], default="transformerkit",
                          help="ctranslate2: --model is an export of transformerkit export --format ctranslate2")
     command.set_defaults(handler=generate_command)

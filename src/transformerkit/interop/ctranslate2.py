@@ -111,6 +111,8 @@ def save_ctranslate2(model: Model, directory: str | Path, tokenizer: SubwordToke
             warnings.simplefilter("ignore")
             FromHuggingFace(Path(scratch) / "hf").convert(str(tmp), quantization=quantization, force=True)
         config = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
+        if config.get("unk_token", "") is None:  # a byte-level BPE (GPT-2's) has none; CTranslate2 needs a string
+            config["unk_token"] = config.get("eos_token")  # as Hugging Face's GPT-2 tokenizer names it
         (tmp / "config.json").write_text(json.dumps({**config, TASK_KEY: task}, indent=2) + "\n", encoding="utf-8")
         (seq2seq_tokenizer(tokenizer) if isinstance(model, EncoderDecoderTransformer)
          else tokenizer).save(tmp / "tokenizer.json")
