@@ -155,3 +155,20 @@ def test_onnx_export_errors_are_one_line(tokenizer: SubwordTokenizer, tmp_path: 
     assert not (tmp_path / "o").exists()
     with pytest.raises(ValueError, match="--quantize for ONNX must be one of float32, int8, got 'int16'"):
         save_onnx(model, tmp_path / "o", tokenizer, GenerationConfig(), "int16")
+
+
+def test_a_missing_engine_names_the_package_to_install(tokenizer: SubwordTokenizer, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    model = DecoderOnlyTransformer(model_config_for(preset("gpt-tiny"), tokenizer))
+    save_model_dir(tmp_path / "model", model, tokenizer, GenerationConfig())
+    for module, fmt, package in (("onnxscript", "onnx", "pip install onnx onnxscript"),
+                                 ("ctranslate2", "ctranslate2", "pip install ctranslate2")):
+        monkeypatch.setitem(sys.modules, module, None)  # as if not installed: importing it fails
+        assert main(["export", "--model", str(tmp_path / "model"), "--format", fmt, "--out", str(tmp_path / fmt)]) == 2
+        assert package in capsys.readouterr().err
+        assert not (tmp_path / fmt).exists()
+    assert main(["generate", "--model", str(tmp_path / "model"), "--backend", "ctranslate2"]) == 2
+    assert "not a CTranslate2 export" in capsys.readouterr().err

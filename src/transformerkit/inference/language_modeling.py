@@ -87,8 +87,33 @@ class Continuations:
         return ["stop" if end else "length" for end in self.ended]
 
 
+class StreamsText:
+    """What every generator shares: :meth:`generate` as the sum of :meth:`stream`'s pieces, and
+    the end of a stream (its finish reasons, the text held back)."""
+
+    finish_reasons: list[str]
+
+    def stream(self, texts: list[str]) -> Iterator[list[str]]:
+        raise NotImplementedError
+
+    def generate(self, texts: list[str]) -> list[str]:
+        """The continuation of each prompt (without the prompt)."""
+        outputs = [""] * len(texts)
+        for pieces in self.stream(texts):
+            outputs = [o + p for o, p in zip(outputs, pieces)]
+        return outputs
+
+    def _ended(self, text: Continuations) -> Iterator[list[str]]:
+        """At the end of a stream: why each row ended, and what was held back of rows that reached
+        the length limit."""
+        self.finish_reasons = text.finish_reasons
+        rest = text.rest()
+        if rest is not None:
+            yield rest
+
+
 @dataclass
-class TextGenerator:
+class TextGenerator(StreamsText):
     """Prompts in, continuations out: left-padded batches, a key/value cache, sampling, stop strings."""
 
     model: DecoderOnlyTransformer
@@ -141,14 +166,7 @@ class TextGenerator:
             pieces = text.add(token.tolist())
             stop_now.copy_(torch.tensor(text.ended))
             yield pieces
-        self.finish_reasons = text.finish_reasons
-        rest = text.rest()
-        if rest is not None:
-            yield rest
-
-    def generate(self, texts: list[str]) -> list[str]:
-        """The continuation of each prompt (without the prompt)."""
-        return joined(self.stream(texts), len(texts))
+        yield from self._ended(text)
 
 
 def prompt_ids(tokenizer: SubwordTokenizer, texts: list[str]) -> list[list[int]]:
@@ -156,16 +174,8 @@ def prompt_ids(tokenizer: SubwordTokenizer, texts: list[str]) -> list[list[int]]
     return [row or [tokenizer.bos_id] for row in tokenizer.encode(texts)]
 
 
-def joined(stream: Iterator[list[str]], rows: int) -> list[str]:
-    """Each row's whole text from a stream of per-step pieces."""
-    outputs = [""] * rows
-    for pieces in stream:
-        outputs = [o + p for o, p in zip(outputs, pieces)]
-    return outputs
-
-
 @dataclass
-class CTranslate2Generator:
+class CTranslate2Generator(StreamsText):
     """A CTranslate2 export of a language model (``transformerkit export --format ctranslate2``)
     with :class:`TextGenerator`'s contract: the same prompts (an empty one starts from BOS), the
     same settings (greedy, or sampling with temperature, top-k — 0: all tokens —, top-p, the CTRL
@@ -235,13 +245,7 @@ class CTranslate2Generator:
         finally:
             closing.set()
             worker.join()
-        self.finish_reasons = text.finish_reasons
-        rest = text.rest()
-        if rest is not None:
-            yield rest
-
-    def generate(self, texts: list[str]) -> list[str]:
-        return joined(self.stream(texts), len(texts))
+        yield from self._ended(text)
 
 
 def load_generator(model_dir: str | Path, device: str | None = None,

@@ -25,7 +25,7 @@ The export directory holds ``model.onnx``, the tokenizer (``tokenizer.json``) or
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import logging
 import tempfile
@@ -76,13 +76,19 @@ class ConcatenatedCache:
         return self.keys, self.values
 
 
-class DecoderStep(nn.Module):
+class ModelGraph(nn.Module):
+    """A module whose forward pass is what an ONNX file computes with ``model``."""
+
+    def __init__(self, model: Model) -> None:
+        super().__init__()
+        self.model = model
+
+
+class DecoderStep(ModelGraph):
     """One decoding step of a decoder-only model with its caches as inputs and outputs (the graph
     of the module docstring)."""
 
-    def __init__(self, model: DecoderOnlyTransformer) -> None:
-        super().__init__()
-        self.model = model
+    model: DecoderOnlyTransformer
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, *past: Tensor) -> tuple[Tensor, ...]:
         caches = [ConcatenatedCache(keys, values) for keys, values in zip(past[::2], past[1::2])]
@@ -91,12 +97,10 @@ class DecoderStep(nn.Module):
         return self.model.logits(hidden), *(t for c in caches for t in (c.keys, c.values))
 
 
-class EncoderGraph(nn.Module):
+class EncoderGraph(ModelGraph):
     """An encoder-only model's hidden states and the outputs of each head it has."""
 
-    def __init__(self, model: EncoderOnlyTransformer) -> None:
-        super().__init__()
-        self.model = model
+    model: EncoderOnlyTransformer
 
     @property
     def output_names(self) -> list[str]:
@@ -122,12 +126,10 @@ class EncoderGraph(nn.Module):
         return tuple(outputs)
 
 
-class VisionGraph(nn.Module):
+class VisionGraph(ModelGraph):
     """A ViT's hidden states and, with a classifier, its logits."""
 
-    def __init__(self, model: VisionTransformer) -> None:
-        super().__init__()
-        self.model = model
+    model: VisionTransformer
 
     @property
     def output_names(self) -> list[str]:
@@ -176,8 +178,10 @@ def save_onnx(model: Model, directory: str | Path, preprocessor: Preprocessor, g
         raise ValueError(f"--quantize for ONNX must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
     if quantization == "int8":
         onnx_runtime()
-    if importlib.util.find_spec("onnxscript") is None:  # torch.onnx's exporter translates with it
-        raise ValueError("exporting to ONNX needs its packages: pip install onnx onnxscript")
+    try:
+        importlib.import_module("onnxscript")  # torch.onnx's exporter translates with it
+    except ImportError:
+        raise ValueError("exporting to ONNX needs its packages: pip install onnx onnxscript") from None
     graph, inputs, input_names, output_names, dynamic_shapes = _traced(model.float())
     graph.eval()
     large = sum(p.numel() for p in model.parameters()) * 4 > 1_500_000_000  # protobuf's 2 GB limit
