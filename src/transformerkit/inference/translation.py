@@ -188,6 +188,7 @@ class CTranslate2Translator(ReadsSources):
             results = self.engine.translate_batch(
                 [self.tokenizer.tokens(row) for row in chunk], beam_size=g.beam, length_penalty=g.length_penalty,
                 max_input_length=0,  # sources are bounded above (its default would cut them at 1,024)
+                min_decoding_length=0,  # as ours, EOS may come first (its default forbids an empty output)
                 max_decoding_length=min(max(map(len, chunk)) + g.max_length_offset, g.max_length or 1 << 30))
             outputs += self.tokenizer.decode([[self.tokenizer.tokenizer.token_to_id(t) for t in r.hypotheses[0]]
                                               for r in results])
