@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     sources = data.add_subparsers(dest="source", required=True, parser_class=_Parser)
     for name, source in SOURCES.items():
         command = sources.add_parser(name, help=source.help)
-        command.add_argument("--out", required=True, help=f"directory for {source.writes}")
+        command.add_argument("--out", "--output", dest="out", required=True, help=f"directory for {source.writes}")
         for flags, settings in source.options:
             command.add_argument(*flags, **settings)
         command.set_defaults(handler=build_data)
@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     exporter.add_argument("--quantize", choices=list(dict.fromkeys(QUANTIZATIONS + ONNX_QUANTIZATIONS)),
                           default="float32", help="weight type of a CTranslate2 or ONNX export (default: float32; "
                           "ONNX: float32 or int8)")
-    exporter.add_argument("--out", required=True, help="directory to write (replaced atomically)")
+    exporter.add_argument("--out", "--output", dest="out", required=True, help="directory to write (replaced atomically)")
     exporter.set_defaults(handler=export)
 
     evaluator = commands.add_parser("evaluate", help="score a model on a test set, as JSON: translation BLEU and chrF "
@@ -294,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     averager.add_argument("--inputs", nargs="+", default=None, help="model/checkpoint directories")
     averager.add_argument("--run", default=None, help="a training output directory")
     averager.add_argument("--last", type=int, default=5, help="with --run: how many of the last checkpoints")
-    averager.add_argument("--out", required=True, help="directory for the averaged model")
+    averager.add_argument("--out", "--output", dest="out", required=True, help="directory for the averaged model")
     averager.set_defaults(handler=average)
 
     plotter = commands.add_parser("plot-attention", help="draw a translation's cross-attention, or a ViT's "
@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="images: attention rollout through all layers, or the last layer's")
     plotter.add_argument("--translation", default=None, help="the translation to explain (default: translate)")
     plotter.add_argument("--beam", type=int, default=None, help="beam size for translating")
-    plotter.add_argument("--out", required=True, help="PNG file to write")
+    plotter.add_argument("--out", "--output", dest="out", required=True, help="PNG file to write")
     plotter.set_defaults(handler=plot_attention)
     return parser
 

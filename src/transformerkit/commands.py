@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Iterable, Iterator
 from typing import TextIO
 
 Commands = argparse._SubParsersAction  # what ``add_subparsers`` returns: ``.add_parser(name, help=…)``
@@ -26,6 +27,9 @@ def read_lines(path: str | None) -> list[str]:
     else:
         with open(path, "rb") as source:
             data, name = source.read(), path
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in data[:4096]:  # a BOM or NULs: UTF-16/32
+        raise UsageError(f"{name}: UTF-16 or UTF-32 text (byte order mark or NUL bytes), not UTF-8; convert it, "
+                         f"e.g. iconv -f UTF-16 -t UTF-8")
     lines = data.split(b"\n")
     if lines and not lines[-1]:
         lines.pop()  # the break after the last line
@@ -39,13 +43,24 @@ def read_lines(path: str | None) -> list[str]:
     return decoded
 
 
-def write_lines(lines: list[str], path: str | None) -> None:
-    """Write ``lines`` to ``path`` (stdout when None or ``-``), one per line."""
+def counted(lines: Iterable[str], total: int) -> Iterator[str]:
+    """``lines`` as they come, with a progress bar on stderr while it is a terminal (tqdm)."""
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="line", disable=None, file=sys.stderr, dynamic_ncols=True) as progress:
+        for line in lines:
+            progress.update(1)
+            yield line
+
+
+def write_lines(lines: Iterable[str], path: str | None) -> None:
+    """Write ``lines`` to ``path`` (stdout when None or ``-``), one per line, each as it comes."""
     to_stdout = path is None or path == "-"
     sink: TextIO = sys.stdout if path is None or to_stdout else open(path, "w", encoding="utf-8")
     try:
-        sink.writelines(line + "\n" for line in lines)
-        sink.flush()
+        for line in lines:
+            sink.write(line + "\n")
+            sink.flush()
     finally:
         if not to_stdout:
             sink.close()

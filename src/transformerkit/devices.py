@@ -13,7 +13,10 @@ def pick_device(name: str | None = "auto", local_rank: int = 0) -> torch.device:
         return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but no CUDA device is available")
-    return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
+    try:
+        return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r} (expected cpu, cuda, cuda:N, mps, …)") from None
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -64,3 +64,5 @@ class GenerationConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.repetition_penalty <= 0:
             raise ValueError(f"repetition_penalty must be positive, got {self.repetition_penalty}")
+        if self.seed is not None and not 0 <= self.seed < 2 ** 63:  # torch.Generator's seed range
+            raise ValueError(f"seed must be in [0, 2^63), got {self.seed}")

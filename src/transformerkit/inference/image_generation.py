@@ -140,7 +140,7 @@ def add_commands(commands: Commands) -> None:
     command.add_argument("--class", dest="class_", required=True,
                          help="class index or name; all: one titled row per class")
     command.add_argument("--count", type=int, default=16, help="how many images (per class with --class all)")
-    command.add_argument("--out", required=True, help="PNG file to write")
+    command.add_argument("--out", "--output", dest="out", required=True, help="PNG file to write")
     command.add_argument("--columns", type=int, default=8, help="images per row of the grid")
     command.add_argument("--scale", type=int, default=4, help="draw each pixel this many times larger")
     command.add_argument("--greedy", action="store_true", help="most probable grey level at every pixel")

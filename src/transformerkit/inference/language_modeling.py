@@ -19,7 +19,7 @@ from torch import Tensor
 from transformerkit.backends.calibration import choose_inference_dtype, use_decoding_layout_where_faster
 from transformerkit.backends.quantization import quantize_linear_int8
 from transformerkit.checkpoint import CheckpointError, load_model_dir
-from transformerkit.commands import Commands, UsageError
+from transformerkit.commands import Commands, UsageError, read_lines
 from transformerkit.data.tokenizer import SubwordTokenizer, check_unicode
 from transformerkit.devices import model_device, pick_device
 from transformerkit.generation.config import GenerationConfig
@@ -289,7 +289,9 @@ def add_commands(commands: Commands) -> None:
     """``generate``: continue a prompt, streaming the text as it is decoded."""
     command = commands.add_parser("generate", help="continue a prompt with a language model, streaming")
     command.add_argument("--model", required=True, help="model directory")
-    command.add_argument("--prompt", default="", help="text to continue")
+    command.add_argument("--prompt", default=None,
+                         help="text to continue; - or none given with a pipe on standard input: read it from there "
+                              "(default: start from BOS)")
     command.add_argument("--max-new-tokens", type=int, default=None)
     mode = command.add_mutually_exclusive_group()
     mode.add_argument("--greedy", action="store_true", help="always take the most probable token")
@@ -306,10 +308,27 @@ def add_commands(commands: Commands) -> None:
                               "and it measures faster, else fp32")
     command.add_argument("--backend", choices=["transformerkit", "ctranslate2"], default="transformerkit",
                          help="ctranslate2: --model is an export of transformerkit export --format ctranslate2")
+    command.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (default: CUDA if available)")
     command.set_defaults(handler=generate_command)
 
 
+def prompt_of(given: str | None) -> str:
+    """``--prompt``'s text: as given; ``-``: standard input; not given: standard input when it is
+    piped or redirected (as Unix filters read), else empty."""
+    if given is not None and given != "-":
+        return given
+    if given is None and (sys.stdin is None or sys.stdin.isatty()):
+        return ""
+    try:
+        return "\n".join(read_lines(None))
+    except OSError:  # no readable standard input (closed, or captured by a test runner)
+        if given == "-":
+            raise UsageError("--prompt -: standard input cannot be read") from None
+        return ""
+
+
 def generate_command(args: Any) -> int:
+    args.prompt = prompt_of(args.prompt)
     check_unicode([args.prompt])  # before it is echoed: invalid UTF-8 from the shell is one line, not a traceback
     do_sample = False if args.greedy else (True if args.sample else None)
     settings = dict(max_new_tokens=args.max_new_tokens, do_sample=do_sample, temperature=args.temperature,
@@ -317,12 +336,12 @@ def generate_command(args: Any) -> int:
                     stop=args.stop or None, seed=args.seed)
     generator: TextGenerator | CTranslate2Generator
     if args.backend == "ctranslate2":
-        if args.dtype != "auto":
-            raise UsageError("--dtype applies to --backend transformerkit (a CTranslate2 export is quantized by "
-                             "transformerkit export --quantize)")
+        if args.dtype != "auto" or args.device not in (None, "cpu"):
+            raise UsageError("--dtype and --device apply to --backend transformerkit (a CTranslate2 export is "
+                             "quantized by transformerkit export --quantize and decodes on the CPU here)")
         generator = load_ctranslate2_generator(args.model, **settings)
     else:
-        generator = load_generator(args.model, dtype=args.dtype, **settings)
+        generator = load_generator(args.model, device=args.device, dtype=args.dtype, **settings)
     sys.stdout.write(args.prompt)
     for pieces in generator.stream([args.prompt]):
         sys.stdout.write(pieces[0])

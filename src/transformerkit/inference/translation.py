@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +19,7 @@ from torch import Tensor
 from transformerkit.backends.calibration import use_decoding_layout_where_faster
 from transformerkit.backends.quantization import quantize_linear_int8
 from transformerkit.checkpoint import CheckpointError, load_model_dir
-from transformerkit.commands import Commands, UsageError, read_lines, refuse_overwriting_input, write_lines
+from transformerkit.commands import Commands, UsageError, counted, read_lines, refuse_overwriting_input, write_lines
 from transformerkit.data.batching import batch_by_size, pad
 from transformerkit.data.parallel import load_parallel
 from transformerkit.data.tokenizer import SubwordTokenizer
@@ -40,12 +40,39 @@ one input (self-attention is quadratic in its length; the output may run to sour
 
 
 class ReadsSources:
-    """What every translator does to its sources before decoding: token ids + EOS within the
-    model's bounds. A class using it has a ``tokenizer``, a ``generation`` and a
-    :attr:`source_bound`."""
+    """What every translator shares: its sources as token ids + EOS within the model's bounds, and
+    lines in → translations out, in order, each as soon as it and every line before it are done
+    (blank lines stay blank). A class using it has a ``tokenizer``, a ``generation``, a
+    :attr:`source_bound` and :meth:`_batches`."""
 
     tokenizer: SubwordTokenizer
     generation: GenerationConfig
+
+    def _batches(self, texts: list[str]) -> Iterator[tuple[list[int], list[str]]]:
+        """(indices into ``texts``, their translations) per batch, batches in any order."""
+        raise NotImplementedError
+
+    def stream(self, texts: list[str]) -> Iterator[str]:
+        """The translation of each text in the order of ``texts``, each yielded once it and all
+        before it are done (batches run shortest first); a blank line stays blank."""
+        nonblank = [i for i, text in enumerate(texts) if text.strip()]
+        done: dict[int, str] = {}
+        following = 0  # the next line to yield
+
+        def ready() -> Iterator[str]:
+            nonlocal following
+            while following < len(texts) and (following in done or not texts[following].strip()):
+                yield done.pop(following, "")
+                following += 1
+
+        yield from ready()  # leading blank lines
+        for indices, translations in self._batches([texts[i] for i in nonblank]):
+            done.update((nonblank[i], translation) for i, translation in zip(indices, translations, strict=True))
+            yield from ready()
+
+    def translate(self, texts: list[str]) -> list[str]:
+        """Translations in the order of ``texts``; a blank line stays blank."""
+        return list(self.stream(texts))
 
     @property
     def source_bound(self) -> int:
@@ -112,25 +139,9 @@ class Translator(ReadsSources):
             return [h.tokens for h in translate_ids(self.model, src, g.beam, g.length_penalty, g.max_length_offset,
                                                     g.max_length)]
 
-    def translate(self, texts: list[str]) -> list[str]:
-        """Translations in the order of ``texts``; a blank line stays blank."""
-        return keeping_blank_lines(texts, self._translate_nonblank)
-
-    def _translate_nonblank(self, texts: list[str]) -> list[str]:
-        outputs: list[str] = [""] * len(texts)
+    def _batches(self, texts: list[str]) -> Iterator[tuple[list[int], list[str]]]:
         for indices, ids in self.translate_batches(texts):
-            for i, text in zip(indices, self.tokenizer.decode(ids)):
-                outputs[i] = text
-        return outputs
-
-
-def keeping_blank_lines(texts: list[str], translate: Callable[[list[str]], list[str]]) -> list[str]:
-    """``translate`` of the texts that are not blank, in the order of ``texts``; blank ones stay blank."""
-    outputs: list[str] = [""] * len(texts)
-    nonblank = [i for i, text in enumerate(texts) if text.strip()]
-    for i, text in zip(nonblank, translate([texts[i] for i in nonblank]), strict=True):
-        outputs[i] = text
-    return outputs
+            yield indices, self.tokenizer.decode(ids)
 
 
 def with_decoding_changes(generation: GenerationConfig, beam: int | None, length_penalty: float | None
@@ -176,12 +187,9 @@ class CTranslate2Translator(ReadsSources):
     generation: GenerationConfig
     batch_size: int = 32
 
-    def translate(self, texts: list[str]) -> list[str]:
-        return keeping_blank_lines(texts, self._translate_nonblank)
-
-    def _translate_nonblank(self, texts: list[str]) -> list[str]:
+    def _batches(self, texts: list[str]) -> Iterator[tuple[list[int], list[str]]]:
         ids = self.encode_sources(texts)
-        g, outputs = self.generation, []
+        g = self.generation
         for start in range(0, len(ids), self.batch_size):
             check_interrupt()  # a server's timeout or shutdown stops between batches (generation.interrupt)
             chunk = ids[start:start + self.batch_size]
@@ -190,9 +198,8 @@ class CTranslate2Translator(ReadsSources):
                 max_input_length=0,  # sources are bounded above (its default would cut them at 1,024)
                 min_decoding_length=0,  # as ours, EOS may come first (its default forbids an empty output)
                 max_decoding_length=min(max(map(len, chunk)) + g.max_length_offset, g.max_length or 1 << 30))
-            outputs += self.tokenizer.decode([[self.tokenizer.tokenizer.token_to_id(t) for t in r.hypotheses[0]]
-                                              for r in results])
-        return outputs
+            yield list(range(start, start + len(chunk))), self.tokenizer.decode(
+                [[self.tokenizer.tokenizer.token_to_id(t) for t in r.hypotheses[0]] for r in results])
 
 
 def load_ctranslate2_translator(directory: str | Path, beam: int | None = None,
@@ -302,8 +309,14 @@ def add_commands(commands: Commands) -> None:
         command.add_argument("--model", required=True, help=f"{task} model directory")
         command.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy; default: the model's)")
         command.add_argument("--length-penalty", type=float, default=None, help="α of ((5+|Y|)/6)^α")
-        command.add_argument("--input", default=None, help="read this file instead of stdin")
-        command.add_argument("--output", default=None, help="write this file instead of stdout")
+        command.add_argument("--input", default=None, help="read this file instead of stdin (-: stdin)")
+        command.add_argument("--output", "--out", dest="output", default=None,
+                             help="write this file instead of stdout (lines are written, in input order, as they "
+                                  "are done; a progress bar on stderr when it is a terminal)")
+        command.add_argument("--batch-tokens", type=int, default=None,
+                             help="decoding batch budget: padded source tokens × beam per batch (default: 2000; "
+                                  "CTranslate2: 32 sentences per batch)")
+        command.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (default: CUDA if available)")
         command.add_argument("--dtype", choices=["fp32", "int8"], default="fp32",
                              help="int8: linear layers dynamically quantized (faster on a CPU, slightly less accurate)")
         command.add_argument("--backend", choices=["transformerkit", "ctranslate2"], default="transformerkit",
@@ -313,18 +326,28 @@ def add_commands(commands: Commands) -> None:
 
 def translate_command(args: Any) -> int:
     refuse_overwriting_input(args.input, args.output)
+    if args.batch_tokens is not None and args.batch_tokens < 1:
+        raise UsageError(f"--batch-tokens must be positive, got {args.batch_tokens}")
     translator: Translator | CTranslate2Translator
     if args.backend == "ctranslate2":
         if args.dtype != "fp32":
             raise UsageError("--dtype applies to --backend transformerkit (a CTranslate2 export is quantized by "
                              "transformerkit export --quantize)")
+        if args.device not in (None, "cpu"):
+            raise UsageError("--backend ctranslate2 decodes on the CPU here (drop --device)")
         translator = load_ctranslate2_translator(args.model, beam=args.beam, length_penalty=args.length_penalty)
+        if args.batch_tokens is not None:
+            translator = replace(translator, batch_size=max(1, args.batch_tokens // 64))
     else:
         task = model_task(args.model)
         if task != args.task:
             raise UsageError(f"{args.model} is a {task} model, not a {args.task} model")
-        translator = load_translator(args.model, beam=args.beam, length_penalty=args.length_penalty, dtype=args.dtype)
-    write_lines(translator.translate(read_lines(args.input)), args.output)
+        translator = load_translator(args.model, beam=args.beam, length_penalty=args.length_penalty,
+                                     device=args.device, dtype=args.dtype)
+        if args.batch_tokens is not None:
+            translator = replace(translator, batch_tokens=args.batch_tokens)
+    lines = read_lines(args.input)
+    write_lines(counted(translator.stream(lines), len(lines)), args.output)
     return 0
 
 
