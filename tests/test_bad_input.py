@@ -118,6 +118,44 @@ def test_recipes_of_the_wrong_shape_are_one_line(recipe: str, overrides: list[st
     assert error in one_line_error(capsys)
 
 
+@pytest.mark.parametrize("overrides, error", [
+    (["data.vocab_size=1000000000"], "data.vocab_size must be in [16, 2,097,152], got 1,000,000,000"),
+    (["training.adam_betas=[0.9, 0.98, 0.5]"], "training.adam_betas must be two numbers in [0, 1), got [0.9, 0.98, 0.5]"),
+    (["training.lr_scale=.nan"], "training.lr_scale has an invalid value '.nan'"),
+])
+def test_settings_out_of_range_stop_before_anything_runs(overrides: list[str], error: str, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A vocabulary of 10⁹ used to abort the process inside the BPE trainer (88-line native backtrace)."""
+    recipe = {"task": "translation", "data": {"train": str(PAIRS), "vocab_size": 60}, "model": {"preset": "tiny"},
+              "training": {"output_dir": str(tmp_path / "run"), "max_steps": 1, "progress": False}}
+    (tmp_path / "recipe.yaml").write_text(json.dumps(recipe), encoding="utf-8")
+    assert main(["train", str(tmp_path / "recipe.yaml"), *[a for o in overrides for a in ("--set", o)]]) == 2
+    assert error in one_line_error(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_recipe_that_is_not_utf8_is_named_by_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                                             ) -> None:
+    (tmp_path / "recipe.yaml").write_bytes(b"task: translation\ndata: {train: \xff.tsv}\n")
+    assert main(["train", str(tmp_path / "recipe.yaml")]) == 2
+    assert "recipe.yaml: line 2 is not UTF-8 text (byte b'\\xff')" in one_line_error(capsys)
+
+
+def test_what_overrides_what_is_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A preset set on the command line over a recipe with model fields, and a token budget that
+    holds one example per batch, train — with a warning each."""
+    recipe = {"task": "translation", "data": {"train": str(PAIRS), "vocab_size": 60},
+              "model": {"preset": "tiny", "d_model": 16, "d_ff": 32, "num_heads": 2},
+              "training": {"output_dir": str(tmp_path / "run"), "max_steps": 1, "progress": False,
+                           "tensorboard": False, "max_tokens": 1, "precision": "fp32"}}
+    (tmp_path / "recipe.yaml").write_text(json.dumps(recipe), encoding="utf-8")
+    assert main(["train", str(tmp_path / "recipe.yaml"), "--set", "model.preset=small"]) == 0
+    err = capsys.readouterr().err
+    assert "--set model.preset=small: the recipe's model fields d_model, d_ff, num_heads still apply" in err
+    assert "training.max_tokens 1 holds one example per batch" in err
+    assert json.loads((tmp_path / "run" / "model" / "config.json").read_text())["d_model"] == 16
+
+
 def test_a_missing_test_file_stops_the_run_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     recipe = {"task": "translation", "data": {"train": str(PAIRS), "test": str(tmp_path / "missing.tsv"),
                                               "vocab_size": 60},

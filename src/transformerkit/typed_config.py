@@ -110,7 +110,8 @@ def parse_text(key: str, text: str, hint: Any) -> Any:
             return text
         elif typing.get_origin(candidate) in (list, tuple):
             item = typing.get_args(candidate)[0]
-            return [parse_text(key, part.strip(), item) for part in text.split(",") if part.strip()]
+            inner = text[1:-1] if text[:1] + text[-1:] in ("[]", "()") else text  # YAML's [a, b] or a,b
+            return [parse_text(key, part.strip(), item) for part in inner.split(",") if part.strip()]
     raise ValueError(f"{key} has an invalid value {text!r} (expected {describe(hint)})")
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,10 +194,15 @@ class RunConfig(Generic[DataT]):
         return {"task": values.pop("task"), **values}
 
 
+MAX_VOCABULARY = 1 << 21
+"""The largest vocabulary a recipe may ask the BPE trainer for (2,097,152; the largest in use are
+~256k): its tables are allocated up front, and a mistyped 10⁹ would abort the process."""
+
+
 def validate_vocabulary_size(vocab_size: int) -> None:
     """The check of a vocabulary learned on the training data (translation, language modeling)."""
-    if vocab_size < 16:
-        raise ValueError(f"data.vocab_size must be at least 16, got {vocab_size}")
+    if not 16 <= vocab_size <= MAX_VOCABULARY:
+        raise ValueError(f"data.vocab_size must be in [16, {MAX_VOCABULARY:,}], got {vocab_size:,}")
 
 
 class RecipeLoader(yaml.SafeLoader):
@@ -277,8 +283,15 @@ def read_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...],
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"{path}: no such recipe file")
+        data = path.read_bytes()
         try:
-            values = yaml.load(path.read_text(encoding="utf-8"), Loader=RecipeLoader) or {}
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            line = data[:error.start].count(b"\n") + 1
+            raise ValueError(f"{path}: line {line} is not UTF-8 text (byte {data[error.start:error.start + 1]!r})"
+                             ) from None
+        try:
+            values = yaml.load(text, Loader=RecipeLoader) or {}
         except yaml.YAMLError as error:
             raise ValueError(f"{path}: invalid YAML ({' '.join(str(error).split())})") from None
         if not isinstance(values, dict):
@@ -290,7 +303,12 @@ def read_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...],
         if key == "task":
             values["task"] = value
         else:  # a family or preset chosen on the command line replaces the recipe's
-            values["model"] = {**model_section(values), key.removeprefix("model."): value}
+            section = model_section(values)
+            kept = [k for k in section if k not in ("family", "preset")]
+            if key == "model.preset" and kept:
+                warnings.warn(f"--set model.preset={value}: the recipe's model fields {', '.join(kept)} still apply "
+                              f"over the preset's (set them too, or use a recipe without them)", stacklevel=2)
+            values["model"] = {**section, key.removeprefix("model."): value}
     task = values.setdefault("task", next(iter(runs)))
     if not isinstance(task, str) or task not in runs:
         raise ValueError(f"task: unknown task {task!r}; choose from {', '.join(runs)}")

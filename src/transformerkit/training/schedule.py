@@ -20,7 +20,6 @@ Both are multiplied by ``scale`` (``training.lr_scale``) and drive an optimizer 
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable
 
 from torch.optim import Optimizer

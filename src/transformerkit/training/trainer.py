@@ -25,6 +25,7 @@ import shutil
 import signal
 import sys
 import time
+import warnings
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,9 +160,13 @@ class Trainer:
             raise ValueError(f"training.{error}") from None  # "training.device 'cuda' asked for, but …"
         torch.manual_seed(t.seed)
         self.task: TrainingTask = run.training_task(self.out, resume, self.device)
-        if not self.task.epoch_batches(0):  # the loop would go round empty epochs forever
+        batches = self.task.epoch_batches(0)
+        if not batches:  # the loop would go round empty epochs forever
             raise ValueError(f"{run.data.train}: no training examples left to batch "
                              f"({', '.join(f'{k} {v}' for k, v in self.task.data_report.items())})")
+        if len(batches) > 1 and all(isinstance(b, list) and len(b) == 1 for b in batches):
+            warnings.warn(f"training.max_tokens {t.max_tokens} holds one example per batch (each is longer): "
+                          f"raise it, batches of one example train slowly and noisily", stacklevel=2)
         if not resume and self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "run.yaml").write_text(yaml.safe_dump(run.to_dict(), sort_keys=False), encoding="utf-8")
