@@ -156,6 +156,59 @@ def test_what_overrides_what_is_said(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert json.loads((tmp_path / "run" / "model" / "config.json").read_text())["d_model"] == 16
 
 
+@pytest.mark.parametrize("kind, change, message", [
+    ("int64", lambda t: t.long(), "is stored as I64, not as floating-point weights (and 32 more)"),
+    ("nan", lambda t: torch.full_like(t, float("nan")), "holds NaN or infinite values (a diverged run?)"),
+])
+def test_weights_of_the_wrong_kind_are_refused(kind: str, change: object, message: str, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """int64 weights used to load and translate to nothing, NaN weights to end in 'max() arg is an
+    empty sequence'."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(MODELS / "translation", tmp_path / kind)
+    weights = load_file(str(tmp_path / kind / "model.safetensors"))
+    save_file({k: change(v).contiguous() for k, v in weights.items()}, str(tmp_path / kind / "model.safetensors"))
+    (tmp_path / "in.txt").write_text("open the file\n", encoding="utf-8")
+    assert main(["translate", "--model", str(tmp_path / kind), "--input", str(tmp_path / "in.txt")]) == 2
+    assert message in one_line_error(capsys)
+
+
+def test_half_precision_weights_are_converted_with_a_warning(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(MODELS / "translation", tmp_path / "fp16")
+    weights = load_file(str(tmp_path / "fp16" / "model.safetensors"))
+    save_file({k: v.half() for k, v in weights.items()}, str(tmp_path / "fp16" / "model.safetensors"))
+    with pytest.warns(UserWarning, match=r"weights stored as F16 \(33 tensors\) were converted to float32"):
+        model, _, _ = load_model_dir(tmp_path / "fp16")
+    assert next(model.parameters()).dtype == torch.float32
+
+
+def test_an_output_that_is_a_file_is_kept_and_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "out").write_text("precious", encoding="utf-8")
+    assert main(["export", "--model", str(MODELS / "translation"), "--out", str(tmp_path / "out")]) == 2
+    assert "out is a file, not a directory: nothing was written" in one_line_error(capsys)
+    assert (tmp_path / "out").read_text(encoding="utf-8") == "precious"
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("eos_token_id", [], "eos_id has an invalid value []"),
+    ("activation_function", ["gelu"], "unsupported activation_function ['gelu']"),
+])
+def test_hugging_face_configs_with_list_values_are_one_line(key: str, value: object, message: str, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from transformerkit.config import preset
+    from transformerkit.interop.gpt2 import save_hf_gpt2
+    from transformerkit.models.decoder_only import DecoderOnlyTransformer
+
+    save_hf_gpt2(DecoderOnlyTransformer(preset("gpt-tiny", vocab_size=100)), tmp_path / "hf")
+    config = json.loads((tmp_path / "hf" / "config.json").read_text(encoding="utf-8"))
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({**config, key: value}), encoding="utf-8")
+    assert main(["convert", str(tmp_path / "hf"), str(tmp_path / "out")]) == 2
+    assert message in one_line_error(capsys)
+
+
 def test_a_missing_test_file_stops_the_run_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     recipe = {"task": "translation", "data": {"train": str(PAIRS), "test": str(tmp_path / "missing.tsv"),
                                               "vocab_size": 60},

@@ -25,6 +25,7 @@ import json
 import os
 import pickle
 import shutil
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -57,6 +58,8 @@ class CheckpointError(ValueError):
 @contextlib.contextmanager
 def atomic_directory(final: Path) -> Iterator[Path]:
     """Yield a temporary directory beside ``final``; on success it replaces ``final`` in one rename."""
+    if final.exists() and not final.is_dir():  # replacing it would lose a file the user did not mean to lose
+        raise CheckpointError(f"{final} is a file, not a directory: nothing was written (choose another name)")
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -201,20 +204,41 @@ class WeightsMismatch(CheckpointError):
     """A complete weights file whose tensors are not the model's (missing, unexpected, mis-shaped)."""
 
 
+_FLOAT_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+"""safetensors' names of the floating-point dtypes weights may be stored as."""
+
+
 def load_weights(model: torch.nn.Module, path: Path) -> None:
     """Load ``model.safetensors`` strictly: a file that is not a complete safetensors file raises
-    :class:`CheckpointError`, one whose keys or shapes differ from the model's :class:`WeightsMismatch`."""
+    :class:`CheckpointError`, one whose keys, shapes or kinds (integer for floating-point) differ
+    from the model's :class:`WeightsMismatch`, weights that are not finite :class:`CheckpointError`;
+    weights in another floating-point type are converted, with a warning."""
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
+    expected = model.state_dict()
     try:
-        with safe_open(str(path), framework="pt"):  # checks the header covers the file: a truncated one fails
-            pass
+        with safe_open(str(path), framework="pt") as stored:  # checks the header covers the file: a truncated one fails
+            dtypes = {key: stored.get_slice(key).get_dtype() for key in stored.keys()}
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"{path}: not a complete safetensors file, damaged or truncated ({error})") from None
+    integer = sorted(k for k, dtype in dtypes.items() if k in expected and expected[k].is_floating_point()
+                     and dtype not in _FLOAT_DTYPES)
+    if integer:
+        raise WeightsMismatch(f"{path}: {integer[0]} is stored as {dtypes[integer[0]]}, not as floating-point "
+                              f"weights{f' (and {len(integer) - 1} more)' if len(integer) > 1 else ''}")
     try:
         load_model(model, str(path), strict=True)
     except (RuntimeError, SafetensorError) as error:
         raise WeightsMismatch(f"{path} does not fit the model: {error}") from None
+    converted = {k: dtype for k, dtype in dtypes.items() if k in expected and dtype in _FLOAT_DTYPES
+                 and _FLOAT_DTYPES[dtype] != expected[k].dtype}
+    if converted:
+        key, dtype = next(iter(converted.items()))
+        warnings.warn(f"{path}: weights stored as {dtype} ({len(converted)} tensors) were converted to "
+                      f"{str(expected[key].dtype).removeprefix('torch.')}", stacklevel=2)
+    broken = next((k for k, v in model.state_dict().items() if v.is_floating_point() and not v.isfinite().all()), None)
+    if broken is not None:
+        raise CheckpointError(f"{path}: {broken} holds NaN or infinite values (a diverged run?)")
 
 
 @runtime_checkable

@@ -22,7 +22,7 @@ TO_HF_ACTIVATION = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}
 
 def activation_from_hf(name: str, key: str) -> Activation:
     """Our activation for a Hugging Face one (``gelu_new`` is the tanh approximation); else :class:`CheckpointError`."""
-    if name not in _FROM_HF_ACTIVATION:
+    if not isinstance(name, str) or name not in _FROM_HF_ACTIVATION:
         raise CheckpointError(f"unsupported {key} {name!r}; supported: {', '.join(_FROM_HF_ACTIVATION)}")
     return _FROM_HF_ACTIVATION[name]
 

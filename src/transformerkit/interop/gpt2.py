@@ -50,7 +50,7 @@ def config_from_hf(hf: dict[str, Any]) -> DecoderOnlyConfig:
             raise CheckpointError(f"unsupported GPT-2 option {option}={hf[option]!r}")
     d_model = hf.get("n_embd", 768)
     eos = hf.get("eos_token_id", 50256)
-    eos = eos[0] if isinstance(eos, list) else eos
+    eos = eos[0] if isinstance(eos, list) and eos else eos  # several EOS ids: the first (an empty list: refused below)
     bos = hf.get("bos_token_id", eos)
     pad = hf.get("pad_token_id")
     try:
