@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -437,3 +438,21 @@ def test_generation_without_learned_positions_is_bounded(tmp_path: Path, capsys:
                                        f"tokens\n")
     assert main(["generate", "--model", str(tmp_path / "lm"), "--prompt", prompt * 2]) == 2
     assert f"leaves no room in the limit of {CONTEXT_LIMIT} tokens" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize("module, call, extra", [
+    ("sklearn.metrics", lambda: __import__("transformerkit.inference.classification", fromlist=["x"])
+     .classification_scores([0], [0]), "transformerkit[sklearn]"),
+    ("sklearn.datasets", lambda: __import__("transformerkit.data.images", fromlist=["x"]).read_sklearn_digits(),
+     "transformerkit[sklearn]"),
+    ("rdata", lambda: __import__("transformerkit.data.cloze", fromlist=["x"]).read_r_lazyload(b"", b""),
+     "transformerkit[austen]"),
+])
+def test_a_missing_extra_names_what_installs_it(module: str, call: object, extra: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """scikit-learn and rdata (with pandas, xarray, SciPy) are extras, needed by one score or corpus each."""
+    from transformerkit.data.parallel import DataError
+
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    with pytest.raises(DataError, match=rf"needs {module.split('.')[0]}: pip install '{re.escape(extra)}'"):
+        call()  # type: ignore[operator]

@@ -26,8 +26,7 @@ import warnings
 import zlib
 from pathlib import Path
 
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-
+from transformerkit.data.extras import optional_module
 from transformerkit.data.fetch import apt_download, deb_files
 from transformerkit.data.parallel import DataError
 from transformerkit.data.squad import Answer, QAExample, save_squad
@@ -44,7 +43,7 @@ _WORD = re.compile(r"[A-Za-z]+")
 def read_r_lazyload(index: bytes, database: bytes) -> dict[str, object]:
     """The objects of an R lazy-load database: the ``.rdx`` index (gzip'd serialized list of
     offsets) and the ``.rdb`` blobs (each a 4-byte length + zlib-compressed serialization)."""
-    import rdata
+    rdata = optional_module("rdata", "austen", "reading the Austen novels (R data)")
 
     def unserialize(data: bytes) -> object:
         with warnings.catch_warnings():  # rdata warns that a bare serialization is "assumed RDS"
@@ -108,12 +107,14 @@ def cloze_questions(book: str, sentence_list: list[str], passage_sentences: int 
     """Questions from windows of ``passage_sentences`` sentences every ``step`` sentences. The blanked
     word is drawn (seeded by the book and position) from the query's words of three or more letters
     that are not stop words and occur in the passage as a whole word; a query without one is skipped."""
+    stop_words = optional_module("sklearn.feature_extraction.text", "sklearn",
+                                 "the cloze set's stop words (scikit-learn's list)").ENGLISH_STOP_WORDS
     examples = []
     for first in range(0, len(sentence_list) - passage_sentences, step):
         passage = " ".join(sentence_list[first:first + passage_sentences])
         query = sentence_list[first + passage_sentences]
         candidates = sorted({w for w in _WORD.findall(query)
-                             if len(w) >= 3 and w.lower() not in ENGLISH_STOP_WORDS and w not in _ABBREVIATIONS
+                             if len(w) >= 3 and w.lower() not in stop_words and w not in _ABBREVIATIONS
                              and re.search(rf"\b{w}\b", passage)})
         if not candidates:
             continue

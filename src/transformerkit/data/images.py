@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from transformerkit.data.extras import optional_module
 from transformerkit.data.fetch import apt_download, deb_files, pip_download
 from transformerkit.data.labeled import hash_split
 from transformerkit.data.parallel import DataError
@@ -107,9 +108,7 @@ def read_pixel_csv(path: Path) -> ImageSet:
 
 def read_sklearn_digits() -> ImageSet:
     """scikit-learn's bundled 8×8 digits (1,797 images; pixel values 0–16 scaled to 0–255)."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
+    digits = optional_module("sklearn.datasets", "sklearn", "sklearn:digits").load_digits()
     images = torch.from_numpy(np.round(digits.images * (255 / 16)).astype(np.uint8))[:, None]
     return ImageSet(images, torch.from_numpy(digits.target.astype(np.int64)), [str(n) for n in digits.target_names])
 

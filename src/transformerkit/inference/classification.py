@@ -13,17 +13,17 @@ from torch import Tensor
 from transformerkit.checkpoint import CheckpointError, load_model_dir
 from transformerkit.commands import Commands, read_lines
 from transformerkit.data.batching import pad_right
+from transformerkit.data.extras import optional_module
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.devices import model_device, pick_device
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
 
 
 def classification_scores(predicted: list[int], gold: list[int]) -> dict[str, float]:
-    """Accuracy and macro-averaged F1 (scikit-learn, imported here: it takes a second to load)."""
-    from sklearn.metrics import accuracy_score, f1_score
-
-    return {"accuracy": float(accuracy_score(gold, predicted)),
-            "macro_f1": float(f1_score(gold, predicted, average="macro", zero_division=0))}
+    """Accuracy and macro-averaged F1 (scikit-learn's, imported here: it takes a second to load)."""
+    metrics = optional_module("sklearn.metrics", "sklearn", "classification scores (accuracy, macro-F1)")
+    return {"accuracy": float(metrics.accuracy_score(gold, predicted)),
+            "macro_f1": float(metrics.f1_score(gold, predicted, average="macro", zero_division=0))}
 
 
 @dataclass
