@@ -456,3 +456,21 @@ def test_a_missing_extra_names_what_installs_it(module: str, call: object, extra
     monkeypatch.setitem(sys.modules, module, None)  # as if not installed
     with pytest.raises(DataError, match=rf"needs {module.split('.')[0]}: pip install '{re.escape(extra)}'"):
         call()  # type: ignore[operator]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="renameat2 is Linux's")
+def test_replacing_a_model_directory_never_leaves_it_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The new directory and the old one are exchanged in one step: no moment without ``model/``
+    (it used to be renamed away first, then the new one renamed in)."""
+    from transformerkit.checkpoint import atomic_directory
+
+    final = tmp_path / "model"
+    final.mkdir()
+    (final / "weights").write_text("old", encoding="utf-8")
+    moved = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (moved.append(Path(a)), real_replace(a, b)))
+    with atomic_directory(final) as tmp:
+        (tmp / "weights").write_text("new", encoding="utf-8")
+    assert (final / "weights").read_text(encoding="utf-8") == "new"
+    assert final not in moved and sorted(p.name for p in tmp_path.iterdir()) == ["model"]

@@ -20,11 +20,13 @@ moment leaves the previous checkpoint and pointers intact.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import json
 import os
 import pickle
 import shutil
+import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -57,7 +59,9 @@ class CheckpointError(ValueError):
 
 @contextlib.contextmanager
 def atomic_directory(final: Path) -> Iterator[Path]:
-    """Yield a temporary directory beside ``final``; on success it replaces ``final`` in one rename."""
+    """Yield a temporary directory beside ``final``; on success it takes ``final``'s place in one
+    step (an exchange of the two on Linux, a rename where ``final`` is new), so that ``final`` is
+    never missing; a file where ``final`` should be is kept and refused."""
     if final.exists() and not final.is_dir():  # replacing it would lose a file the user did not mean to lose
         raise CheckpointError(f"{final} is a file, not a directory: nothing was written (choose another name)")
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -70,13 +74,31 @@ def atomic_directory(final: Path) -> Iterator[Path]:
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
         old = final.parent / f".{final.name}.old-{os.getpid()}"
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
+        if not (final.exists() and exchange_paths(tmp, final)):  # swapped in one step: tmp holds the old one
+            if final.exists():  # elsewhere two renames, with a moment between them without ``final``
+                os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
         _fsync_dir(final.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def exchange_paths(first: Path, second: Path) -> bool:
+    """Swap two existing paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``, through libc);
+    False where the system or file system cannot, and nothing changed."""
+    if not sys.platform.startswith("linux"):
+        return False
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:  # a libc older than glibc 2.28
+        return False
+    at_cwd, rename_exchange = -100, 2
+    if renameat2(at_cwd, os.fsencode(first), at_cwd, os.fsencode(second), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # not supported here
+        return False
+    raise OSError(code, os.strerror(code), str(second))
 
 
 def _fsync_dir(path: Path) -> None:
