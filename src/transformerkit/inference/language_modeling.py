@@ -163,8 +163,10 @@ class TextGenerator(StreamsText):
 
         for token in generate_tokens(decoder, prompts, max_new, TokenChooser(g, self.device), self.tokenizer.eos_id,
                                      self.tokenizer.pad_id, seen, stopped):
+            ended = sum(text.ended)
             pieces = text.add(token.tolist())
-            stop_now.copy_(torch.tensor(text.ended))
+            if sum(text.ended) != ended:  # a row ended this step (EOS or a stop string): tell the loop
+                stop_now.copy_(torch.tensor(text.ended))
             yield pieces
         yield from self._ended(text)
 

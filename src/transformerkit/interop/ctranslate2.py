@@ -90,7 +90,10 @@ def save_ctranslate2(model: Model, directory: str | Path, tokenizer: SubwordToke
     ``quantization``, atomically; options the export cannot represent are named before anything
     is written."""
     ctranslate2_module()
-    import transformers
+    try:
+        import transformers  # CTranslate2's loaders read a Hugging Face model object
+    except ImportError:
+        raise ValueError("exporting to CTranslate2 needs transformers: pip install 'transformerkit[export]'") from None
     from ctranslate2.converters.converter import Converter
 
     if quantization not in QUANTIZATIONS:

@@ -172,8 +172,8 @@ def _traced(model: Model) -> tuple[nn.Module, tuple[Any, ...], list[str], list[s
 
 def save_onnx(model: Model, directory: str | Path, preprocessor: Preprocessor, generation: GenerationConfig,
               quantization: str = "float32") -> None:
-    """Write ``model`` as ``model.onnx`` (weights as ``quantization``) with its tokenizer or image
-    processor and decoding defaults into ``directory``, atomically."""
+    """Write ``model`` (cast to float32 in place) as ``model.onnx`` (weights as ``quantization``)
+    with its tokenizer or image processor and decoding defaults into ``directory``, atomically."""
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"--quantize for ONNX must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
     if quantization == "int8":
