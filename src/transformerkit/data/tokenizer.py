@@ -189,8 +189,9 @@ class SubwordTokenizer:
 
     def encode_for_encoder(self, texts: list[str], max_length: int) -> list[list[int]]:
         """``[CLS] text [SEP]`` ids of each text, cut to ``max_length`` with the closing [SEP] kept
-        (as Hugging Face's ``truncation=True`` and sentence-transformers cut)."""
-        return [row[:max_length - 1] + row[-1:] if len(row) > max_length else row
+        (as Hugging Face's ``truncation=True`` and sentence-transformers cut). With a tokenizer that
+        adds no [CLS]/[SEP], an empty text is read as BOS alone: every text has a first token to pool."""
+        return [row[:max_length - 1] + row[-1:] if len(row) > max_length else row or [self.bos_id]
                 for row in self.encode(texts, add_special_tokens=True)]
 
     def decode(self, ids: list[list[int]]) -> list[str]:

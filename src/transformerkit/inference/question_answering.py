@@ -17,7 +17,6 @@ over all its windows.
 from __future__ import annotations
 
 import json
-import sys
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 from torch import Tensor
 
 from transformerkit.checkpoint import CheckpointError, load_model_dir
-from transformerkit.commands import Commands
+from transformerkit.commands import Commands, UsageError, read_lines
 from transformerkit.data.batching import EncoderBatch, batch_by_size, pad_right
 from transformerkit.data.squad import QAExample, load_squad, squad_scores
 from transformerkit.data.tokenizer import SubwordTokenizer
@@ -247,7 +246,9 @@ def add_commands(commands: Commands) -> None:
 
 
 def answer_command(args: Any) -> int:
-    context = Path(args.context).read_text(encoding="utf-8") if args.context != "-" else sys.stdin.read()
+    if not args.context.strip():
+        raise UsageError("--context names the file holding the text (- for standard input), got an empty name")
+    context = "\n".join(read_lines(args.context))  # UTF-8 checked, named by file and line
     prediction = load_answerer(args.model).answer(args.question, context)
     print(json.dumps(vars(prediction), ensure_ascii=False) if args.json else prediction.text)
     return 0
