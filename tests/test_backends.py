@@ -90,6 +90,23 @@ def test_the_transform_swaps_only_the_linear_maps_and_keeps_every_parameter() ->
 
 
 @needs_onednn
+def test_an_all_padding_batch_gets_zero_gradients_as_with_nn_linear() -> None:
+    """Its packed tokens are none: oneDNN has no primitive for an empty product ('could not create
+    a primitive descriptor' in the backward pass), so such a product goes through F.linear."""
+    torch.manual_seed(0)
+    model = use_onednn_products(EncoderDecoderTransformer(preset("tiny", vocab_size=50, d_model=32, d_ff=64,
+                                                                 num_heads=4)))
+    pad = torch.full((2, 5), model.config.pad_id)
+    loss = model.loss(pad, pad[:, :4], pad[:, :4], reduction="sum")
+    loss.backward()
+    assert loss.item() == 0 and all(p.grad is None or not p.grad.any() for p in model.parameters())
+    empty = torch.zeros(0, 32, requires_grad=True)
+    weight = torch.randn(8, 32, requires_grad=True)
+    onednn_linear(empty, weight).sum().backward()
+    assert empty.grad is not None and weight.grad is not None and not weight.grad.any()
+
+
+@needs_onednn
 def test_a_training_step_matches_the_mkl_step() -> None:
     """A whole encoder-decoder step (loss and every gradient) agrees with F.linear's to fp32 rounding."""
     config = preset("tiny", vocab_size=50, dropout=0.0)

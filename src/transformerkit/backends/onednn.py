@@ -65,9 +65,11 @@ class OneDNNLinearFunction(torch.autograd.Function):
 
 
 def uses_onednn(x: Tensor, weight: Tensor) -> bool:
-    """Whether :func:`onednn_linear` takes oneDNN for these operands: fp32 on a CPU, outside autocast."""
+    """Whether :func:`onednn_linear` takes oneDNN for these operands: fp32 on a CPU, outside autocast,
+    with at least one row (oneDNN has no primitive for an empty product: an all-padding batch, whose
+    packed tokens are none, goes through ``F.linear`` and gets zero gradients)."""
     return (ONEDNN_AVAILABLE and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
-            and not torch.is_autocast_enabled("cpu"))
+            and not torch.is_autocast_enabled("cpu") and x.numel() > 0)
 
 
 def onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
