@@ -11,8 +11,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from transformerkit.config import preset
-from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
 from transformerkit.backends import machine
 from transformerkit.backends.calibration import (LAYOUT_OVERRIDE, OVERRIDE, choose_decoding_layout,
                                                  choose_inference_dtype, choose_onednn_products, choose_precision,
@@ -20,6 +18,8 @@ from transformerkit.backends.calibration import (LAYOUT_OVERRIDE, OVERRIDE, choo
 from transformerkit.backends.layout import DecodingLinear, use_decoding_layout
 from transformerkit.backends.onednn import (ONEDNN_AVAILABLE, OneDNNLinear, onednn_linear, use_onednn_products,
                                             uses_onednn)
+from transformerkit.config import preset
+from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
 
 needs_onednn = pytest.mark.skipif(not ONEDNN_AVAILABLE, reason="this PyTorch build has no oneDNN")
 

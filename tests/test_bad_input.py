@@ -474,3 +474,31 @@ def test_replacing_a_model_directory_never_leaves_it_missing(tmp_path: Path, mon
         (tmp / "weights").write_text("new", encoding="utf-8")
     assert (final / "weights").read_text(encoding="utf-8") == "new"
     assert final not in moved and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+class Payload:
+    """A pickle that runs a shell command if anything but a weights-only loader unpickles it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_malicious_training_state_runs_nothing_and_is_one_line(tmp_path: Path) -> None:
+    """It used to be refused with an `UnpicklingError … GLOBAL posix.system` traceback."""
+    import pickle
+
+    marker = tmp_path / "ran"
+    for name, data in (("plain pickle", pickle.dumps(Payload(marker))),
+                       ("torch.save", None)):
+        path = tmp_path / name
+        path.mkdir()
+        if data is None:
+            torch.save({"step": 1, "payload": Payload(marker)}, path / "training_state.pt")
+        else:
+            (path / "training_state.pt").write_bytes(data)
+        with pytest.raises(CheckpointError, match="training_state.pt: damaged or not a training state"):
+            load_training_state(path)
+        assert not marker.exists(), name
