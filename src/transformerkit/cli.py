@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     machine.set_defaults(handler=machine_info)
 
     data = commands.add_parser("data", help="build a corpus")
-    sources = data.add_subparsers(dest="source", required=True, parser_class=_Parser)
+    sources = data.add_subparsers(dest="source", required=True, parser_class=_Parser, help="the corpus to build")
     for name, source in SOURCES.items():
         command = sources.add_parser(name, help=source.help)
         command.add_argument("--out", "--output", dest="out", required=True, help=f"directory for {source.writes}")
@@ -264,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     exporter.add_argument("--quantize", choices=list(dict.fromkeys(QUANTIZATIONS + ONNX_QUANTIZATIONS)),
                           default="float32", help="weight type of a CTranslate2 or ONNX export (default: float32; "
                           "ONNX: float32 or int8)")
-    exporter.add_argument("--out", "--output", dest="out", required=True, help="directory to write (replaced atomically)")
+    exporter.add_argument("--out", "--output", dest="out", required=True,
+                          help="directory to write (replaced atomically)")
     exporter.set_defaults(handler=export)
 
     evaluator = commands.add_parser("evaluate", help="score a model on a test set, as JSON: translation BLEU and chrF "

@@ -70,7 +70,8 @@ def add_commands(commands: Commands) -> None:
     command = commands.add_parser("embed", help="sentence embeddings (mean-pooled, L2-normalized) of lines")
     command.add_argument("--model", required=True, help="encoder-only model directory")
     command.add_argument("--input", default=None, help="read this file instead of stdin")
-    command.add_argument("--output", "--out", dest="output", default=None, help="FILE.npy (array) or FILE.jsonl (default: JSONL on stdout)")
+    command.add_argument("--output", "--out", dest="output", default=None,
+                         help="FILE.npy (array) or FILE.jsonl (default: JSONL on stdout)")
     command.add_argument("--max-length", type=int, default=256, help="tokens per line, [CLS]/[SEP] included")
     command.set_defaults(handler=embed_command)
 

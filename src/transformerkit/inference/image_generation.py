@@ -144,7 +144,8 @@ def add_commands(commands: Commands) -> None:
     command.add_argument("--columns", type=int, default=8, help="images per row of the grid")
     command.add_argument("--scale", type=int, default=4, help="draw each pixel this many times larger")
     command.add_argument("--greedy", action="store_true", help="most probable grey level at every pixel")
-    command.add_argument("--temperature", type=float, default=None)
+    command.add_argument("--temperature", type=float, default=None,
+                         help="divides the logits before sampling (default: the model's)")
     command.add_argument("--top-k", type=int, default=None, help="keep the k most probable levels (0: all)")
     command.add_argument("--top-p", type=float, default=None, help="nucleus: keep the top levels up to this mass")
     command.add_argument("--seed", type=int, default=None, help="random seed for sampling")

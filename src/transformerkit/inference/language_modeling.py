@@ -294,11 +294,13 @@ def add_commands(commands: Commands) -> None:
     command.add_argument("--prompt", default=None,
                          help="text to continue; - or none given with a pipe on standard input: read it from there "
                               "(default: start from BOS)")
-    command.add_argument("--max-new-tokens", type=int, default=None)
+    command.add_argument("--max-new-tokens", type=int, default=None,
+                         help="tokens to generate at most (default: the model's)")
     mode = command.add_mutually_exclusive_group()
     mode.add_argument("--greedy", action="store_true", help="always take the most probable token")
     mode.add_argument("--sample", action="store_true", help="sample (default: the model's generation config)")
-    command.add_argument("--temperature", type=float, default=None)
+    command.add_argument("--temperature", type=float, default=None,
+                         help="divides the logits before sampling (default: the model's)")
     command.add_argument("--top-k", type=int, default=None, help="keep the k most probable tokens (0: all)")
     command.add_argument("--top-p", type=float, default=None, help="nucleus: keep the top tokens up to this mass")
     command.add_argument("--repetition-penalty", type=float, default=None, help="CTRL penalty θ (1: none)")

@@ -90,7 +90,7 @@ def add_commands(commands: Commands) -> None:
                                                 "an OpenAI API exists)")
     command.add_argument("--model", required=True, help="model directory")
     command.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    command.add_argument("--port", type=int, default=8000)
+    command.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
     command.add_argument("--max-request-bytes", type=int, default=1 << 20,
                          help="larger request bodies are refused with 413 (default: 1 MiB)")
     command.add_argument("--max-waiting", type=int, default=64,
