@@ -1,6 +1,6 @@
 """Issue #19's campaigns, bounded to run in the suite: 1,000 generated recipe variations and 200
-bad inference inputs end in a run or in one line (never a traceback), and ``kill -9`` during a
-real training run loses nothing (``benchmarks/robustness.py`` runs the larger campaign: every
+bad inference inputs end in a run or in one line (never a traceback), every damaged model file is
+one line for every verb and runs nothing, and ``kill -9`` during a real training run loses nothing (``benchmarks/robustness.py`` runs the larger campaign: every
 damaged model file against every verb, more kills, a full disk, a server flood)."""
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ import importlib.util
 import io
 import json
 import math
+import pickle
 import random
+import shutil
 import sys
 from pathlib import Path
 
@@ -121,13 +123,57 @@ def test_two_hundred_bad_inference_inputs_end_in_an_answer_or_one_line(case: int
         assert code == 0 or (code == 2 and len(errors) == 1), (argv, data, code, err)
 
 
-def test_kill_nine_during_training_loses_nothing(tmp_path: Path) -> None:
-    """Three SIGKILLs at random moments of a real ``transformerkit train`` (checkpoint every step),
-    each followed by a resume: every ``latest`` loads, and the run ends with the uninterrupted
-    run's weights, bit for bit (``benchmarks/robustness.py --kills N`` for more)."""
+def robustness_module():  # type: ignore[no-untyped-def]
+    """``benchmarks/robustness.py``: its damage kinds, verbs, payload and kill campaign."""
     spec = importlib.util.spec_from_file_location("robustness", FIXTURES.parents[1] / "benchmarks" / "robustness.py")
     assert spec is not None and spec.loader is not None
-    robustness = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(robustness)
-    results = robustness.kill_nine(tmp_path, kills=3, steps=24, timeout=120)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_damaged_model_file_is_one_line_for_every_verb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Each file of each text task's model directory replaced by each damage of the robustness
+    campaign (empty, truncated, random bytes, a JSON list, null, wrong types), by a symbolic-link
+    loop, and model.safetensors by a malicious pickle; every verb that reads such a directory,
+    in process: an answer or one line, exit 0 or 2, nothing executed."""
+    robustness = robustness_module()
+    damages = {**robustness.DAMAGE, "symlink loop": None}
+    text = tmp_path / "input.txt"
+    text.write_text("open the file\n", encoding="utf-8")
+    marker = tmp_path / "executed"
+    tried = 0
+    for task, commands in robustness.VERBS.items():
+        source = MODELS / task
+        for name in sorted(p.name for p in source.iterdir()):
+            for how, damage in damages.items():
+                model = tmp_path / f"{task}-{name}-{how}".replace(" ", "_")
+                shutil.copytree(source, model)
+                (model / name).unlink()
+                if damage is None:
+                    (model / name).symlink_to(model / name)  # a link to itself
+                else:
+                    (model / name).write_bytes(damage((source / name).read_bytes()))
+                for command in commands:
+                    tried += 1
+                    argv = [a.format(model=model, input=text, work=tmp_path) for a in command]
+                    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"open the file\n")))
+                    code = main(argv)
+                    err = capsys.readouterr().err
+                    assert "Traceback" not in err and (code == 0 or (code == 2 and err.count("\n") == 1)), \
+                        (argv, how, code, err)
+        pickled = tmp_path / f"{task}-pickle"
+        shutil.copytree(source, pickled)
+        (pickled / "model.safetensors").write_bytes(pickle.dumps(robustness.Payload(marker)))
+        assert main([a.format(model=pickled, input=text, work=tmp_path) for a in commands[0]]) == 2
+        capsys.readouterr()
+    assert not marker.exists() and tried > 150
+
+
+def test_kill_nine_during_training_loses_nothing(tmp_path: Path) -> None:
+    """Two SIGKILLs at random moments of a real ``transformerkit train`` (checkpoint every step),
+    each followed by a resume: every ``latest`` loads, and the run ends with the uninterrupted
+    run's weights, bit for bit (``benchmarks/robustness.py --kills N`` for more)."""
+    results = robustness_module().kill_nine(tmp_path, kills=2, steps=16, timeout=120)
     assert [outcome for _, outcome in results] == ["clean"] * len(results), results
