@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from transformerkit.cli import main
 from transformerkit.tasks import load_recipe
@@ -174,6 +175,38 @@ def test_every_damaged_model_file_is_one_line_for_every_verb(tmp_path: Path, mon
 def test_kill_nine_during_training_loses_nothing(tmp_path: Path) -> None:
     """Two SIGKILLs at random moments of a real ``transformerkit train`` (checkpoint every step),
     each followed by a resume: every ``latest`` loads, and the run ends with the uninterrupted
-    run's weights, bit for bit (``benchmarks/robustness.py --kills N`` for more)."""
+    run's weights, bit for bit (more: ``python benchmarks/robustness.py --kills 20``; the suite's
+    ``slow`` marker only labels tests, it does not leave them out)."""
     results = robustness_module().kill_nine(tmp_path, kills=2, steps=16, timeout=120)
     assert [outcome for _, outcome in results] == ["clean"] * len(results), results
+
+
+@pytest.mark.parametrize("precision", [torch.float32, torch.bfloat16])
+def test_all_padding_batches_give_no_nan_in_any_family(precision: torch.dtype) -> None:
+    """Rows with every key masked, in every text family, forward and backward, fp32 and bf16
+    autocast (the oneDNN products included where the CPU takes them): finite outputs and gradients."""
+    from transformerkit.backends.onednn import use_onednn_products
+    from transformerkit.config import preset
+    from transformerkit.models.decoder_only import DecoderOnlyTransformer
+    from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
+    from transformerkit.models.encoder_only import EncoderOnlyTransformer
+
+    shape = {"vocab_size": 50, "d_model": 32, "d_ff": 64, "num_heads": 4}
+    torch.manual_seed(0)
+    for family, name in ((EncoderDecoderTransformer, "tiny"), (DecoderOnlyTransformer, "gpt-tiny"),
+                         (EncoderOnlyTransformer, "minilm-l6")):
+        model = use_onednn_products(family(preset(name, **shape, **({"num_encoder_layers": 1}
+                                                                    if family is EncoderOnlyTransformer else {}))))
+        pad = torch.full((2, 6), model.config.pad_id)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == torch.bfloat16):
+            if family is EncoderDecoderTransformer:
+                out = model.loss(pad, pad[:, :5], pad[:, :5], reduction="sum")
+            elif family is DecoderOnlyTransformer:
+                hidden, _ = model.hidden_states(pad, torch.zeros(2, 6, dtype=torch.bool))
+                out = model.logits(hidden).float().sum()
+            else:
+                hidden, _ = model(pad, torch.zeros(2, 6, dtype=torch.bool))
+                out = hidden.float().sum()
+        out.backward()
+        assert torch.isfinite(out), family.__name__
+        assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters()), family.__name__
