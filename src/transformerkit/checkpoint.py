@@ -237,7 +237,7 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
     weights in another floating-point type are converted, with a warning."""
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
-    expected = model.state_dict()
+    expected = model.state_dict()  # the model's own tensors: loading fills them in place
     try:
         with safe_open(str(path), framework="pt") as stored:  # checks the header covers the file: a truncated one fails
             dtypes = {key: stored.get_slice(key).get_dtype() for key in stored.keys()}
@@ -258,7 +258,7 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
         key, dtype = next(iter(converted.items()))
         warnings.warn(f"{path}: weights stored as {dtype} ({len(converted)} tensors) were converted to "
                       f"{str(expected[key].dtype).removeprefix('torch.')}", stacklevel=2)
-    broken = next((k for k, v in model.state_dict().items() if v.is_floating_point() and not v.isfinite().all()), None)
+    broken = next((k for k, v in expected.items() if v.is_floating_point() and not v.isfinite().all()), None)
     if broken is not None:
         raise CheckpointError(f"{path}: {broken} holds NaN or infinite values (a diverged run?)")
 

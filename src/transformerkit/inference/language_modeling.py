@@ -203,8 +203,10 @@ class CTranslate2Generator(StreamsText):
         closing = threading.Event()
         # one batch per prompt length: CTranslate2 reads a batch's shortest prompt at once and the
         # rest of longer ones token by token, which changes what it reports and when
-        lengths = sorted({len(p) for p in prompts})
-        groups = [[row for row, p in enumerate(prompts) if len(p) == length] for length in lengths]
+        by_length: dict[int, list[int]] = {}
+        for row, prompt in enumerate(prompts):
+            by_length.setdefault(len(prompt), []).append(row)
+        groups = [rows for _, rows in sorted(by_length.items())]
 
         def decode() -> None:
             try:
@@ -232,16 +234,16 @@ class CTranslate2Generator(StreamsText):
         worker.start()
         try:
             step: list[int | None] = [None] * len(texts)
-            current = (0, 0)
+            current = (0, 0)  # (batch, step) of the tokens gathered in ``step``
             while (item := tokens.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
                 check_interrupt()  # a server's timeout or shutdown (generation.interrupt)
-                number, row, token = item
-                if number != current and any(t is not None for t in step):
+                when, row, token = item
+                if when != current and any(t is not None for t in step):
                     yield text.add(step)
                     step = [None] * len(texts)
-                current, step[row] = number, token
+                current, step[row] = when, token
             if any(t is not None for t in step):
                 yield text.add(step)
         finally:

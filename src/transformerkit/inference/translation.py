@@ -186,6 +186,9 @@ class CTranslate2Translator(ReadsSources):
     tokenizer: SubwordTokenizer
     generation: GenerationConfig
     batch_size: int = 32
+    """Sentences handed to CTranslate2 per call (each yields its translations at once)."""
+    batch_tokens: int | None = None
+    """CTranslate2's own batch budget inside a call, in source tokens (None: the whole call)."""
 
     def _batches(self, texts: list[str]) -> Iterator[tuple[list[int], list[str]]]:
         ids = self.encode_sources(texts)
@@ -197,6 +200,7 @@ class CTranslate2Translator(ReadsSources):
                 [self.tokenizer.tokens(row) for row in chunk], beam_size=g.beam, length_penalty=g.length_penalty,
                 max_input_length=0,  # sources are bounded above (its default would cut them at 1,024)
                 min_decoding_length=0,  # as ours, EOS may come first (its default forbids an empty output)
+                **({"max_batch_size": self.batch_tokens, "batch_type": "tokens"} if self.batch_tokens else {}),
                 max_decoding_length=min(max(map(len, chunk)) + g.max_length_offset, g.max_length or 1 << 30))
             yield list(range(start, start + len(chunk))), self.tokenizer.decode(
                 [[self.tokenizer.tokenizer.token_to_id(t) for t in r.hypotheses[0]] for r in results])
@@ -315,7 +319,7 @@ def add_commands(commands: Commands) -> None:
                                   "are done; a progress bar on stderr when it is a terminal)")
         command.add_argument("--batch-tokens", type=int, default=None,
                              help="decoding batch budget: padded source tokens × beam per batch (default: 2000; "
-                                  "CTranslate2: 32 sentences per batch)")
+                                  "CTranslate2: source tokens per batch, its batch_type='tokens')")
         command.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (default: CUDA if available)")
         command.add_argument("--dtype", choices=["fp32", "int8"], default="fp32",
                              help="int8: linear layers dynamically quantized (faster on a CPU, slightly less accurate)")
@@ -337,7 +341,7 @@ def translate_command(args: Any) -> int:
             raise UsageError("--backend ctranslate2 decodes on the CPU here (drop --device)")
         translator = load_ctranslate2_translator(args.model, beam=args.beam, length_penalty=args.length_penalty)
         if args.batch_tokens is not None:
-            translator = replace(translator, batch_size=max(1, args.batch_tokens // 64))
+            translator = replace(translator, batch_tokens=args.batch_tokens)
     else:
         task = model_task(args.model)
         if task != args.task:
