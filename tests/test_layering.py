@@ -20,13 +20,13 @@ LAYERS = {
     "generation": 4,
     "checkpoint": 5,
     "inference": 6,
-    "interop": 7, "training": 7,
+    "interop": 7, "training": 7, "explain": 7,
     "tasks": 8,
     "cli": 9, "serve": 9, "__main__": 10, "": 9,  # "": the package's own __init__, its public face
 }
 SAME_LAYER = {("cli", "serve")}
 """(importer, imported) packages of one layer that may import each other."""
-FORBIDDEN = {"serve": {"training", "tasks"}, "inference": {"training", "tasks"}}
+FORBIDDEN = {"serve": {"training", "tasks"}, "inference": {"training", "tasks"}, "explain": {"training", "tasks"}}
 """Package → packages it may not import whatever their layer: the server and the inference layer
 use a model through ``inference``, never through the trainer or its tasks."""
 

@@ -27,6 +27,8 @@
     transformerkit average-checkpoints --out DIR (--inputs DIR … | --run RUN --last N)
     transformerkit plot-attention --model DIR --text TEXT --out FILE.png
     transformerkit plot-attention --model VIT_DIR --image FILE … --out FILE.png [--method rollout|last-layer]
+    transformerkit explain --model DIR (--text TEXT | --image FILE) [--lang en|zh] [--format text|markdown|html]
+                                                (one forward pass step by step, every number checked)
     transformerkit serve --model DIR [--host 127.0.0.1] [--port 8000]   (HTTP API; pip install 'transformerkit[serve]')
 
 Errors in what the user typed (unknown keys, bad values, unknown presets) end with one line on
@@ -49,6 +51,7 @@ import torch
 from transformerkit.commands import UsageError
 from transformerkit.config import PRESETS, preset
 from transformerkit.data.sources import SOURCES
+from transformerkit.explain import add_commands as add_explain_commands
 from transformerkit.inference import inference_modules, task_function
 from transformerkit.interop.ctranslate2 import QUANTIZATIONS
 from transformerkit.interop.onnx import QUANTIZATIONS as ONNX_QUANTIZATIONS
@@ -246,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
         if hasattr(module, "add_commands"):
             module.add_commands(commands)
     add_serve_commands(commands)
+    add_explain_commands(commands)
 
     converter = commands.add_parser("convert", help="import a Hugging Face GPT-2, BERT or ViT directory, or export one")
     converter.add_argument("input", help="Hugging Face directory (import) or transformerkit model directory (export)")
