@@ -54,6 +54,8 @@ MESSAGES: dict[Language, dict[str, str]] = {
         "shape": "d_model = {d_model}, {heads} heads of d_k = {d_k}, d_v = {d_v}, d_ff = {d_ff}, {norm}, "
                  "{activation}, {positional} positions.",
         # 1
+        "norm_post_name": "post-norm",
+        "norm_pre_name": "pre-norm",
         "step_tokenization": "Tokenization",
         "step_patches": "Image patches (the tokens of a vision Transformer)",
         "tok_text": "Text: {text}",
@@ -187,6 +189,8 @@ MESSAGES: dict[Language, dict[str, str]] = {
         "intro": "下面的每个数字都按所示公式计算,并与模型自己算出的中间值(前向钩子)核对;只要有一个不一致,命令就会报错停止。",
         "shape": "d_model = {d_model},{heads} 个注意力头,d_k = {d_k},d_v = {d_v},d_ff = {d_ff},{norm},"
                  "{activation},{positional} 位置。",
+        "norm_post_name": "后归一化",
+        "norm_pre_name": "前归一化",
         "step_tokenization": "分词(Tokenization)",
         "step_patches": "图像块(视觉 Transformer 的词元)",
         "tok_text": "文本:{text}",

@@ -5,6 +5,7 @@ every layer's per-head attention as a heatmap (inline PNG) — no network, no sc
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import warnings
@@ -64,6 +65,7 @@ def as_markdown(explanation: Explanation) -> str:
     return "\n".join(out)
 
 
+@functools.cache
 def formula_svg(tex: str) -> str:
     """The formula drawn by matplotlib's mathtext, as an inline SVG element."""
     import matplotlib

@@ -626,7 +626,7 @@ def explanation(model: Model, walk: Walk, steps: list[Step], model_name: str, fa
                                                     worst=f"{worst:.1e}")])
     summary.lines += [say_("check_row", what=check.what, error=f"{check.max_error:.1e}") for check in checks]
     intro = [say_("intro"), say_("shape", d_model=c.d_model, heads=c.num_heads, d_k=c.head_dim_k, d_v=c.head_dim_v,
-                                 d_ff=c.d_ff, norm=f"{c.norm_position}-norm", activation=c.activation,
+                                 d_ff=c.d_ff, norm=say_(f"norm_{c.norm_position}_name"), activation=c.activation,
                                  positional=c.positional)]
     numbered = [replace(step, title=f"{n}. {step.title}") for n, step in enumerate([*steps, summary], 1)]
     return Explanation(say_("title", model=model_name, family=say_(f"family_{family}")), intro, numbered, checks,
