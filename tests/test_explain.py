@@ -231,3 +231,14 @@ def test_focus_details_one_layer_and_one_head(translator: Path) -> None:
     assert "for head 1 of 4" in "\n".join(encoder[0].lines)
     assert any("the detail is shown for layer 1" in line for line in encoder[1].lines)
 
+
+
+def test_every_message_exists_in_both_languages_with_the_same_fields() -> None:
+    from string import Formatter
+
+    from transformerkit.explain.language import MESSAGES
+
+    assert set(MESSAGES["en"]) == set(MESSAGES["zh"])
+    for key, english in MESSAGES["en"].items():
+        fields = {name for _, name, _, _ in Formatter().parse(english) if name}
+        assert fields == {name for _, name, _, _ in Formatter().parse(MESSAGES["zh"][key]) if name}, key

@@ -172,7 +172,7 @@ MESSAGES: dict[Language, dict[str, str]] = {
         "step_checks": "Checks",
         "checks_intro": "{count} comparisons of {values} values between the formulas above (plain tensor "
                         "operations, float64) and the model's own intermediate values (forward hooks, float32): "
-                        "the largest difference is {worst}; allowed 1e-5 · (1 + |value|).",
+                        "the largest difference is {worst}; allowed 1e-5 · (1 + |value|), of which at most {used} was used.",
         "check_row": "  {what}: max |Δ| = {error}",
         "figure_heads": "{stack} layer {index}, {kind}: the attention weights of each head (row: query, column: key)",
         "kind_self": "self-attention",
@@ -278,7 +278,7 @@ MESSAGES: dict[Language, dict[str, str]] = {
         "out_embedding": "句向量是所有词元状态的平均,再做 L2 归一化({d_model} 个值):{vec}",
         "step_checks": "核对",
         "checks_intro": "上面的公式(普通张量运算,float64)与模型自己的中间值(前向钩子,float32)共比较 {count} 次、"
-                        "{values} 个数值:最大差异为 {worst};允许 1e-5 · (1 + |值|)。",
+                        "{values} 个数值:最大差异为 {worst};允许 1e-5 · (1 + |值|),最多用到其中的 {used}。",
         "check_row": "  {what}:最大 |Δ| = {error}",
         "figure_heads": "{stack}第 {index} 层,{kind}:每个头的注意力权重(行:查询,列:键)",
         "kind_self": "自注意力",

@@ -94,6 +94,8 @@ class Check:
     what: str
     max_error: float
     elements: int
+    allowance_used: float
+    """max |Δ| / (TOLERANCE · (1 + |value|)) over the elements: ≤ 1 passes."""
 
 
 @dataclass
@@ -113,7 +115,8 @@ class Checker:
             raise ExplanationMismatch(f"{what}: the formula gives a value {worst:.2e} away from the model's own "
                                       f"(allowed {TOLERANCE:g} · (1 + |value|)); the explanation does not describe "
                                       "this model")
-        self.checks.append(Check(what, worst, recomputed.numel()))
+        used = float((error / bound).max()) if error.numel() else 0.0
+        self.checks.append(Check(what, worst, recomputed.numel(), used))
         return recomputed
 
     def equal(self, what: str, recomputed: list[Any], model_value: list[Any]) -> None:
@@ -121,4 +124,4 @@ class Checker:
         if recomputed != model_value:
             raise ExplanationMismatch(f"{what}: the explanation gives {recomputed}, the model's tokenizer "
                                       f"{model_value}")
-        self.checks.append(Check(what, 0.0, len(recomputed)))
+        self.checks.append(Check(what, 0.0, len(recomputed), 0.0))

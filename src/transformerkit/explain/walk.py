@@ -621,9 +621,10 @@ def explanation(model: Model, walk: Walk, steps: list[Step], model_name: str, fa
     say_, c = walk.say, model.config
     checks = walk.check.checks
     worst = max((check.max_error for check in checks), default=0.0)
+    used = max((check.allowance_used for check in checks), default=0.0)
     summary = Step(say_("step_checks"), lines=[say_("checks_intro", count=len(checks),
                                                     values=f"{sum(ch.elements for ch in checks):,}",
-                                                    worst=f"{worst:.1e}")])
+                                                    worst=f"{worst:.1e}", used=f"{100 * used:.0f}%")])
     summary.lines += [say_("check_row", what=check.what, error=f"{check.max_error:.1e}") for check in checks]
     intro = [say_("intro"), say_("shape", d_model=c.d_model, heads=c.num_heads, d_k=c.head_dim_k, d_v=c.head_dim_v,
                                  d_ff=c.d_ff, norm=say_(f"norm_{c.norm_position}_name"), activation=c.activation,
