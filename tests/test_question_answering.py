@@ -211,7 +211,6 @@ def test_cloze_questions_blank_a_word_of_the_passage() -> None:
     assert questions == cloze.cloze_questions("emma", sentence_list, passage_sentences=4, step=2)  # deterministic
 
 
-@pytest.mark.slow
 def test_austen_cloze_set_from_the_debian_package(tmp_path: Path) -> None:
     report = cloze.build_austen_cloze(tmp_path / "austen", tmp_path / "cache")
     assert set(report["books"]) == {"emma", "mansfieldpark", "northangerabbey", "persuasion", "prideprejudice",

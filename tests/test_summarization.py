@@ -136,7 +136,6 @@ def test_a_summarization_run_trains_summarizes_and_scores(tmp_path: Path, capsys
                                           [p["summary"] for p in pairs])["rouge1"]
 
 
-@pytest.mark.slow
 def test_debian_descriptions_from_the_real_index(tmp_path: Path) -> None:
     report = debian.build_debian_descriptions(tmp_path / "out", tmp_path / "lists")
     assert report["kept"]["train"] > 40000 and report["kept"]["test"] > 800

