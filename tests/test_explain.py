@@ -17,7 +17,7 @@ from test_export import TEXTS, trained_translator
 from transformerkit.checkpoint import load_model_dir, save_model_dir
 from transformerkit.cli import main
 from transformerkit.config import preset
-from transformerkit.data.image_processing import ImageProcessor
+from transformerkit.data.image_processing import ImageProcessor, PixelTokenizer
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.explain import Focus, explain_model, explain_model_dir, render
 from transformerkit.explain.recording import TOLERANCE, ExplanationMismatch
@@ -242,3 +242,16 @@ def test_every_message_exists_in_both_languages_with_the_same_fields() -> None:
     for key, english in MESSAGES["en"].items():
         fields = {name for _, name, _, _ in Formatter().parse(english) if name}
         assert fields == {name for _, name, _, _ in Formatter().parse(MESSAGES["zh"][key]) if name}, key
+
+
+def test_inputs_of_the_wrong_kind_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    vit, picture = vision_model(tmp_path / "vit")
+    assert main(["explain", "--model", str(vit), "--text", "a shoe"]) == 2
+    assert "a vision model explains an image: give --image FILE" in capsys.readouterr().err
+    torch.manual_seed(0)
+    pixels = PixelTokenizer(image_size=4, levels=4, labels=["a", "b"])
+    config = preset("gpt-tiny", vocab_size=pixels.vocab_size, max_positions=17, pad_id=0, bos_id=0, eos_id=0)
+    save_model_dir(tmp_path / "pixels", DecoderOnlyTransformer(config).eval(), pixels, GenerationConfig(),
+                   task="image-generation")
+    assert main(["explain", "--model", str(tmp_path / "pixels"), "--text", "a"]) == 2
+    assert "explain reads text through a tokenizer; this model reads PixelTokenizer inputs" in capsys.readouterr().err

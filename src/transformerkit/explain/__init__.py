@@ -72,7 +72,6 @@ def explain_translation(walk: Walk, model: EncoderDecoderTransformer, preprocess
     source_ids = _bounded(translator.encode_sources([text])[0])
     translation = translator.translate([text])[0]
     target_ids = _bounded(tokenizer.encode([translation])[0] + [tokenizer.eos_id])
-    model.set_attention_kernel("reference")
     return walk_translation(walk, model, tokenizer, text, source_ids, target_ids, translation, generation.beam)
 
 
@@ -134,9 +133,8 @@ def explain_model_dir(model_dir: str | Path, text: str | None = None, image: str
     """:func:`explain_model` for a saved model directory (loaded in fp32 on the CPU)."""
     path = Path(model_dir)
     model, preprocessor, generation = load_model_dir(path, "cpu")
-    name = path.resolve().name if path.name in ("model", "") else path.name
-    if path.name == "model":
-        name = f"{path.resolve().parent.name}/model"
+    resolved = path.resolve()
+    name = f"{resolved.parent.name}/{resolved.name}" if resolved.name == "model" else resolved.name
     return explain_model(model, preprocessor, generation, name, text, image, language, focus, path)
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -113,6 +114,13 @@ class Walk:
             count = len(stack.layers) if isinstance(stack, TransformerStack) else 0
             if count and focus.layer is not None and not -count <= focus.layer < count:
                 raise ValueError(f"--layer {focus.layer} is outside the {name}'s {count} layers (0 … {count - 1})")
+
+    @contextmanager
+    def recorded(self) -> Iterator[None]:
+        """Run the block (the family's forward pass) with every module's calls recorded."""
+        with recording(self.model) as record, torch.no_grad():
+            yield
+        self.record = record
 
     # ---------------------------------------------------------------------------- positions
     def position(self, length: int, default: int) -> int:
@@ -464,12 +472,12 @@ def walk_translation(walk: Walk, model: EncoderDecoderTransformer, tokenizer: Su
     src = torch.tensor([source_ids])
     tgt_in = torch.tensor([[tokenizer.bos_id] + target_ids[:-1]])
     src_tokens, tgt_tokens = tokenizer.tokens(source_ids), tokenizer.tokens(tgt_in[0].tolist())
-    with recording(model) as record, torch.no_grad():
+    with walk.recorded():
         src_mask = model.source_mask(src)
         memory, _ = model.encode(src, src_mask, need_weights=True)
         hidden, _ = model.decode(tgt_in, memory, src_mask, need_weights=True)
         model.output(hidden, memory, src_mask, src)
-    walk.record = record
+    record = walk.record
     src_pos = walk.position(len(source_ids), 0)
     tgt_pos = walk.position(len(tgt_tokens), len(tgt_tokens) - 1)
     tokens = walk.tokenization(tokenizer, text, source_ids)
@@ -502,10 +510,10 @@ def walk_language_model(walk: Walk, model: DecoderOnlyTransformer, tokenizer: Su
     """The decoder over the prompt and the next-token distribution at its last position."""
     tensor = torch.tensor([ids])
     tokens = tokenizer.tokens(ids)
-    with recording(model) as record, torch.no_grad():
+    with walk.recorded():
         hidden, _ = model.hidden_states(tensor, need_weights=True)
         model.logits(hidden)
-    walk.record = record
+    record = walk.record
     pos = walk.position(len(ids), len(ids) - 1)
     steps = [walk.tokenization(tokenizer, text, ids), *walk.embedding(model.embedding, tensor[0], tokens, pos, ""),
              *walk.stack(model.decoder, "decoder", tokens, pos, causal=True)]
@@ -526,7 +534,7 @@ def walk_encoder(walk: Walk, model: EncoderOnlyTransformer, tokenizer: SubwordTo
     tensor = torch.tensor([ids])
     tokens = tokenizer.tokens(ids)
     mask = torch.ones_like(tensor, dtype=torch.bool)
-    with recording(model) as record, torch.no_grad():
+    with walk.recorded():
         hidden, _ = model(tensor, attention_mask=mask, need_weights=True)
         pooled = model.pooled(hidden) if model.pooler is not None else None
         if model.classifier is not None and pooled is not None:
@@ -534,7 +542,7 @@ def walk_encoder(walk: Walk, model: EncoderOnlyTransformer, tokenizer: SubwordTo
         if model.masked_lm_head is not None:
             model.masked_lm_head(hidden)
         embedding = EncoderOnlyTransformer.mean_pooled(hidden, mask)
-    walk.record = record
+    record = walk.record
     pos = walk.position(len(ids), 1 if len(ids) > 2 else 0)
     steps = [walk.tokenization(tokenizer, text, ids), *walk.embedding(model.embedding, tensor[0], tokens, pos, ""),
              *walk.stack(model.encoder, "encoder", tokens, pos, causal=False)]
@@ -542,10 +550,10 @@ def walk_encoder(walk: Walk, model: EncoderOnlyTransformer, tokenizer: SubwordTo
     output = Step(say_("step_output"))
     if model.classifier is not None and model.pooler is not None:
         pooled_ = torch.tanh(walk.check("pooler W_p h₀ + b_p", f.linear(final[0], model.pooler.weight,
-                                                                       model.pooler.bias), record.output(model.pooler)[None]))
+                                                                       model.pooler.bias), record.output(model.pooler)))
         linear = model.classifier[-1]
         logits = walk.check("classifier W_c pooled + b_c", f.linear(pooled_, linear.weight, linear.bias),
-                            record.output(model.classifier)[None])
+                            record.output(model.classifier))
         output.formulas.append("classifier")
         output.lines.append(say_("out_classes"))
         output.lines += walk.top(f.softmax(logits), lambda i: model.config.labels[i])
@@ -569,11 +577,11 @@ def walk_encoder(walk: Walk, model: EncoderOnlyTransformer, tokenizer: SubwordTo
 def walk_vision(walk: Walk, model: VisionTransformer, images: Tensor, name: str) -> list[Step]:
     """Patches of one normalized image (1, C, H, W), the encoder, the class probabilities."""
     say_, config = walk.say, model.config
-    with recording(model) as record, torch.no_grad():
+    with walk.recorded():
         hidden, _ = model(images, need_weights=True)
         if model.classifier is not None:
             model.classifier(hidden[:, 0])
-    walk.record = record
+    record = walk.record
     count, patch, size = model.num_patches, config.patch_size, config.image_size
     pos = walk.position(count + 1, 0)
     per_row = size // patch
@@ -604,7 +612,7 @@ def walk_vision(walk: Walk, model: VisionTransformer, images: Tensor, name: str)
     if model.classifier is not None:
         final = record.output(model.encoder).double()
         logits = walk.check("classifier W_c h₀ + b_c", f.linear(final[0], model.classifier.weight,
-                                                              model.classifier.bias), record.output(model.classifier)[None])
+                                                              model.classifier.bias), record.output(model.classifier))
         output.lines.append(say_("out_vision"))
         output.lines += walk.top(f.softmax(logits), lambda i: config.labels[i])
     return [*steps, output]
