@@ -121,10 +121,12 @@ def test_a_recipe_reads_the_model_section_into_the_tasks_family() -> None:
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["model.preset=gpt-tiny"], "model: the translation task trains encoder-decoder models, not decoder-only "
-                                r"\(presets: base, big, small, tiny\)"),
-    (["model.family=vit"], "model: the translation task trains encoder-decoder models, not vit"),
-    (["model.family=rnn"], "model.family: unknown family 'rnn'; choose from encoder-decoder, decoder-only"),
+    (["model.preset=gpt-tiny"], "model: the translation task trains encoder-decoder or rnn models, not "
+                                r"decoder-only \(presets: base, big, small, tiny\)"),
+    (["model.family=vit"], "model: the translation task trains encoder-decoder or rnn models, not vit"),
+    (["task=language-modeling", "model.family=rnn"], "model: the language-modeling task trains decoder-only models, "
+                                                     "not rnn"),
+    (["model.family=lstm"], "model.family: unknown family 'lstm'; choose from encoder-decoder, decoder-only"),
     (["model.family=encoder-decoder", "model.preset=gpt-tiny"],
      "model.preset: gpt-tiny is a decoder-only preset, model.family is encoder-decoder"),
     (["model.labels=a,b"], "unknown configuration key: model.labels"),

@@ -121,6 +121,9 @@ def explain_model(model: Model, preprocessor: Any, generation: GenerationConfig,
     """Walk one forward pass of ``model`` (fp32, any family) on ``text`` or the ``image`` file."""
     if language not in LANGUAGES:
         raise UsageError(f"--lang must be one of {', '.join(LANGUAGES)}, got {language!r}")
+    if type(model) not in FAMILY_WALKS:
+        families = ", ".join(cls.config_class.family for cls in FAMILY_WALKS)
+        raise UsageError(f"explain walks the Transformer's families ({families}), not a {model.config.family} model")
     family, walk_family = FAMILY_WALKS[type(model)]
     walk = make_walk(model, language, focus)
     with torch.no_grad():

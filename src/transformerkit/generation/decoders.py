@@ -4,7 +4,7 @@ Greedy search, sampling and beam search all drive a :class:`StepDecoder`: given 
 token(s) of every row it returns the next-token logits and can keep a subset of its rows (beam
 search re-ranks and drops rows). One search implementation thus serves every model family.
 
-* :class:`Seq2SeqDecoder`: the encoder-decoder. The source is encoded once; the encoder
+* :class:`Seq2SeqDecoder`: an encoder-decoder (any :class:`Seq2SeqModel`). The source is encoded once; the encoder
   output's keys/values are projected once (cross-attention cache); each step feeds one token.
 * :class:`CausalLMDecoder`: a decoder-only model. The first step feeds the (left-padded)
   prompts at once (prefill); later steps feed one token and extend the attention mask.
@@ -12,13 +12,13 @@ search re-ranks and drops rows). One search implementation thus serves every mod
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
-from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
+from transformerkit.nn.layers import LayerAttention
 
 
 class StepDecoder(Protocol):
@@ -27,6 +27,28 @@ class StepDecoder(Protocol):
 
     def select(self, rows: Tensor) -> None:
         """Keep only ``rows`` (new_rows,), in that order, of every per-row state."""
+
+
+@runtime_checkable
+class Seq2SeqModel(Protocol):
+    """What decoding needs of an encoder-decoder of any family (the Transformer's
+    :class:`~transformerkit.models.encoder_decoder.EncoderDecoderTransformer`, the recurrent
+    :class:`~transformerkit.models.rnn.RNNEncoderDecoder`): ``config`` has ``pad_id``, ``bos_id``,
+    ``eos_id``; ``new_cache`` returns a state with ``reorder(rows, memory_rows=None)``."""
+
+    config: Any
+
+    def source_mask(self, src: Tensor) -> Tensor: ...
+
+    def encode(self, src: Tensor, src_mask: Tensor | None = None, need_weights: bool = False
+               ) -> tuple[Tensor, list[LayerAttention]]: ...
+
+    def new_cache(self, capacity: int, memory: Tensor) -> Any: ...
+
+    def decode(self, tgt: Tensor, memory: Tensor, memory_mask: Tensor | None, cache: Any = None,
+               need_weights: bool = False) -> tuple[Tensor, list[LayerAttention]]: ...
+
+    def output(self, hidden: Tensor, memory: Tensor, memory_mask: Tensor, src: Tensor) -> Tensor: ...
 
 
 class Seq2SeqDecoder:
@@ -38,7 +60,7 @@ class Seq2SeqDecoder:
     copy nor re-read it. :meth:`select` must keep rows in whole groups of ``copies`` per sentence.
     """
 
-    def __init__(self, model: EncoderDecoderTransformer, src: Tensor, copies: int, capacity: int) -> None:
+    def __init__(self, model: Seq2SeqModel, src: Tensor, copies: int, capacity: int) -> None:
         self.model = model
         self.copies = copies
         self.src = src

@@ -17,10 +17,9 @@ import torch
 from torch import Tensor
 
 from transformerkit.generation.config import GenerationConfig
-from transformerkit.generation.decoders import Seq2SeqDecoder, StepDecoder
+from transformerkit.generation.decoders import Seq2SeqDecoder, Seq2SeqModel, StepDecoder
 from transformerkit.generation.interrupt import check_interrupt
 from transformerkit.generation.sampling import TokenChooser, generate_tokens
-from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
 
 
 def length_penalty(length: int, alpha: float) -> float:
@@ -34,7 +33,7 @@ def max_target_lengths(src: Tensor, pad_id: int, offset: int, cap: int | None = 
 
 
 @torch.no_grad()
-def greedy_decode(model: EncoderDecoderTransformer, src: Tensor, max_length_offset: int,
+def greedy_decode(model: Seq2SeqModel, src: Tensor, max_length_offset: int,
                   max_length: int | None = None) -> Tensor:
     """The most probable next token at every step, with a key/value cache.
 
@@ -126,7 +125,7 @@ def beam_search(decoder: StepDecoder, max_lengths: list[int], beam: int, bos_id:
     return [max(hyps, key=lambda h: h.score) for hyps in finished]
 
 
-def translate_ids(model: EncoderDecoderTransformer, src: Tensor, beam: int = 4, alpha: float = 0.6,
+def translate_ids(model: Seq2SeqModel, src: Tensor, beam: int = 4, alpha: float = 0.6,
                   max_length_offset: int = 50, max_length: int | None = None) -> list[Hypothesis]:
     """Beam search for a padded batch of source ids (batch, src_len); max length = source + offset
     (at most ``max_length``)."""

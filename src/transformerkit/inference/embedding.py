@@ -51,7 +51,9 @@ def self_attention(model: EncoderOnlyTransformer, tokenizer: SubwordTokenizer, t
     weights (seq, seq) — row i is what token i reads, summing to 1 — and the tokens."""
     ids = tokenizer.encode_for_encoder([text], max_length)[0]
     _, attention = model(torch.tensor([ids], device=model_device(model)), need_weights=True)
-    heads = attention[layer].self_attention[0].float()
+    weights = attention[layer].self_attention
+    assert weights is not None, "an encoder's layers attend to themselves"
+    heads = weights[0].float()
     return (heads.mean(0) if head is None else heads[head]).cpu(), tokenizer.tokens(ids)
 
 

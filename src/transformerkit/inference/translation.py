@@ -25,12 +25,12 @@ from transformerkit.data.parallel import load_parallel
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.devices import model_device, pick_device
 from transformerkit.generation.config import GenerationConfig
+from transformerkit.generation.decoders import Seq2SeqModel
 from transformerkit.generation.interrupt import check_interrupt
 from transformerkit.generation.search import greedy_decode, translate_ids
 from transformerkit.inference import model_task
 from transformerkit.inference.engines import load_ctranslate2_export
 from transformerkit.inference.summarization import rouge_scores
-from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
 
 SOURCE_LIMIT = 1024
 """The most source tokens a translation reads where the model sets no smaller limit (sinusoidal or
@@ -103,7 +103,8 @@ class ReadsSources:
 
 @dataclass
 class Translator(ReadsSources):
-    model: EncoderDecoderTransformer
+    model: Seq2SeqModel
+    """An encoder-decoder: the Transformer, or the recurrent baseline."""
     tokenizer: SubwordTokenizer
     generation: GenerationConfig
     batch_tokens: int = 2000
@@ -116,7 +117,7 @@ class Translator(ReadsSources):
     @property
     def source_bound(self) -> int:
         """:data:`SOURCE_LIMIT`, or fewer where learned positions end sooner (one is EOS's)."""
-        if self.model.config.positional == "learned":
+        if getattr(self.model.config, "positional", None) == "learned":  # a recurrent model has no table
             return min(SOURCE_LIMIT, self.model.config.max_positions - 1)
         return SOURCE_LIMIT
 
@@ -163,7 +164,7 @@ def load_translator(model_dir: str | Path, beam: int | None = None, length_penal
     if dtype == "int8" and torch.device(device).type != "cpu":
         raise UsageError("--dtype int8 decodes on the CPU (PyTorch's dynamic quantization): add --device cpu")
     model, tokenizer, generation = load_model_dir(model_dir, device)
-    if not isinstance(model, EncoderDecoderTransformer):
+    if not isinstance(model, Seq2SeqModel):
         raise CheckpointError(f"{model_dir} holds a {model.model_type} model, not a translation model")
     generation = with_decoding_changes(generation, beam, length_penalty)
     if dtype == "int8":

@@ -10,13 +10,16 @@ from transformerkit.config import TransformerConfig
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
+from transformerkit.models.rnn import RNNEncoderDecoder
 from transformerkit.models.vision import VisionTransformer
 
-Model = Union[EncoderDecoderTransformer, DecoderOnlyTransformer, EncoderOnlyTransformer, VisionTransformer]
+Model = Union[EncoderDecoderTransformer, DecoderOnlyTransformer, EncoderOnlyTransformer, VisionTransformer,
+              RNNEncoderDecoder]
 """Any family (each a :class:`~transformerkit.models.common.TransformerModel`)."""
 MODEL_CLASSES: dict[str, type[Model]] = {
     cls.model_type: cls
-    for cls in (EncoderDecoderTransformer, DecoderOnlyTransformer, EncoderOnlyTransformer, VisionTransformer)}
+    for cls in (EncoderDecoderTransformer, DecoderOnlyTransformer, EncoderOnlyTransformer, VisionTransformer,
+                RNNEncoderDecoder)}
 """``model_type`` → model class: a new family is one line here (and its module)."""
 FAMILIES: dict[str, type[Model]] = {cls.config_class.family: cls for cls in MODEL_CLASSES.values()}
 """The family's short name (``model.family`` in a recipe) → model class."""

@@ -52,9 +52,10 @@ class ResidualNorm(nn.Module):
 
 @dataclass
 class LayerAttention:
-    """Attention weights of one layer, each (batch, heads, q_len, k_len); cross is None in an encoder."""
+    """Attention weights of one layer, each (batch, heads, q_len, k_len); cross is None in an
+    encoder, self is None in a recurrent decoder (it attends only to the encoder)."""
 
-    self_attention: Tensor
+    self_attention: Tensor | None
     cross_attention: Tensor | None = None
 
 

@@ -21,6 +21,8 @@ from transformerkit.data.tokenizer import SPECIAL_TOKENS, SubwordTokenizer
 from transformerkit.inference.translation import Translator, evaluate_model, output_scores
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer, warm_started_from_encoder
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
+from transformerkit.models.families import model_class_for
+from transformerkit.models.rnn import RNNConfig, RNNEncoderDecoder
 from transformerkit.training.recipe import RunConfig, validate_vocabulary_size
 from transformerkit.training.task import model_config_for, run_tokenizer
 
@@ -83,10 +85,12 @@ def encode_examples(tokenizer: SubwordTokenizer, corpus: ParallelCorpus,
             for s, t in zip(tokenizer.encode(corpus.sources), tokenizer.encode(corpus.targets))]
 
 
-def new_model(run: TranslationRun, tokenizer: SubwordTokenizer) -> EncoderDecoderTransformer:
-    """The model a run starts from: fresh from ``run.model``, or warm-started from ``data.init_from``."""
+def new_model(run: TranslationRun, tokenizer: SubwordTokenizer) -> EncoderDecoderTransformer | RNNEncoderDecoder:
+    """The model a run starts from: fresh from ``run.model`` (a Transformer or the recurrent
+    baseline), or warm-started from ``data.init_from``."""
     if run.data.init_from is None:
-        return EncoderDecoderTransformer(model_config_for(run.model, tokenizer, tgt_vocab_size=None))
+        config = model_config_for(run.model, tokenizer, tgt_vocab_size=None)
+        return model_class_for(config)(config)  # type: ignore[return-value]
     pretrained, _, _ = load_model_dir(run.data.init_from)
     if not isinstance(pretrained, EncoderOnlyTransformer):
         raise CheckpointError(f"{run.data.init_from} holds a {pretrained.model_type} model, not an encoder-only model")
@@ -177,5 +181,5 @@ class TranslationRun(RunConfig[TranslationData]):
     """A translation run, or a summarization run: (document, summary) pairs as (source, target)."""
 
     data: TranslationData = field(default_factory=TranslationData)
-    model: EncoderDecoderConfig = field(default_factory=EncoderDecoderConfig)
+    model: EncoderDecoderConfig | RNNConfig = field(default_factory=EncoderDecoderConfig)
     task_class = TranslationTask
