@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_training import recipe_overrides, small_corpus, weights  # noqa: F401 - small_corpus is a fixture
+from test_training import recipe_overrides, weights
 
 from transformerkit.checkpoint import load_model_dir, save_model_dir
 from transformerkit.cli import main
@@ -111,7 +111,7 @@ def rnn_overrides(corpus: Path, out: Path, **training: object) -> list[str]:
                           "model.num_decoder_layers=1", "model.dropout=0.1", "model.input_feeding=true"]
 
 
-def test_a_recipe_trains_it_resumes_exactly_and_the_verbs_use_it(small_corpus: Path, tmp_path: Path,  # noqa: F811
+def test_a_recipe_trains_it_resumes_exactly_and_the_verbs_use_it(small_corpus: Path, tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     straight = Trainer(load_recipe(None, rnn_overrides(small_corpus, tmp_path / "a", **{"training.max_steps": 6})))
     assert isinstance(straight.model, RNNEncoderDecoder)

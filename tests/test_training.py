@@ -14,24 +14,12 @@ from transformerkit.checkpoint import (CheckpointError, atomic_directory, load_m
                                        load_training_state, save_model_dir)
 from transformerkit.cli import main
 from transformerkit.config import preset
-from transformerkit.data.parallel import read_tsv, write_tsv
+from transformerkit.data.parallel import write_tsv
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
 from transformerkit.tasks import load_recipe
 from transformerkit.training.trainer import Trainer
 
-BUNDLED = Path(__file__).resolve().parents[1] / "data" / "gettext-en-de"
-
-
-@pytest.fixture(scope="module")
-def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A slice of the real bundled corpus: 400 training and 40 validation pairs."""
-    directory = tmp_path_factory.mktemp("corpus")
-    write_tsv(directory / "train.tsv", read_tsv(BUNDLED / "train.tsv.gz").pairs[:400])
-    valid = read_tsv(BUNDLED / "valid.tsv.gz").pairs
-    write_tsv(directory / "valid.tsv", valid[:40])
-    write_tsv(directory / "test.tsv", valid[40:70])
-    return directory
 
 
 def recipe_overrides(corpus: Path, out: Path, **training: object) -> list[str]:
