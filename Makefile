@@ -33,7 +33,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# the long learning runs `make test` leaves out (marked slow): the copy task to 99 %, MiniLM fine-tuning
+# the long runs `make test` leaves out (marked slow): the copy task to 99 %, MiniLM fine-tuning, kill -9 twice
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
 

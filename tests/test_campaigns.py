@@ -172,11 +172,13 @@ def test_every_damaged_model_file_is_one_line_for_every_verb(tmp_path: Path, mon
     assert not marker.exists() and tried > 150
 
 
+@pytest.mark.slow
 def test_kill_nine_during_training_loses_nothing(tmp_path: Path) -> None:
     """Two SIGKILLs at random moments of a real ``transformerkit train`` (checkpoint every step),
     each followed by a resume: every ``latest`` loads, and the run ends with the uninterrupted
-    run's weights, bit for bit (more: ``python benchmarks/robustness.py --kills 20``; the suite's
-    ``slow`` marker only labels tests, it does not leave them out)."""
+    run's weights, bit for bit (more: ``python benchmarks/robustness.py --kills 20``). Marked slow
+    (about 25 s of three training processes): ``make test-slow`` and CI run it; the default suite
+    keeps the interrupted-training tests of test_training.py (Ctrl-C, exact resume)."""
     results = robustness_module().kill_nine(tmp_path, kills=2, steps=16, timeout=120)
     assert [outcome for _, outcome in results] == ["clean"] * len(results), results
 
