@@ -10,12 +10,14 @@ tests compare like with like: token ids in, and out next-token logits (the decod
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from transformerkit.config import AttentionKernel, TransformerConfig
 from transformerkit.nn.attention import MultiHeadAttention
+from transformerkit.nn.layers import LayerAttention
 
 
 class TransformerModel(nn.Module):
@@ -64,3 +66,40 @@ class TransformerModel(nn.Module):
         counts["total"] = sum(counts.values())
         assert counts["total"] == sum(p.numel() for p in self.parameters()), "a parameter belongs to no part"
         return counts
+
+
+class EncoderDecoderModel(TransformerModel):
+    """An encoder-decoder of any kind (the Transformer's, the recurrent baseline): teacher-forced
+    logits and the training loss from its parts, which each subclass defines — ``source_mask``,
+    ``encode``, ``decode`` and ``output`` (the contract decoding uses,
+    :class:`transformerkit.generation.decoders.Seq2SeqModel`)."""
+
+    config: Any
+
+    def source_mask(self, src: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def encode(self, src: Tensor, src_mask: Tensor | None = None, need_weights: bool = False
+               ) -> tuple[Tensor, list[LayerAttention]]:
+        raise NotImplementedError
+
+    def decode(self, tgt: Tensor, memory: Tensor, memory_mask: Tensor | None, cache: Any = None,
+               need_weights: bool = False) -> tuple[Tensor, list[LayerAttention]]:
+        raise NotImplementedError
+
+    def output(self, hidden: Tensor, memory: Tensor, memory_mask: Tensor, src: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
+        """Teacher-forced logits. src: (batch, src_len), tgt: (batch, tgt_len) → (batch, tgt_len, vocab)."""
+        src_mask = self.source_mask(src)
+        memory, _ = self.encode(src, src_mask)
+        hidden, _ = self.decode(tgt, memory, src_mask)
+        return self.output(hidden, memory, src_mask, src)
+
+    def loss(self, src: Tensor, tgt_in: Tensor, tgt_out: Tensor, reduction: str = "mean") -> Tensor:
+        """Label-smoothed cross-entropy (ε_ls = ``config.label_smoothing``) over non-pad targets,
+        averaged (``mean``) or summed (``sum``) over target tokens."""
+        logits = self(src, tgt_in)
+        return F.cross_entropy(logits.flatten(0, 1).float(), tgt_out.flatten(), ignore_index=self.config.pad_id,
+                               label_smoothing=self.config.label_smoothing, reduction=reduction)

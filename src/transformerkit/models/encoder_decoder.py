@@ -16,12 +16,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from transformerkit.config import EncoderDecoderConfig
 from transformerkit.models import builders
-from transformerkit.models.common import TransformerModel
+from transformerkit.models.common import EncoderDecoderModel
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
 from transformerkit.nn.kv_cache import DecoderCache, positions_after
 from transformerkit.nn.layers import LayerAttention
@@ -29,7 +28,7 @@ from transformerkit.nn.masks import padding_mask
 from transformerkit.nn.pointer import PointerGenerator
 
 
-class EncoderDecoderTransformer(TransformerModel):
+class EncoderDecoderTransformer(EncoderDecoderModel):
     model_type = "transformerkit-encoder-decoder"
     config_class = EncoderDecoderConfig
     requires = "an encoder-decoder model needs num_encoder_layers > 0 and num_decoder_layers > 0"
@@ -87,20 +86,6 @@ class EncoderDecoderTransformer(TransformerModel):
         and its ``memory``; rows = groups · g, g consecutive rows per source (beams)."""
         logits = self.logits(hidden)
         return logits if self.pointer is None else self.pointer(hidden, logits, memory, memory_mask, src)
-
-    def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
-        """Teacher-forced logits. src: (batch, src_len), tgt: (batch, tgt_len) → (batch, tgt_len, vocab)."""
-        src_mask = self.source_mask(src)
-        memory, _ = self.encode(src, src_mask)
-        hidden, _ = self.decode(tgt, memory, src_mask)
-        return self.output(hidden, memory, src_mask, src)
-
-    def loss(self, src: Tensor, tgt_in: Tensor, tgt_out: Tensor, reduction: str = "mean") -> Tensor:
-        """Label-smoothed cross-entropy (ε_ls = ``config.label_smoothing``) over non-pad targets,
-        averaged (``mean``) or summed (``sum``) over target tokens."""
-        logits = self(src, tgt_in)
-        return F.cross_entropy(logits.flatten(0, 1).float(), tgt_out.flatten(), ignore_index=self.config.pad_id,
-                               label_smoothing=self.config.label_smoothing, reduction=reduction)
 
     # --------------------------------------------------------------------------------- helpers
     def new_cache(self, capacity: int, memory: Tensor) -> DecoderCache:

@@ -27,12 +27,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from transformerkit.config import AttentionKernel
-from transformerkit.models.common import TransformerModel
+from transformerkit.models.common import EncoderDecoderModel
 from transformerkit.nn.layers import LayerAttention
 from transformerkit.nn.masks import padding_mask
 from transformerkit.typed_config import check_types, from_mapping
@@ -123,10 +122,11 @@ def _map_state(state: Tensor | tuple[Tensor, Tensor], function: Any) -> Tensor |
     return tuple(function(t) for t in state) if isinstance(state, tuple) else function(state)  # type: ignore[return-value]
 
 
-class RNNEncoderDecoder(TransformerModel):
+class RNNEncoderDecoder(EncoderDecoderModel):
     """Bidirectional recurrent encoder, recurrent decoder with global attention (module docstring).
-    It keeps the contract of the families (:class:`~transformerkit.models.common.TransformerModel`)
-    with nothing that attends to itself.
+    It keeps the contract of the encoder-decoders
+    (:class:`~transformerkit.models.common.EncoderDecoderModel`: ``forward`` and ``loss`` come from
+    there) with nothing that attends to itself.
 
     src: (batch, S) ids, right-padded; tgt: (batch, T) → logits (batch, T, target vocab).
     """
@@ -230,19 +230,6 @@ class RNNEncoderDecoder(TransformerModel):
     def output(self, hidden: Tensor, memory: Tensor, memory_mask: Tensor, src: Tensor) -> Tensor:
         """What the decoder states predict: logits (rows, T, target vocab)."""
         return self.logits(hidden)
-
-    def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
-        """Teacher-forced logits. src: (batch, S), tgt: (batch, T) → (batch, T, vocab)."""
-        src_mask = self.source_mask(src)
-        memory, _ = self.encode(src, src_mask)
-        hidden, _ = self.decode(tgt, memory, src_mask)
-        return self.output(hidden, memory, src_mask, src)
-
-    def loss(self, src: Tensor, tgt_in: Tensor, tgt_out: Tensor, reduction: str = "mean") -> Tensor:
-        """Label-smoothed cross-entropy over non-pad targets (the Transformer's)."""
-        logits = self(src, tgt_in)
-        return F.cross_entropy(logits.flatten(0, 1).float(), tgt_out.flatten(), ignore_index=self.config.pad_id,
-                               label_smoothing=self.config.label_smoothing, reduction=reduction)
 
     def set_attention_kernel(self, kernel: AttentionKernel) -> None:
         """Nothing attends to itself here: no kernel to switch."""
