@@ -155,6 +155,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="wall time of the equal-time comparison")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "long-range")
     parser.add_argument("--replot", action="store_true", help="only redraw the plots from OUT/long_range.json")
+    parser.add_argument("--plots", default="long-range", help="plot names: docs/<PLOTS>-accuracy.png, …-step-time.png")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.replot:
@@ -206,7 +207,7 @@ def plots(results: dict[str, object], args: argparse.Namespace) -> None:
         axis.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     figure.tight_layout()
-    figure.savefig(ROOT / "docs" / "long-range-accuracy.png", dpi=120)
+    figure.savefig(ROOT / "docs" / f"{args.plots}-accuracy.png", dpi=120)
     plt.close(figure)
     step_ms = results["step_ms"]
     assert isinstance(step_ms, dict)
@@ -221,9 +222,9 @@ def plots(results: dict[str, object], args: argparse.Namespace) -> None:
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7)
     figure.tight_layout()
-    figure.savefig(ROOT / "docs" / "long-range-step-time.png", dpi=120)
+    figure.savefig(ROOT / "docs" / f"{args.plots}-step-time.png", dpi=120)
     plt.close(figure)
-    print(f"{len(runs)} runs; plots in docs/long-range-accuracy.png, docs/long-range-step-time.png")
+    print(f"{len(runs)} runs; plots in docs/{args.plots}-accuracy.png, docs/{args.plots}-step-time.png")
 
 
 if __name__ == "__main__":
