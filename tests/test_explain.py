@@ -168,6 +168,9 @@ def test_a_model_that_computes_something_else_stops_the_explanation(either_trans
     """The checks can fail: a feed-forward network that adds 1e-3 to its output (as a model whose
     code differed from the formula would) is caught at that step, in the API and on the command line."""
     model, tokenizer, generation = load_model_dir(either_translator)
+    model.train()
+    explain_model(model, tokenizer, generation, "untouched", text="open the file")
+    assert model.training and model.config.attention_kernel == "auto"  # the caller's model as it was
     model.decoder.layers[1].feed_forward.register_forward_hook(lambda module, args, out: out + 1e-3)
     with pytest.raises(ExplanationMismatch, match="decoder layer 2: FFN"):
         explain_model(model, tokenizer, generation, "tampered", text="open the file")

@@ -125,9 +125,14 @@ def explain_model(model: Model, preprocessor: Any, generation: GenerationConfig,
         families = ", ".join(cls.config_class.family for cls in FAMILY_WALKS)
         raise UsageError(f"explain walks the Transformer's families ({families}), not a {model.config.family} model")
     family, walk_family = FAMILY_WALKS[type(model)]
-    walk = make_walk(model, language, focus)
-    with torch.no_grad():
-        steps = walk_family(walk, model, preprocessor, generation, model_dir, text, image)
+    kernel, training = model.config.attention_kernel, model.training
+    walk = make_walk(model, language, focus)  # evaluation mode, the formula's attention kernel
+    try:
+        with torch.no_grad():
+            steps = walk_family(walk, model, preprocessor, generation, model_dir, text, image)
+    finally:  # the caller's model as it was
+        model.set_attention_kernel(kernel)
+        model.train(training)
     return explanation(model, walk, steps, name, family)
 
 
