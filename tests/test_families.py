@@ -124,8 +124,8 @@ def test_a_recipe_reads_the_model_section_into_the_tasks_family() -> None:
     (["model.preset=gpt-tiny"], "model: the translation task trains encoder-decoder or rnn models, not "
                                 r"decoder-only \(presets: base, big, small, tiny\)"),
     (["model.family=vit"], "model: the translation task trains encoder-decoder or rnn models, not vit"),
-    (["task=language-modeling", "model.family=rnn"], "model: the language-modeling task trains decoder-only models, "
-                                                     "not rnn"),
+    (["task=language-modeling", "model.family=rnn"], "model: the language-modeling task trains decoder-only or rnn-lm "
+                                                     "models, not rnn"),
     (["model.family=lstm"], "model.family: unknown family 'lstm'; choose from encoder-decoder, decoder-only"),
     (["model.family=encoder-decoder", "model.preset=gpt-tiny"],
      "model.preset: gpt-tiny is a decoder-only preset, model.family is encoder-decoder"),

@@ -42,6 +42,7 @@ from transformerkit.inference.translation import Translator, cross_attention, lo
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
+from transformerkit.models.rnn import RNNConfig, RNNEncoderDecoder
 from transformerkit.models.vision import VisionTransformer
 from transformerkit.serve import ENDPOINTS, create_app
 from transformerkit.training.task import model_config_for
@@ -494,6 +495,23 @@ def test_translate_returns_the_cross_attention_plot_attention_draws_and_caps_the
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert '"task": "translation"' in page.text and '"layers": 2, "heads": 4' in page.text
     assert "<title>transformerkit: translator</title>" in page.text
+
+
+def test_a_recurrent_translator_is_served_with_its_one_attention(tmp_path: Path) -> None:
+    tokenizer = SubwordTokenizer.train(TEXTS, vocab_size=60)
+    torch.manual_seed(0)
+    model = RNNEncoderDecoder(RNNConfig(d_model=16, num_encoder_layers=1, num_decoder_layers=2,
+                                        vocab_size=tokenizer.vocab_size)).eval()
+    model_dir = save(tmp_path / "rnn", model, tokenizer, GenerationConfig(beam=2, max_length_offset=4))
+    with running(model_dir) as url:
+        answer = httpx.post(f"{url}/v1/translate", json={"texts": ["open the file"], "attention": True}).json()
+        no_layer = httpx.post(f"{url}/v1/translate", json={"texts": ["a"], "attention": True, "layer": 1})
+    translator = load_translator(model_dir)
+    assert answer["translations"] == translator.translate(["open the file"])
+    weights, _, _ = cross_attention(translator, "open the file", answer["translations"][0])
+    torch.testing.assert_close(torch.tensor(answer["attention"][0]["weights"]), weights, atol=1e-5, rtol=0)
+    assert no_layer.status_code == 400 and no_layer.json()["error"]["message"].startswith(
+        "layer: the model has 1 decoder layers")
 
 
 def test_attention_of_a_text_encoder_is_its_self_attention(wordpiece: SubwordTokenizer, tmp_path: Path) -> None:

@@ -45,6 +45,8 @@ from transformerkit.generation.config import GenerationConfig
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
 from transformerkit.models.families import MODEL_CLASSES, Model
+from transformerkit.models.rnn import RNNEncoderDecoder
+from transformerkit.models.rnn_language_model import RNNLanguageModel
 from transformerkit.models.vision import VisionTransformer
 from transformerkit.typed_config import from_mapping
 
@@ -134,8 +136,10 @@ def implied_task(model_class: type[Model], config: TransformerConfig, preprocess
     """The task that a model's family, heads and preprocessor imply: what a directory written
     before ``config.json`` recorded its task holds, and what a writer that names no task records.
     ``preprocessor_file``: ``tokenizer.json`` or ``preprocessor_config.json``."""
-    if model_class is EncoderDecoderTransformer:
+    if model_class in (EncoderDecoderTransformer, RNNEncoderDecoder):
         return generation.task  # translation or summarization: the same model, scored differently
+    if model_class is RNNLanguageModel:
+        return "language-modeling"
     if model_class is DecoderOnlyTransformer:
         return "image-generation" if preprocessor_file == PREPROCESSOR_CONFIG else "language-modeling"
     if model_class is VisionTransformer:

@@ -6,7 +6,7 @@ search re-ranks and drops rows). One search implementation thus serves every mod
 
 * :class:`Seq2SeqDecoder`: an encoder-decoder (any :class:`Seq2SeqModel`). The source is encoded once; the encoder
   output's keys/values are projected once (cross-attention cache); each step feeds one token.
-* :class:`CausalLMDecoder`: a decoder-only model. The first step feeds the (left-padded)
+* :class:`CausalLMDecoder`: a language model (any :class:`CausalLanguageModel`). The first step feeds the (left-padded)
   prompts at once (prefill); later steps feed one token and extend the attention mask.
 """
 
@@ -17,7 +17,6 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from transformerkit.models.decoder_only import DecoderOnlyTransformer
 from transformerkit.nn.layers import LayerAttention
 
 
@@ -49,6 +48,23 @@ class Seq2SeqModel(Protocol):
                need_weights: bool = False) -> tuple[Tensor, list[LayerAttention]]: ...
 
     def output(self, hidden: Tensor, memory: Tensor, memory_mask: Tensor, src: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class CausalLanguageModel(Protocol):
+    """What decoding needs of a language model of any family (the decoder-only Transformer
+    :class:`~transformerkit.models.decoder_only.DecoderOnlyTransformer`, the recurrent
+    :class:`~transformerkit.models.rnn_language_model.RNNLanguageModel`): ``new_cache`` returns a
+    state with ``length`` and ``reorder(rows)``, which ``hidden_states`` advances."""
+
+    config: Any
+
+    def new_cache(self, capacity: int) -> Any: ...
+
+    def hidden_states(self, ids: Tensor, attention_mask: Tensor | None = None, cache: Any = None,
+                      need_weights: bool = False) -> tuple[Tensor, list[LayerAttention]]: ...
+
+    def logits(self, hidden: Tensor) -> Tensor: ...
 
 
 class Seq2SeqDecoder:
@@ -91,7 +107,7 @@ class Seq2SeqDecoder:
 
 
 class CausalLMDecoder:
-    """A decoder-only model as a :class:`StepDecoder` over left-padded prompts.
+    """A language model as a :class:`StepDecoder` over left-padded prompts.
 
     prompt_mask: (rows, prompt_len) bool, True at real prompt tokens; ``capacity`` bounds
     prompt + generated positions. The first :meth:`step` must be given the prompts themselves.
@@ -99,7 +115,7 @@ class CausalLMDecoder:
     is measured against; same results).
     """
 
-    def __init__(self, model: DecoderOnlyTransformer, prompt_mask: Tensor, capacity: int,
+    def __init__(self, model: CausalLanguageModel, prompt_mask: Tensor, capacity: int,
                  use_cache: bool = True) -> None:
         self.model = model
         self.mask = prompt_mask.bool()

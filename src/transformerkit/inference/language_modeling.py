@@ -1,4 +1,4 @@
-"""Generating text with a decoder-only language model (:class:`TextGenerator`: batched prompts,
+"""Generating text with a language model — the decoder-only Transformer or the recurrent one — (:class:`TextGenerator`: batched prompts,
 key/value cache, sampling, stop strings, streaming), the same on a CTranslate2 export
 (:class:`CTranslate2Generator`), their loaders and the ``generate`` verb."""
 
@@ -23,7 +23,7 @@ from transformerkit.commands import Commands, UsageError, read_lines
 from transformerkit.data.tokenizer import SubwordTokenizer, check_unicode
 from transformerkit.devices import model_device, pick_device
 from transformerkit.generation.config import GenerationConfig
-from transformerkit.generation.decoders import CausalLMDecoder
+from transformerkit.generation.decoders import CausalLanguageModel, CausalLMDecoder
 from transformerkit.generation.interrupt import check_interrupt
 from transformerkit.generation.sampling import TokenChooser, generate_tokens
 from transformerkit.inference.engines import load_ctranslate2_export
@@ -31,7 +31,8 @@ from transformerkit.models.decoder_only import DecoderOnlyTransformer
 
 CONTEXT_LIMIT = 4096
 """Prompt + output tokens of one generation, at most, for a model without learned positions
-(sinusoidal, rotary): the bound on its work (its key/value cache and attention grow with it)."""
+(sinusoidal, rotary; a recurrent model): the bound on its work (a Transformer's key/value cache
+and attention grow with it, a recurrent model's time)."""
 
 
 def _settled(text: str, stops: list[str]) -> str:
@@ -116,7 +117,7 @@ class StreamsText:
 class TextGenerator(StreamsText):
     """Prompts in, continuations out: left-padded batches, a key/value cache, sampling, stop strings."""
 
-    model: DecoderOnlyTransformer
+    model: CausalLanguageModel
     tokenizer: SubwordTokenizer
     generation: GenerationConfig
     finish_reasons: list[str] = field(default_factory=list, init=False)
@@ -141,7 +142,7 @@ class TextGenerator(StreamsText):
         (:class:`Continuations`: stop strings, held-back text)."""
         g = self.generation
         prompts, mask = self._prompts(texts)
-        learned = self.model.config.positional == "learned"
+        learned = getattr(self.model.config, "positional", None) == "learned"  # a recurrent model has no table
         limit = self.model.config.max_positions if learned else CONTEXT_LIMIT
         max_new = min(g.max_new_tokens, limit - prompts.shape[1])
         if max_new <= 0:
@@ -267,7 +268,7 @@ def load_generator(model_dir: str | Path, device: str | None = None,
     if dtype == "int8" and torch.device(device).type != "cpu":
         raise UsageError("--dtype int8 decodes on the CPU (PyTorch's dynamic quantization): add --device cpu")
     model, tokenizer, generation = load_model_dir(model_dir, device)
-    if not isinstance(model, DecoderOnlyTransformer) or not isinstance(tokenizer, SubwordTokenizer):
+    if not isinstance(model, CausalLanguageModel) or not isinstance(tokenizer, SubwordTokenizer):
         kind = "an image generation" if isinstance(model, DecoderOnlyTransformer) else f"a {model.model_type}"
         raise CheckpointError(f"{model_dir} holds {kind} model, not a language model")
     if dtype == "int8":

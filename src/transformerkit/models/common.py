@@ -90,6 +90,11 @@ class EncoderDecoderModel(TransformerModel):
     def output(self, hidden: Tensor, memory: Tensor, memory_mask: Tensor, src: Tensor) -> Tensor:
         raise NotImplementedError
 
+    @property
+    def cross_attention_shape(self) -> tuple[int, int]:
+        """(layers, heads) of the cross-attention ``decode(..., need_weights=True)`` returns."""
+        raise NotImplementedError
+
     def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
         """Teacher-forced logits. src: (batch, src_len), tgt: (batch, tgt_len) → (batch, tgt_len, vocab)."""
         src_mask = self.source_mask(src)

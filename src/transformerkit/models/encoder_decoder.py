@@ -87,6 +87,10 @@ class EncoderDecoderTransformer(EncoderDecoderModel):
         logits = self.logits(hidden)
         return logits if self.pointer is None else self.pointer(hidden, logits, memory, memory_mask, src)
 
+    @property
+    def cross_attention_shape(self) -> tuple[int, int]:
+        return len(self.decoder.layers), self.config.num_heads
+
     # --------------------------------------------------------------------------------- helpers
     def new_cache(self, capacity: int, memory: Tensor) -> DecoderCache:
         """An empty cache for up to ``capacity`` target positions over ``memory`` (batch, src_len, d_model)."""

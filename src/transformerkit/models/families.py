@@ -11,15 +11,16 @@ from transformerkit.models.decoder_only import DecoderOnlyTransformer
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
 from transformerkit.models.encoder_only import EncoderOnlyTransformer
 from transformerkit.models.rnn import RNNEncoderDecoder
+from transformerkit.models.rnn_language_model import RNNLanguageModel
 from transformerkit.models.vision import VisionTransformer
 
 Model = Union[EncoderDecoderTransformer, DecoderOnlyTransformer, EncoderOnlyTransformer, VisionTransformer,
-              RNNEncoderDecoder]
+              RNNEncoderDecoder, RNNLanguageModel]
 """Any family (each a :class:`~transformerkit.models.common.TransformerModel`)."""
 MODEL_CLASSES: dict[str, type[Model]] = {
     cls.model_type: cls
     for cls in (EncoderDecoderTransformer, DecoderOnlyTransformer, EncoderOnlyTransformer, VisionTransformer,
-                RNNEncoderDecoder)}
+                RNNEncoderDecoder, RNNLanguageModel)}
 """``model_type`` → model class: a new family is one line here (and its module)."""
 FAMILIES: dict[str, type[Model]] = {cls.config_class.family: cls for cls in MODEL_CLASSES.values()}
 """The family's short name (``model.family`` in a recipe) → model class."""

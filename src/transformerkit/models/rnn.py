@@ -23,6 +23,7 @@ the trainer and checkpoints are the Transformer's.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -97,29 +98,46 @@ class RNNConfig:
         return self.from_dict({**self.to_dict(), **changes})
 
 
-@dataclass
-class RNNCache:
-    """The decoder's recurrent state between steps: ``state`` (layers, rows, d) — a pair (h, c)
-    for an LSTM —, the last attentional state ``feed`` (rows, d) for input feeding, and how many
-    target tokens it has read. Rows may start as one per source sentence and are repeated to the
-    decoder's rows (beams) on the first step."""
+State = Tensor | tuple[Tensor, Tensor]
+"""A recurrent layer stack's state: (layers, rows, d), a pair (h, c) for an LSTM."""
 
-    state: Tensor | tuple[Tensor, Tensor]
-    feed: Tensor
+
+def map_state(state: State, function: Callable[[Tensor], Tensor]) -> State:
+    """``function`` applied to the state's tensor(s)."""
+    return (function(state[0]), function(state[1])) if isinstance(state, tuple) else function(state)
+
+
+@dataclass
+class RecurrentState:
+    """A recurrent stack's state between decoding steps and how many tokens it has read; None
+    before the first (zeros)."""
+
+    state: State | None
     length: int = 0
 
     def reorder(self, rows: Tensor, memory_rows: Tensor | None = None) -> None:
+        """Keep ``rows`` of the state (beam search, finished rows dropped)."""
+        if self.state is not None:
+            self.state = map_state(self.state, lambda t: t.index_select(1, rows))
+
+
+@dataclass
+class RNNCache(RecurrentState):
+    """The decoder's state between steps, with the last attentional state ``feed`` (rows, d) for
+    input feeding. Rows may start as one per source sentence and are repeated to the decoder's
+    rows (beams) on the first step."""
+
+    feed: Tensor = dataclasses.field(default_factory=lambda: torch.zeros(0))
+
+    def reorder(self, rows: Tensor, memory_rows: Tensor | None = None) -> None:
         """Keep ``rows`` of every per-row state (beam search); memory rows live with the decoder."""
-        self.state = _map_state(self.state, lambda t: t.index_select(1, rows))
+        super().reorder(rows)
         self.feed = self.feed.index_select(0, rows)
 
     def repeat_rows(self, copies: int) -> None:
-        self.state = _map_state(self.state, lambda t: t.repeat_interleave(copies, dim=1))
+        if self.state is not None:
+            self.state = map_state(self.state, lambda t: t.repeat_interleave(copies, dim=1))
         self.feed = self.feed.repeat_interleave(copies, dim=0)
-
-
-def _map_state(state: Tensor | tuple[Tensor, Tensor], function: Any) -> Tensor | tuple[Tensor, Tensor]:
-    return tuple(function(t) for t in state) if isinstance(state, tuple) else function(state)  # type: ignore[return-value]
 
 
 class RNNEncoderDecoder(EncoderDecoderModel):
@@ -179,8 +197,8 @@ class RNNEncoderDecoder(EncoderDecoderModel):
         whole sentence, as in Bahdanau et al.), a zero h̃_0. One row per ``memory`` row."""
         rows, d, layers = memory.shape[0], self.config.d_model, self.config.num_decoder_layers
         start = torch.tanh(self.bridge(memory[:, 0])).view(rows, layers, d).transpose(0, 1).contiguous()
-        state: Tensor | tuple[Tensor, Tensor] = (start, torch.zeros_like(start)) if self.config.cell == "lstm" else start
-        return RNNCache(state, memory.new_zeros(rows, d))
+        state: State = (start, torch.zeros_like(start)) if self.config.cell == "lstm" else start
+        return RNNCache(state, feed=memory.new_zeros(rows, d))
 
     def decode(self, tgt: Tensor, memory: Tensor, memory_mask: Tensor | None, cache: RNNCache | None = None,
                need_weights: bool = False) -> tuple[Tensor, list[LayerAttention]]:
@@ -230,6 +248,11 @@ class RNNEncoderDecoder(EncoderDecoderModel):
     def output(self, hidden: Tensor, memory: Tensor, memory_mask: Tensor, src: Tensor) -> Tensor:
         """What the decoder states predict: logits (rows, T, target vocab)."""
         return self.logits(hidden)
+
+    @property
+    def cross_attention_shape(self) -> tuple[int, int]:
+        """One attention over the encoder states, after the last decoder layer: (1 layer, 1 head)."""
+        return 1, 1
 
     def set_attention_kernel(self, kernel: AttentionKernel) -> None:
         """Nothing attends to itself here: no kernel to switch."""

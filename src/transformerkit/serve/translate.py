@@ -46,7 +46,7 @@ def add_routes(app: FastAPI, model_dir: Path, server: Server) -> None:
         base = load_ctranslate2_translator(model_dir)
     else:
         base = load_translator(model_dir)
-        server.attention_shape = (base.model.config.num_decoder_layers, base.model.config.num_heads)
+        server.attention_shape = base.model.cross_attention_shape
 
     @app.post("/v1/translate")
     async def translate(request: TranslateRequest) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Training a decoder-only model on text (:class:`LanguageModelTask`); generating with it is
+"""Training a language model on text (:class:`LanguageModelTask`): the decoder-only Transformer
+or the recurrent baseline (``model.family: rnn-lm``); generating with it is
 :mod:`transformerkit.inference.language_modeling`."""
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from transformerkit.config import DecoderOnlyConfig
 from transformerkit.data.text import block_starts, blocks, contiguous_split, read_text
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.inference.language_modeling import TextGenerator
-from transformerkit.models.decoder_only import DecoderOnlyTransformer
+from transformerkit.models.families import model_class_for
+from transformerkit.models.rnn_language_model import RNNLanguageModelConfig
 from transformerkit.training.recipe import RunConfig, validate_vocabulary_size
 from transformerkit.training.task import model_config_for, run_tokenizer
 
@@ -72,7 +74,7 @@ def train_tokenizer(run: LanguageModelRun, train_text: str, valid_text: str) -> 
 
 
 class LanguageModelTask:
-    """Text → tokens → a decoder-only model trained to predict the next token; validation NLL and ppl."""
+    """Text → tokens → a language model trained to predict the next token; validation NLL and ppl."""
 
     def __init__(self, run: LanguageModelRun, out: Path, resume: bool, device: torch.device) -> None:
         self.run, self.device = run, device
@@ -88,10 +90,10 @@ class LanguageModelTask:
             raise ValueError(f"{data.train}: {len(self.train_tokens)} training tokens do not fill one block "
                              f"of data.block_size={self.block_size} (+1)")
         config = model_config_for(run.model, self.tokenizer)
-        if config.positional == "learned" and config.max_positions < self.block_size:
+        if getattr(config, "positional", None) == "learned" and config.max_positions < self.block_size:
             raise ValueError(f"model.max_positions ({config.max_positions}) is shorter than data.block_size "
                              f"({self.block_size})")
-        self.model = DecoderOnlyTransformer(config).to(device)
+        self.model = model_class_for(config)(config).to(device)
         self.generation = run.decoding
         self.batch_size = run.training.max_tokens // self.block_size
         self.has_validation = len(self.valid_tokens) > self.block_size
@@ -136,8 +138,8 @@ class LanguageModelTask:
 
 @dataclass
 class LanguageModelRun(RunConfig[LanguageModelData]):
-    """A language-modeling run: a decoder-only model learns to continue a text."""
+    """A language-modeling run: a decoder-only Transformer or a recurrent model learns to continue a text."""
 
     data: LanguageModelData = field(default_factory=LanguageModelData)
-    model: DecoderOnlyConfig = field(default_factory=DecoderOnlyConfig)
+    model: DecoderOnlyConfig | RNNLanguageModelConfig = field(default_factory=DecoderOnlyConfig)
     task_class = LanguageModelTask
