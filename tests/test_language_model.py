@@ -11,6 +11,7 @@ from transformerkit.checkpoint import load_model_dir
 from transformerkit.cli import main
 from transformerkit.data.parallel import DataError
 from transformerkit.data.text import block_starts, contiguous_split, read_text
+from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
 from transformerkit.tasks import load_recipe
 from transformerkit.training.trainer import Trainer
@@ -148,3 +149,15 @@ def test_shakespeare_data_step_downloads_the_real_texts(tmp_path: Path) -> None:
     train, valid = read_text(tmp_path / "train.txt"), read_text(tmp_path / "valid.txt")
     assert 4_500_000 < len(train) < 5_200_000 and 0.04 < len(valid) / (len(train) + len(valid)) < 0.06
     assert "HAMLET, PRINCE OF DENMARK" in train and "To be, or not to be" in train
+
+
+@pytest.mark.parametrize("kind", ["char", "byte-level", "gpt2", "translation"])
+def test_a_long_text_encoded_in_pieces_has_the_whole_texts_ids(kind: str) -> None:
+    text = (SONNET + "\n  indented line\n\n\n\tafter blank lines — ünïcödé 漢字\n" + SONNET) * 3
+    tokenizer = {"char": lambda: SubwordTokenizer.train_characters([text]),
+                 "byte-level": lambda: SubwordTokenizer.train_byte_level(text.splitlines(keepends=True), 400),
+                 "gpt2": lambda: SubwordTokenizer.from_directory(Path(__file__).parents[1] / "data" / "gpt2-tokenizer"),
+                 "translation": lambda: SubwordTokenizer.train(text.splitlines(), 200)}[kind]()
+    whole = torch.tensor(tokenizer.encode([text])[0])
+    for piece_chars in (1, 37, 500):  # a cut at nearly every line, and a few
+        assert torch.equal(tokenizer.encode_long(text, piece_chars=piece_chars), whole), piece_chars

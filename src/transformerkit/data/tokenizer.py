@@ -22,14 +22,19 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from torch import Tensor
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 SPECIAL_TOKENS = [PAD, BOS, EOS, UNK]  # ids 0, 1, 2, 3
 END_OF_TEXT = "<|endoftext|>"
+NEWLINE_BEFORE_TEXT = re.compile(r"\n(?=\S)")
+"""Where :meth:`SubwordTokenizer.encode_long` may cut a text: after a newline a non-space character follows."""
 BERT_SPECIAL_TOKENS = ["[PAD]", "[CLS]", "[SEP]", "[UNK]"]  # pad, bos, eos, unk roles
 
 
@@ -186,6 +191,26 @@ class SubwordTokenizer:
         except TypeError:
             check_unicode(texts)
             raise
+
+    def encode_long(self, text: str, piece_chars: int = 1 << 16) -> Tensor:
+        """Token ids of one long text (a corpus read whole) → (tokens,) int64, with memory bounded by
+        ``piece_chars`` instead of the text's length: ``tokenizers`` keeps an ``Encoding`` of a dozen
+        fields per token (strings, offsets, masks), 0.4 KB a token, 2 GB for Shakespeare's 5 M
+        characters. The text is encoded in pieces cut after a newline that a non-space character
+        follows, where tokenizers that split at whitespace (characters, byte-level BPE, WordPiece)
+        end every token anyway; the ids are the whole text's. A tokenizer that treats the start of
+        a text specially (SentencePiece's ▁ before the first word) fails the probe ``"ab\ncd"`` =
+        ``"ab\n"`` + ``"cd"`` and has its text encoded whole."""
+        probe = self.encode(["ab\ncd", "ab\n", "cd"])
+        if len(text) <= piece_chars or probe[0] != probe[1] + probe[2]:
+            return torch.tensor(self.encode([text])[0], dtype=torch.long)
+        pieces, start = [], 0
+        while start < len(text):
+            boundary = NEWLINE_BEFORE_TEXT.search(text, start + piece_chars)
+            cut = len(text) if boundary is None else boundary.end()
+            pieces.append(torch.tensor(self.encode([text[start:cut]])[0], dtype=torch.long))
+            start = cut
+        return torch.cat(pieces)
 
     def encode_for_encoder(self, texts: list[str], max_length: int) -> list[list[int]]:
         """``[CLS] text [SEP]`` ids of each text, cut to ``max_length`` with the closing [SEP] kept

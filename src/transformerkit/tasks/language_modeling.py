@@ -83,8 +83,8 @@ class LanguageModelTask:
         train_text, valid_text = ((text, read_text(data.valid)) if data.valid is not None
                                   else contiguous_split(text, data.valid_fraction))
         self.tokenizer = run_tokenizer(out, resume, lambda: train_tokenizer(run, train_text, valid_text))
-        self.train_tokens = torch.tensor(self.tokenizer.encode([train_text])[0], dtype=torch.long)
-        self.valid_tokens = torch.tensor(self.tokenizer.encode([valid_text])[0], dtype=torch.long)[:data.valid_tokens]
+        self.train_tokens = self.tokenizer.encode_long(train_text)
+        self.valid_tokens = self.tokenizer.encode_long(valid_text)[:data.valid_tokens]
         self.block_size = data.block_size
         if len(self.train_tokens) <= self.block_size:
             raise ValueError(f"{data.train}: {len(self.train_tokens)} training tokens do not fill one block "
