@@ -8,7 +8,9 @@ reports the median; weights are random (speed does not depend on their values). 
 ``torch.nn.Transformer`` with the same embeddings and output projection, Hugging Face
 ``transformers`` (BART, GPT-2, BERT) configured to the same shapes, and on every row our own
 model with every speed measure off ("transformerkit, plain PyTorch"), which no row may trail by
-more than 5 %.
+more than 5 %. Beside the speed, each row reports the working memory of one call of each
+(the resident memory it adds at its peak: activations, gradients, caches), which may not exceed
+1.5× plain PyTorch's.
 
 FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` (matrix products and attention,
 2 per multiply-add, forward and backward); the peaks are large fp32
@@ -24,7 +26,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -33,7 +35,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import interleaved_medians  # noqa: E402
+from machine import interleaved_medians, working_memory  # noqa: E402
 
 from transformerkit.backends.calibration import (choose_onednn_products,  # noqa: E402
                                                  use_decoding_layout_where_faster)
@@ -68,12 +70,26 @@ class Row:
     target: dict[str, float]
     """Wanted ratio ours / peer, by peer."""
     note: str = ""
+    memory: dict[str, float | None] = field(default_factory=dict)
+    """Working memory of one call (:func:`machine.working_memory`), bytes, by implementation."""
 
     def cells(self) -> list[str]:
         ratios = [f"{self.ours / v:.2f}× {name}" + (f" (target {self.target[name]:g}×)" if name in self.target else "")
                   for name, v in self.peers.items()]
         peers = ", ".join(f"{name} {v:,.1f}" for name, v in self.peers.items())
-        return [self.name, f"{self.ours:,.1f} {self.unit}", peers, "; ".join(ratios), self.note]
+        return [self.name, f"{self.ours:,.1f} {self.unit}", peers, "; ".join(ratios), self.memory_cell(), self.note]
+
+    def memory_cell(self) -> str:
+        """Our working memory in MB, its ratio to plain PyTorch's (target ≤ 1.5×), the peers'."""
+        ours, plain = self.memory.get("transformerkit"), self.memory.get(PLAIN)
+        if ours is None:
+            return "n/a"
+        cell = f"{ours / 1e6:,.0f} MB"
+        if plain:
+            cell += f" = {ours / plain:.2f}× plain PyTorch (target ≤ 1.5×)"
+        others = [f"{name} {value / 1e6:,.0f}" for name, value in self.memory.items()
+                  if name not in ("transformerkit", PLAIN) and value is not None]
+        return cell + (f"; {', '.join(others)}" if others else "")
 
 
 @dataclass
@@ -109,12 +125,18 @@ def plain_pytorch(model: TransformerModel) -> TransformerModel:
     return plain
 
 
-def as_trained(model: nn.Module, precision: str) -> tuple[nn.Module, str]:
+def as_trained(model: nn.Module, precision: str, step: Callable[[nn.Module], None]) -> tuple[nn.Module, str]:
     """``model`` with the speed measures the trainer would apply here (fp32: oneDNN products where
-    measured faster, :mod:`transformerkit.backends`), and what was chosen."""
+    its training step — ``step(model)``, forward and backward — is measured faster,
+    :mod:`transformerkit.backends`), and what was chosen."""
     if precision != "fp32":
         return model, "bf16 autocast"
-    choice = choose_onednn_products(model)
+    shape = f"benchmark {type(model).__name__}, {sum(p.numel() for p in model.parameters()):,} parameters"
+
+    def forward_backward() -> None:
+        step(model)
+        model.zero_grad(set_to_none=True)
+    choice = choose_onednn_products(model, rounds=3, step=forward_backward, shape=shape)
     return (use_onednn_products(copy.deepcopy(model)) if choice.use else model), choice.reason
 
 
@@ -192,6 +214,13 @@ def count_flops(run: Callable[[], None]) -> float:
     return float(counter.get_total_flops())
 
 
+def timed(candidates: dict[str, Callable[[], object]], repeats: int
+          ) -> tuple[dict[str, float], dict[str, float | None]]:
+    """Median seconds per call of each candidate (interleaved), then each one's working memory."""
+    seconds = interleaved_medians(candidates, repeats)
+    return seconds, {name: working_memory(run) for name, run in candidates.items()}
+
+
 def seq2seq_training(shape: str, precision: str, batch: int, length: int, repeats: int,
                      peaks: Peaks) -> Row:
     config = preset(shape, vocab_size=8000) if shape == "small" else preset(shape)
@@ -201,7 +230,7 @@ def seq2seq_training(shape: str, precision: str, batch: int, length: int, repeat
     tgt_in, tgt_out = tgt[:, :-1].contiguous(), tgt[:, 1:].contiguous()
     torch.manual_seed(0)
     model = EncoderDecoderTransformer(config).train()
-    ours, chosen = as_trained(model, precision)
+    ours, chosen = as_trained(model, precision, lambda m: m.loss(src, tgt_in, tgt_out).backward())
     plain = plain_pytorch(model)
     torch_model = TorchTransformerModel(config).train()
     bart = hf_bart(config).train()
@@ -211,7 +240,7 @@ def seq2seq_training(shape: str, precision: str, batch: int, length: int, repeat
              "HF BART": training_step(bart, lambda: smoothed_loss(bart(input_ids=src, decoder_input_ids=tgt_in).logits,
                                                                   tgt_out, config), precision),
              PLAIN: plain_step}
-    seconds = interleaved_medians(steps, repeats)
+    seconds, memory = timed(steps, repeats)
     tokens = batch * length
     rate = {k: tokens / v for k, v in seconds.items()}
     note = peaks.training_note(count_flops(plain_step), seconds["transformerkit"],
@@ -219,7 +248,7 @@ def seq2seq_training(shape: str, precision: str, batch: int, length: int, repeat
     return Row(f"train enc-dec {shape} ({config.d_model}, {config.num_encoder_layers}+{config.num_decoder_layers}, "
                f"vocab {config.vocab_size}), {precision}, batch {batch}×{length}", "tgt tok/s",
                rate["transformerkit"], {k: v for k, v in rate.items() if k != "transformerkit"},
-               {"nn.Transformer": 1.5, "HF BART": 2.0, PLAIN: 0.95}, note)
+               {"nn.Transformer": 1.5, "HF BART": 2.0, PLAIN: 0.95}, note, memory=memory)
 
 
 def decoder_training(precision: str, batch: int, length: int, repeats: int, peaks: Peaks) -> Row:
@@ -228,24 +257,24 @@ def decoder_training(precision: str, batch: int, length: int, repeats: int, peak
     ids = torch.randint(0, config.vocab_size, (batch, length + 1), generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     model = DecoderOnlyTransformer(config).train()
-    ours, chosen = as_trained(model, precision)
+    inputs, targets = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
+    ours, chosen = as_trained(model, precision, lambda m: m.loss(inputs, targets).backward())
     plain = plain_pytorch(model)
     hf = GPT2LMHeadModel(GPT2Config(vocab_size=config.vocab_size, n_positions=length, n_embd=config.d_model,
                                     n_layer=config.num_decoder_layers, n_head=config.num_heads,
                                     n_inner=config.d_ff)).train()
-    inputs, targets = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
     plain_step = training_step(plain, lambda: plain.loss(inputs, targets), precision)
     steps = {"transformerkit": training_step(ours, lambda: ours.loss(inputs, targets), precision),
              "HF GPT-2": training_step(hf, lambda: smoothed_loss(hf(inputs).logits, targets, config), precision),
              PLAIN: plain_step}
-    seconds = interleaved_medians(steps, repeats)
+    seconds, memory = timed(steps, repeats)
     rate = {k: batch * length / v for k, v in seconds.items()}
     note = peaks.training_note(count_flops(plain_step), seconds["transformerkit"],
                                seconds["HF GPT-2"], precision) + f"; {chosen}"
     return Row(f"train decoder-only ({config.d_model}, {config.num_decoder_layers} layers, vocab {config.vocab_size}), "
                f"{precision}, batch {batch}×{length}", "tok/s", rate["transformerkit"],
                {k: v for k, v in rate.items() if k != "transformerkit"},
-               {"HF GPT-2": 2.0, PLAIN: 0.95}, note)
+               {"HF GPT-2": 2.0, PLAIN: 0.95}, note, memory=memory)
 
 
 def greedy_generation(batch: int, new_tokens: int, repeats: int, bandwidth: float) -> Row:
@@ -283,7 +312,7 @@ def greedy_generation(batch: int, new_tokens: int, repeats: int, bandwidth: floa
         in_bf16 = copy.deepcopy(ours).to(torch.bfloat16)
         use_decoding_layout_where_faster(in_bf16, rows=(batch,))
         candidates["transformerkit bf16 weights"] = run(in_bf16)
-    seconds = interleaved_medians(candidates, repeats)
+    seconds, memory = timed(candidates, repeats)
     rate = {k: batch * new_tokens / v for k, v in seconds.items()}
     weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters())
     traffic = weight_bytes * rate["transformerkit"] / batch  # the weights are read once per step
@@ -291,7 +320,7 @@ def greedy_generation(batch: int, new_tokens: int, repeats: int, bandwidth: floa
                "tok/s", rate["transformerkit"], {k: v for k, v in rate.items() if k != "transformerkit"},
                {"HF generate": 2.5, PLAIN: 0.95} if batch == 1 else {PLAIN: 0.95},
                f"weights read at {traffic / 1e9:.1f} GB/s = {traffic / bandwidth:.0%} of measured bandwidth; "
-               f"decoding layout: {'on' if layout.use else 'off'}, {layout.reason}")
+               f"decoding layout: {'on' if layout.use else 'off'}, {layout.reason}", memory=memory)
 
 
 def beam_generation(batch: int, new_tokens: int, repeats: int) -> Row:
@@ -323,15 +352,14 @@ def beam_generation(batch: int, new_tokens: int, repeats: int) -> Row:
             bart.generate(src, attention_mask=(src != 0).long(), num_beams=4, max_new_tokens=new_tokens,
                           min_new_tokens=new_tokens, do_sample=False, early_stopping=False)
 
-    seconds = interleaved_medians({"transformerkit": run(ours), "HF BART generate": hf_run,
-                                   PLAIN: run(plain_pytorch(plain)),
-                                   "transformerkit, blocked layout": run(use_decoding_layout(copy.deepcopy(plain)))},
-                                  repeats)
+    seconds, memory = timed({"transformerkit": run(ours), "HF BART generate": hf_run, PLAIN: run(plain_pytorch(plain)),
+                             "transformerkit, blocked layout": run(use_decoding_layout(copy.deepcopy(plain)))},
+                            repeats)
     rate = {k: batch / v for k, v in seconds.items()}
     return Row(f"beam search 4, batch {batch}, {new_tokens} new tokens, d512 6+6 vocab 8000, fp32", "sentences/s",
                rate["transformerkit"], {k: v for k, v in rate.items() if k != "transformerkit"},
                {"HF BART generate": 2.0, PLAIN: 0.95},
-               f"decoding layout: {'on' if layout.use else 'off'}, {layout.reason}")
+               f"decoding layout: {'on' if layout.use else 'off'}, {layout.reason}", memory=memory)
 
 
 def bert_forward(precision: str, batch: int, length: int, repeats: int) -> Row:
@@ -367,10 +395,11 @@ def bert_forward(precision: str, batch: int, length: int, repeats: int) -> Row:
             with torch.inference_mode():
                 onednn(ids, mask)
         runs["transformerkit, oneDNN products"] = onednn_run
-    seconds = interleaved_medians(runs, repeats)
+    seconds, memory = timed(runs, repeats)
     rate = {k: batch * length / v for k, v in seconds.items()}
     return Row(f"BERT-base encoder forward, {precision}, batch {batch}×{length}", "tok/s", rate["transformerkit"],
-               {k: v for k, v in rate.items() if k != "transformerkit"}, {"HF BertModel": 1.3, PLAIN: 0.95})
+               {k: v for k, v in rate.items() if k != "transformerkit"}, {"HF BertModel": 1.3, PLAIN: 0.95},
+               memory=memory)
 
 
 def measure_peaks(size: int = 2048) -> Peaks:
@@ -393,7 +422,8 @@ def measure_peaks(size: int = 2048) -> Peaks:
 
 
 def markdown(rows: list[Row], machine: str, peaks: Peaks, seconds: float) -> str:
-    lines = ["| row | transformerkit | peers | ratio | notes |", "|---|---:|---|---|---|"]
+    lines = ["| row | transformerkit | peers | ratio | working memory of one call | notes |",
+             "|---|---:|---|---|---|---|"]
     lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
     return (f"Machine: {machine}.\n\nMeasured peaks (2048³ products): fp32 {peaks.fp32_mkl / 1e9:.0f} GFLOP/s "
             f"with `torch.mm` (MKL), {peaks.fp32_onednn / 1e9:.0f} GFLOP/s with oneDNN; bf16 {peaks.bf16 / 1e9:.0f} "

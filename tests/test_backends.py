@@ -153,6 +153,24 @@ def test_the_measurement_times_both_kernels_on_the_largest_weight_shape(monkeypa
 
 
 @needs_onednn
+def test_the_models_own_step_is_timed_both_ways_and_the_model_left_on_plain_products(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(OVERRIDE, raising=False)
+    model = EncoderDecoderTransformer(preset("tiny", vocab_size=50))
+    src, tgt = torch.randint(3, 50, (4, 7)), torch.randint(3, 50, (4, 8))
+    seen: list[bool] = []
+
+    def step() -> None:
+        seen.append(any(type(m) is OneDNNLinear for m in model.modules()))
+        model.loss(src, tgt[:, :-1], tgt[:, 1:]).backward()
+    choice = choose_onednn_products(model, rounds=3, step=step, shape="tiny test step")
+    assert seen == [False, True] * 4  # a warm-up, then 3 interleaved rounds
+    assert not any(type(m) is OneDNNLinear for m in model.modules())
+    assert set(choice.timings_ms) == {"F.linear", "oneDNN"} and "measured on tiny test step" in choice.reason
+    assert choice.use == (choice.timings_ms["oneDNN"] < 0.95 * choice.timings_ms["F.linear"])
+
+
+@needs_onednn
 def test_a_measured_choice_is_kept_and_shown_by_info(monkeypatch: pytest.MonkeyPatch, tmp_path, capsys) -> None:
     import json
 

@@ -4,8 +4,9 @@ Each choice times the measure against plain PyTorch on a product of the model's 
 ``nn.Linear`` shape holding the most weights — interleaved, and takes the measure only when its
 median is at least 5 % lower:
 
-* :func:`choose_onednn_products` (fp32 training): forward and backward of ``rows`` rows with
-  ``F.linear`` and with oneDNN;
+* :func:`choose_onednn_products` (fp32 training): the model's own training step (forward and
+  backward of a real batch; the trainer passes it) with ``F.linear`` and with oneDNN products, or
+  else forward and backward of ``rows`` rows of the largest shape;
 * :func:`choose_decoding_layout` (inference): forward of the few rows of a decoding step with the
   plain weight and with oneDNN's blocked layout (:mod:`.layout`), in the model's dtype;
 * :func:`choose_inference_dtype` (``--dtype auto``): the same decoding products in fp32 and in bf16.
@@ -42,10 +43,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from transformerkit.backends.layout import DecodingLinear, use_decoding_layout
 from transformerkit.backends import machine
+from transformerkit.backends.layout import DecodingLinear, use_decoding_layout
 from transformerkit.backends.machine import isa_flags, processor
-from transformerkit.backends.onednn import ONEDNN_AVAILABLE, onednn_linear
+from transformerkit.backends.onednn import ONEDNN_AVAILABLE, onednn_linear, use_onednn_products, use_plain_products
 
 OVERRIDE = "TRANSFORMERKIT_ONEDNN_PRODUCTS"
 LAYOUT_OVERRIDE = "TRANSFORMERKIT_DECODING_LAYOUT"
@@ -159,12 +160,29 @@ def _measured(key: str, what: str, plain: Callable[[], None], measure: Callable[
     return choice
 
 
-def choose_onednn_products(model: nn.Module, rows: int = 1024, rounds: int = 5) -> Choice:
+def choose_onednn_products(model: nn.Module, rows: int = 1024, rounds: int = 5,
+                           step: Callable[[], None] | None = None, shape: str = "") -> Choice:
     """Whether :func:`~transformerkit.backends.onednn.use_onednn_products` speeds up fp32 CPU
-    training of ``model`` here (the override first, then the measurement)."""
+    training of ``model`` here (the override first, then the measurement). With ``step`` — one
+    forward and backward of the model's own training batch, ``shape`` naming it for the cache —
+    that step is timed with the products on ``F.linear`` and on oneDNN (``model`` is left on
+    ``F.linear``); without, a product of the largest weight shape, ``rows`` rows, forward and
+    backward. The step is the better judge: on an Intel Xeon (AMX) oneDNN won the largest product
+    of the small translation model and lost its whole step (BENCHMARKS.md)."""
     largest = _measurable(OVERRIDE, model)
     if isinstance(largest, Choice):
         return largest
+    if step is not None:
+        def with_products(onednn: bool) -> Callable[[], None]:
+            def run() -> None:
+                (use_onednn_products if onednn else use_plain_products)(model)
+                try:
+                    step()
+                finally:
+                    use_plain_products(model)
+            return run
+        return _measured(f"{_machine_key()}oneDNN products | {shape}", shape, with_products(False),
+                         with_products(True), ("F.linear", "oneDNN"), rounds)
     d_in, d_out = largest.in_features, largest.out_features
     shape = f"{rows}×{d_in}→{d_out} forward+backward"
     numbers = torch.Generator().manual_seed(0)  # its own: training's random stream stays as it was
@@ -173,11 +191,11 @@ def choose_onednn_products(model: nn.Module, rows: int = 1024, rounds: int = 5) 
     bias = torch.randn(d_out, generator=numbers).requires_grad_()
     grad = torch.randn(rows, d_out, generator=numbers)
 
-    def step(product: Callable[[Tensor, Tensor, Tensor], Tensor]) -> Callable[[], None]:
+    def product_step(product: Callable[[Tensor, Tensor, Tensor], Tensor]) -> Callable[[], None]:
         return lambda: product(x, weight, bias).backward(grad)
 
-    return _measured(f"{_machine_key()}oneDNN products | {shape}", shape, step(F.linear), step(onednn_linear),
-                     ("F.linear", "oneDNN"), rounds)
+    return _measured(f"{_machine_key()}oneDNN products | {shape}", shape, product_step(F.linear),
+                     product_step(onednn_linear), ("F.linear", "oneDNN"), rounds)
 
 
 def choose_decoding_layout(model: nn.Module, rows: tuple[int, ...] = (1, 8), calls: int = 20,

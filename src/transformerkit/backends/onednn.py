@@ -89,6 +89,14 @@ class OneDNNLinear(nn.Linear):
         return onednn_linear(x, self.weight, self.bias)
 
 
+def use_plain_products(model: nn.Module) -> nn.Module:
+    """Undo :func:`use_onednn_products`: every :class:`OneDNNLinear` of ``model`` is ``nn.Linear`` again (in place)."""
+    for module in model.modules():
+        if type(module) is OneDNNLinear:
+            module.__class__ = nn.Linear
+    return model
+
+
 def use_onednn_products(model: nn.Module) -> nn.Module:
     """Compute every ``nn.Linear`` of ``model`` with :func:`onednn_linear` (in place: the modules
     become :class:`OneDNNLinear`, which adds no state, so parameters, optimizer and state dict are

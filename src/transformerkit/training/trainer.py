@@ -314,6 +314,17 @@ class Trainer:
             speed = f" at {seconds_per_step:.3f} s/step" if seconds_per_step else ""
             print(f"plan for ~{steps} steps{speed}: {'; '.join(planned)}", file=sys.stderr)
 
+    @functools.cached_property
+    def _trial_batch(self) -> Any:
+        """The batch that speed measurements time: a slice of the first batch (the real step's
+        shape, cheap where a candidate is slow), made only if a measurement needs it."""
+        return self.task.epoch_batches(0)[0][:16]
+
+    def _trial_shape(self, what: str) -> str:
+        """The shape class under which a measurement of :attr:`_trial_batch` is cached."""
+        parameters = sum(p.numel() for p in self.model.parameters())
+        return f"{self.model.model_type}, {parameters:,} parameters, up to 16 examples {what}"
+
     def _trial_step(self, module: nn.Module, batches: list[Any], autocast: AbstractContextManager[Any]) -> None:
         """Forward and backward of ``batches`` through ``module`` (the loss, wrapped or not) as
         :meth:`_step` runs them, but without the update and without a trace: gradients cleared,
@@ -337,13 +348,9 @@ class Trainer:
             bf16 = wish == "bf16" or (wish == "auto" and torch.cuda.is_bf16_supported())
             choice = Choice(bf16, f"training.precision: {wish} on {torch.cuda.get_device_name(self.device)}", {})
         elif self.dist.is_main:
-            # the real step's shape, on a slice of the first batch (cheap where bf16 is slow), made
-            # only if a measurement needs it
-            batch = functools.cache(lambda: self.task.epoch_batches(0)[0][:16])
-            shape = (f"{self.model.model_type}, {sum(p.numel() for p in self.model.parameters()):,} parameters, "
-                     f"up to 16 examples forward+backward")
-            choice = choose_precision(wish, shape, lambda bf16: self._trial_step(
-                self.loss_module, [batch()], torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)))
+            choice = choose_precision(wish, self._trial_shape("forward+backward"), lambda bf16: self._trial_step(
+                self.loss_module, [self._trial_batch], torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                                                      enabled=bf16)))
         else:
             choice = Choice(False, "", {})
         choice = self.dist.from_main(choice)
@@ -378,7 +385,12 @@ class Trainer:
         if self.device.type != "cpu" or p.precision != "fp32":
             return {"precision": self.precision_choice}
         if p.onednn_products is None:
-            choice = choose_onednn_products(self.model)
+            if self.dist.enabled:  # DDP/FSDP hold the model now: a product of its largest shape
+                choice = choose_onednn_products(self.model)
+            else:  # the model's own step
+                choice = choose_onednn_products(self.model, rounds=3, shape=self._trial_shape("fp32 forward+backward"),
+                                                step=lambda: self._trial_step(self.loss_module, [self._trial_batch],
+                                                                              nullcontext()))
             p.onednn_products = bool(self.dist.from_main(choice.use))  # every rank computes alike
         else:
             choice = Choice(p.onednn_products, "kept from the start of the run", {})
