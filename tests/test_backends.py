@@ -1,10 +1,11 @@
 """The speed measures of ``transformerkit.backends``: oneDNN products give the same values and
 gradients as ``F.linear``, only where they apply; the transform leaves the model's state alone;
-the measured choices (oneDNN products, the decoding layout, the precision) can be overridden and
-are kept; bf16 is chosen only where the CPU has bf16 hardware, and bf16 weights stay plain where
+the measured choices (oneDNN products, the decoding layout, the precision, any measure timed on
+the model's own step) can be overridden — by environment or ``--speed`` — and are kept; bf16 is chosen only where the CPU has bf16 hardware, and bf16 weights stay plain where
 oneDNN cannot lay them out (the ISA detection is monkeypatched to imitate other CPUs)."""
 
 import copy
+import os
 import time
 
 import pytest
@@ -12,8 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from transformerkit.backends import machine
-from transformerkit.backends.calibration import (LAYOUT_OVERRIDE, OVERRIDE, choose_decoding_layout,
-                                                 choose_inference_dtype, choose_onednn_products, choose_precision,
+from transformerkit.backends.calibration import (LAYOUT_OVERRIDE, OVERRIDE, OVERRIDES, Choice, choose_by_step,
+                                                 choose_decoding_layout, choose_inference_dtype,
+                                                 choose_onednn_products, choose_precision,
                                                  use_decoding_layout_where_faster)
 from transformerkit.backends.layout import DecodingLinear, use_decoding_layout
 from transformerkit.backends.onednn import (ONEDNN_AVAILABLE, OneDNNLinear, onednn_linear, use_onednn_products,
@@ -188,6 +190,37 @@ def test_a_measured_choice_is_kept_and_shown_by_info(monkeypatch: pytest.MonkeyP
     assert report["speed_choices_file"] == str(tmp_path / "speed-choices.json")
     (tmp_path / "speed-choices.json").write_text("not json")  # a damaged cache is measured again
     assert "measured on" in choose_onednn_products(model, rows=32, rounds=2).reason
+
+
+def test_a_measure_on_the_step_is_timed_both_ways_or_decided_by_its_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    switched: list[bool] = []
+    state = {"on": False}
+
+    def switch(on: bool) -> None:
+        switched.append(on)
+        state["on"] = on
+    steps: list[bool] = []
+    choice = choose_by_step("test measure", "a test step", lambda: steps.append(state["on"]), switch, ("off", "on"),
+                            override="TRANSFORMERKIT_TEST_MEASURE")
+    assert steps == [False, True] * 4 and not state["on"]  # a warm-up and 3 rounds; left off
+    assert set(choice.timings_ms) == {"off", "on"} and "measured on a test step" in choice.reason
+    for wish in ("on", "off"):
+        monkeypatch.setenv("TRANSFORMERKIT_TEST_MEASURE", wish)
+        forced = choose_by_step("test measure", "another step", lambda: steps.append(True), switch, ("off", "on"),
+                                override="TRANSFORMERKIT_TEST_MEASURE")
+        assert forced == Choice(wish == "on", f"TRANSFORMERKIT_TEST_MEASURE={wish}", {}) and len(steps) == 8
+
+
+def test_the_speed_flag_sets_the_measures_override_and_refuses_other_names(monkeypatch: pytest.MonkeyPatch,
+                                                                           capsys) -> None:
+    from transformerkit.cli import main
+    for name, variable in OVERRIDES.items():
+        monkeypatch.setenv(variable, "auto")  # put back after the test, whatever main sets
+        assert main(["--speed", f"{name}=off", "info"]) == 0
+        assert os.environ[variable] == "off" and f"'{variable}': 'off'" in capsys.readouterr().out
+    assert main(["--speed", "attention=fast", "info"]) == 2
+    assert capsys.readouterr().err == ("transformerkit: error: --speed takes MEASURE=on|off|auto with a measure among "
+                                       f"{', '.join(OVERRIDES)}, got 'attention=fast'\n")
 
 
 @needs_onednn

@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from transformerkit.backends.calibration import ATTENTION_OVERRIDE, DROPOUT_OVERRIDE
 from transformerkit.generation.config import GenerationConfig
 from transformerkit.checkpoint import (CheckpointError, atomic_directory, load_model_dir,
                                        load_training_state, save_model_dir)
@@ -17,6 +18,8 @@ from transformerkit.config import preset
 from transformerkit.data.parallel import write_tsv
 from transformerkit.data.tokenizer import SubwordTokenizer
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
+from transformerkit.nn.attention import MultiHeadAttention
+from transformerkit.nn.dropout import Dropout
 from transformerkit.tasks import load_recipe
 from transformerkit.training.trainer import Trainer
 
@@ -532,3 +535,56 @@ def test_a_trained_model_has_a_model_card_that_its_export_carries(small_corpus: 
     assert main(["export", "--model", str(out / "model"), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
     exported = (tmp_path / "hf" / "README.md").read_text(encoding="utf-8")
     assert exported.startswith(card) and "`transformerkit export --format hf`" in exported
+
+
+def test_the_attention_kernel_and_dropout_draws_are_measured_on_the_runs_own_step(
+        small_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ATTENTION_OVERRIDE, raising=False)
+    monkeypatch.delenv(DROPOUT_OVERRIDE, raising=False)
+    trainer = Trainer(load_recipe(None, recipe_overrides(small_corpus, tmp_path / "run", **{"training.max_steps": 1})))
+    for measure, names in (("attention_formula", ("fused kernel", "formula")), ("packed_dropout", ("nn.Dropout",
+                                                                                                    "packed"))):
+        choice = trainer.speed_choices[measure]
+        assert set(choice.timings_ms) == set(names), measure
+        assert choice.use == (choice.timings_ms[names[1]] < 0.95 * choice.timings_ms[names[0]])
+    kernels = {m.kernel for m in trainer.model.modules() if isinstance(m, MultiHeadAttention)}
+    assert kernels == {"reference" if trainer.speed_choices["attention_formula"].use else "fused"}
+    dropouts = {type(m) for m in trainer.model.modules() if isinstance(m, torch.nn.Dropout)}
+    assert dropouts == {Dropout if trainer.speed_choices["packed_dropout"].use else torch.nn.Dropout}
+
+
+def test_both_attention_kernels_train_alike_and_a_resume_keeps_the_runs_kernel(
+        small_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first_losses = {}
+    for wish in ("on", "off"):
+        monkeypatch.setenv(ATTENTION_OVERRIDE, wish)
+        out = tmp_path / wish
+        trainer = Trainer(load_recipe(None, recipe_overrides(small_corpus, out, **{"training.max_steps": 1,
+                                                                                     "model.dropout": 0.0})))
+        kernels = {m.kernel for m in trainer.model.modules() if isinstance(m, MultiHeadAttention)}
+        assert kernels == {"reference" if wish == "on" else "fused"}
+        assert "packed_dropout" not in trainer.speed_choices  # no dropout: nothing to measure
+        trainer.train()
+        first_losses[wish] = next(r["loss"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines())
+                                  if r["event"] == "train")
+        assert json.loads((out / "model" / "config.json").read_text())["attention_kernel"] == "auto"
+    assert first_losses["on"] == pytest.approx(first_losses["off"], rel=1e-5)
+    monkeypatch.setenv(ATTENTION_OVERRIDE, "off")  # the run started on the formula, and stays on it
+    resumed = Trainer(load_recipe(None, recipe_overrides(small_corpus, tmp_path / "on", **{"training.max_steps": 2,
+                                                                                          "model.dropout": 0.0})),
+                      resume=True)
+    assert {m.kernel for m in resumed.model.modules() if isinstance(m, MultiHeadAttention)} == {"reference"}
+    assert "kept" in resumed.speed_choices["attention_formula"].reason
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_forced_dropout_draws_are_used_and_kept_on_resume(small_corpus: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch, packed: bool) -> None:
+    monkeypatch.setenv(DROPOUT_OVERRIDE, "on" if packed else "off")
+    out = tmp_path / "run"
+    Trainer(load_recipe(None, recipe_overrides(small_corpus, out, **{"training.max_steps": 1}))).train()
+    monkeypatch.setenv(DROPOUT_OVERRIDE, "off" if packed else "on")
+    resumed = Trainer(load_recipe(None, recipe_overrides(small_corpus, out, **{"training.max_steps": 2})), resume=True)
+    dropouts = [type(m) for m in resumed.model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert dropouts and set(dropouts) == {Dropout if packed else torch.nn.Dropout}
+    assert resumed.speed_choices["packed_dropout"].use is packed

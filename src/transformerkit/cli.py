@@ -48,6 +48,7 @@ from typing import NoReturn, TextIO
 
 import torch
 
+from transformerkit.backends.calibration import OVERRIDES
 from transformerkit.commands import UsageError
 from transformerkit.config import PRESETS, preset
 from transformerkit.data.sources import SOURCES
@@ -91,14 +92,13 @@ def model_info(args: argparse.Namespace) -> int:
 
 def machine_info(args: argparse.Namespace) -> int:
     """The machine, the PyTorch build and the speed choices made on it (``backends/``)."""
-    from transformerkit.backends.calibration import CACHE, LAYOUT_OVERRIDE, OVERRIDE, cache_file, speed_choices
+    from transformerkit.backends.calibration import CACHE, cache_file, speed_choices
     from transformerkit.backends.machine import describe, isa_flags, processor
     from transformerkit.backends.onednn import ONEDNN_AVAILABLE
 
     report = {"machine": describe(), "processor": processor(), "isa": isa_flags(), "torch": torch.__version__,
               "threads": torch.get_num_threads(), "onednn": ONEDNN_AVAILABLE, "cuda": torch.cuda.is_available(),
-              "overrides": {name: os.environ[name] for name in (OVERRIDE, LAYOUT_OVERRIDE, CACHE)
-                            if name in os.environ},
+              "overrides": {name: os.environ[name] for name in (*OVERRIDES.values(), CACHE) if name in os.environ},
               "speed_choices_file": str(cache_file()), "speed_choices": speed_choices()}
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
@@ -215,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="transformerkit", description=DESCRIPTION, epilog=EXAMPLES,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"transformerkit {_version()}")
+    parser.add_argument("--speed", action="append", default=[], metavar="MEASURE=on|off|auto",
+                        help=f"take a speed measure or not, instead of measuring it on this machine (repeatable; "
+                             f"before the verb): {', '.join(OVERRIDES)}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     info = commands.add_parser("model-info", help="print a configuration and its exact parameter count")
@@ -321,11 +324,23 @@ def _one_line_warning(message: Warning | str, category: type[Warning], filename:
     print(f"transformerkit: warning: {message}", file=sys.stderr)
 
 
+def _override_speed_measures(wishes: list[str]) -> None:
+    """``--speed NAME=VALUE``: set the measure's environment variable (every verb, and the
+    processes a distributed run starts, read it there)."""
+    for wish in wishes:
+        name, _, value = wish.partition("=")
+        if name not in OVERRIDES or value not in ("on", "off", "auto"):
+            raise UsageError(f"--speed takes MEASURE=on|off|auto with a measure among {', '.join(OVERRIDES)}, "
+                             f"got {wish!r}")
+        os.environ[OVERRIDES[name]] = value
+
+
 def main(argv: list[str] | None = None) -> int:
     retain_freed_memory()  # training and decoding reuse their large buffers step after step
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        _override_speed_measures(args.speed)
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warning  # what the library warns of (inputs cut, …): one line on stderr
             status = args.handler(args)

@@ -1,8 +1,8 @@
 """Speed measures decided by measurement on the machine that runs them.
 
-Each choice times the measure against plain PyTorch on a product of the model's own shape — the
-``nn.Linear`` shape holding the most weights — interleaved, and takes the measure only when its
-median is at least 5 % lower:
+Each choice times a measure against plain PyTorch — on the model's own step where the caller
+passes one, else on a product of the model's own shape (the ``nn.Linear`` shape holding the most
+weights) — interleaved, and takes the measure only when its median is at least 5 % lower:
 
 * :func:`choose_onednn_products` (fp32 training): the model's own training step (forward and
   backward of a real batch; the trainer passes it) with ``F.linear`` and with oneDNN products, or
@@ -10,6 +10,10 @@ median is at least 5 % lower:
 * :func:`choose_decoding_layout` (inference): forward of the few rows of a decoding step with the
   plain weight and with oneDNN's blocked layout (:mod:`.layout`), in the model's dtype;
 * :func:`choose_inference_dtype` (``--dtype auto``): the same decoding products in fp32 and in bf16.
+
+Two more measures are judged on the model's own training step by :func:`choose_by_step` (the
+trainer passes the step and the switch): the attention formula instead of PyTorch's fused kernel
+(``attention_kernel: auto``), and dropout's packed random numbers instead of ``nn.Dropout``'s.
 
 Precision is chosen the same way: :func:`choose_precision` (``training.precision: auto``) times
 the model's own training step — forward and backward of a real batch — in fp32 and under bf16
@@ -20,8 +24,8 @@ slower than fp32, and ``auto`` takes fp32 without measuring.
 A choice costs well under a second, and is kept per processor model, torch version and shape in
 ``speed-choices.json`` under the user's cache directory (``platformdirs``; the environment
 variable ``TRANSFORMERKIT_CACHE`` moves it), so that every run on a machine takes the same
-kernels and repeats exactly. ``TRANSFORMERKIT_ONEDNN_PRODUCTS`` and
-``TRANSFORMERKIT_DECODING_LAYOUT`` (``on`` / ``off``, default ``auto``) override them.
+kernels and repeats exactly. The environment variables of :data:`OVERRIDES` (``on`` / ``off``,
+default ``auto``; the command line's ``--speed NAME=on|off`` sets them) override them.
 """
 
 from __future__ import annotations
@@ -50,6 +54,11 @@ from transformerkit.backends.onednn import ONEDNN_AVAILABLE, onednn_linear, use_
 
 OVERRIDE = "TRANSFORMERKIT_ONEDNN_PRODUCTS"
 LAYOUT_OVERRIDE = "TRANSFORMERKIT_DECODING_LAYOUT"
+ATTENTION_OVERRIDE = "TRANSFORMERKIT_ATTENTION_FORMULA"
+DROPOUT_OVERRIDE = "TRANSFORMERKIT_PACKED_DROPOUT"
+OVERRIDES = {"onednn-products": OVERRIDE, "decoding-layout": LAYOUT_OVERRIDE,
+             "attention-formula": ATTENTION_OVERRIDE, "packed-dropout": DROPOUT_OVERRIDE}
+"""Each measure's name (``transformerkit --speed NAME=on|off``) → the environment variable that overrides it."""
 CACHE = "TRANSFORMERKIT_CACHE"
 MARGIN = 0.95
 """A measure is taken when its median time is below this share of plain PyTorch's."""
@@ -173,16 +182,9 @@ def choose_onednn_products(model: nn.Module, rows: int = 1024, rounds: int = 5,
     if isinstance(largest, Choice):
         return largest
     if step is not None:
-        def with_products(onednn: bool) -> Callable[[], None]:
-            def run() -> None:
-                (use_onednn_products if onednn else use_plain_products)(model)
-                try:
-                    step()
-                finally:
-                    use_plain_products(model)
-            return run
-        return _measured(f"{_machine_key()}oneDNN products | {shape}", shape, with_products(False),
-                         with_products(True), ("F.linear", "oneDNN"), rounds)
+        return choose_by_step("oneDNN products", shape, step, lambda on: (use_onednn_products if on
+                                                                           else use_plain_products)(model),
+                              ("F.linear", "oneDNN"), rounds=rounds)
     d_in, d_out = largest.in_features, largest.out_features
     shape = f"{rows}×{d_in}→{d_out} forward+backward"
     numbers = torch.Generator().manual_seed(0)  # its own: training's random stream stays as it was
@@ -196,6 +198,27 @@ def choose_onednn_products(model: nn.Module, rows: int = 1024, rounds: int = 5,
 
     return _measured(f"{_machine_key()}oneDNN products | {shape}", shape, product_step(F.linear),
                      product_step(onednn_linear), ("F.linear", "oneDNN"), rounds)
+
+
+def choose_by_step(measure: str, shape: str, step: Callable[[], None], switch: Callable[[bool], object],
+                   names: tuple[str, str], override: str | None = None, rounds: int = 3) -> Choice:
+    """Whether ``measure`` makes the model's own step faster here: ``step`` (forward and backward
+    of a real batch; ``shape`` names it for the cache) is timed with the measure off and on —
+    ``switch(on)`` sets it on the model, which is left with it off — interleaved, and the measure
+    is taken when 5 % faster. ``override``: the environment variable that decides without measuring."""
+    wish = _override(override) if override else "auto"
+    if wish != "auto":
+        return Choice(wish == "on", f"{override}={wish}", {})
+
+    def switched(on: bool) -> Callable[[], None]:
+        def run() -> None:
+            switch(on)
+            try:
+                step()
+            finally:
+                switch(False)
+        return run
+    return _measured(f"{_machine_key()}{measure} | {shape}", shape, switched(False), switched(True), names, rounds)
 
 
 def choose_decoding_layout(model: nn.Module, rows: tuple[int, ...] = (1, 8), calls: int = 20,

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from transformerkit.config import AttentionKernel, TransformerConfig
-from transformerkit.nn.attention import MultiHeadAttention
+from transformerkit.nn.attention import use_attention_kernel
 from transformerkit.nn.layers import LayerAttention
 
 
@@ -41,9 +41,7 @@ class TransformerModel(nn.Module):
 
     def set_attention_kernel(self, kernel: AttentionKernel) -> None:
         """Switch every attention module to the ``fused`` or ``reference`` kernel (same weights)."""
-        for module in self.modules():
-            if isinstance(module, MultiHeadAttention):
-                module.kernel = kernel
+        use_attention_kernel(self, kernel)
         self.config.attention_kernel = kernel
 
     def parameter_parts(self) -> dict[str, list[nn.Module | nn.Parameter]]:

@@ -160,3 +160,12 @@ def _fuse_separate_projections(module: nn.Module, state_dict: dict[str, Tensor],
     """Load a checkpoint written with separate ``q_proj``/``k_proj``/``v_proj`` matrices (a load pre-hook)."""
     wanted = [f"{prefix}{name}" for name, _ in module.named_parameters() if name.startswith(tuple(_FUSED))]
     fuse_legacy_projections(wanted, state_dict, torch.cat)
+
+
+def use_attention_kernel(model: nn.Module, kernel: AttentionKernel) -> int:
+    """Compute every :class:`MultiHeadAttention` of ``model`` with ``kernel`` (in place; the
+    weights and the model's configuration stay as they are); how many there are."""
+    modules = [m for m in model.modules() if isinstance(m, MultiHeadAttention)]
+    for module in modules:
+        module.kernel = kernel
+    return len(modules)

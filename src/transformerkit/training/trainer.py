@@ -37,12 +37,14 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from transformerkit.backends import machine
-from transformerkit.backends.calibration import Choice, choose_onednn_products, choose_precision
+from transformerkit.backends.calibration import (ATTENTION_OVERRIDE, DROPOUT_OVERRIDE, Choice, choose_by_step,
+                                                 choose_onednn_products, choose_precision)
 from transformerkit.backends.onednn import ONEDNN_AVAILABLE, use_onednn_products
 from transformerkit.checkpoint import (CheckpointError, WeightsMismatch, average_checkpoints, load_training_state,
                                        load_weights, point, remove_stale_temporaries, save_checkpoint)
 from transformerkit.devices import pick_device
-from transformerkit.nn.attention import fuse_legacy_projections
+from transformerkit.nn.attention import fuse_legacy_projections, use_attention_kernel
+from transformerkit.nn.dropout import use_packed_dropout
 from transformerkit.nn.layers import TransformerLayer
 from transformerkit.training.distributed import Distributed, barrier
 from transformerkit.training.recipe import RunConfig
@@ -64,6 +66,13 @@ class Progress:
     """Where a cosine schedule without ``max_steps`` ends: planned from the speed over the warm-up."""
     onednn_products: bool | None = None
     """fp32 CPU runs: whether the products run on oneDNN, measured when the run starts and kept on resume."""
+    attention_kernel: str | None = None
+    """CPU runs of a model with ``attention_kernel: auto``: ``fused`` or ``reference`` (the formula),
+    measured when the run starts and kept on resume; None: the model's own rule."""
+    packed_dropout: bool | None = None
+    """CPU runs: whether dropout draws packed random numbers (:class:`~transformerkit.nn.dropout.Dropout`)
+    rather than ``nn.Dropout``'s, measured when the run starts and kept on resume; None: the
+    model's dropout modules as built."""
     planned_warmup: int | None = None
     """With ``training.warmup_share``: the warm-up's length, planned before the first step."""
     planned_save_every: int | None = None
@@ -192,9 +201,9 @@ class Trainer:
         if resume:
             self._restore(self.checkpoints / "latest")
             self._keep_precision()
-        self.speed_choices = self._choose_speed_measures()
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.progress.precision == "bf16"
                          else nullcontext())
+        self.speed_choices = self._choose_speed_measures(measure=not resume)
         self._start_plan: dict[str, Any] | None = None  # for the log
         if not resume:
             self._plan_start()
@@ -228,7 +237,8 @@ class Trainer:
                          "validations_without_improvement": p.validations_without_improvement,
                          "planned_steps": p.planned_steps, "planned_warmup": p.planned_warmup,
                          "planned_save_every": p.planned_save_every,
-                         "onednn_products": p.onednn_products,
+                         "onednn_products": p.onednn_products, "attention_kernel": p.attention_kernel,
+                         "packed_dropout": p.packed_dropout,
                          "precision": p.precision,
                          "history": json.dumps(p.history)},
             "rng_cpu": torch.get_rng_state(),
@@ -261,6 +271,9 @@ class Trainer:
         # checkpoints from before planned_steps have none (None); those from before the measured
         # choice were trained with oneDNN products wherever oneDNN was available
         saved.setdefault("onednn_products", ONEDNN_AVAILABLE)
+        # before the attention and dropout measures: the model's own kernel rule and dropout modules
+        saved.setdefault("attention_kernel", None)
+        saved.setdefault("packed_dropout", None)
         # and before ``auto`` existed, the recipe said fp32 or bf16
         saved.setdefault("precision", None if self.run.training.precision == "auto" else self.run.training.precision)
         self.progress = Progress(**saved)
@@ -376,27 +389,58 @@ class Trainer:
                                        "kept from the start of the run" if wish == "auto" else f"training.precision: {wish}",
                                        {})
 
-    def _choose_speed_measures(self) -> dict[str, Choice]:
-        """Apply the speed measures that fit this run (:mod:`transformerkit.backends`): oneDNN
-        products for fp32 on a CPU where measured faster here (bf16 autocast already runs on
-        oneDNN). A resumed run keeps its first choice, so that it continues exactly."""
+    def _choose_speed_measures(self, measure: bool) -> dict[str, Choice]:
+        """Apply the speed measures that fit this run (:mod:`transformerkit.backends`), each taken
+        where the model's own step measures faster with it here (``measure``: a new run): on a CPU,
+        oneDNN products (fp32; bf16 autocast already runs on oneDNN), the attention formula instead
+        of the fused kernel (a model with ``attention_kernel: auto``) and dropout's packed random
+        numbers. A resumed run keeps its first choices, so that it continues exactly; a distributed
+        run measures products on the largest weight shape (DDP/FSDP hold the model by now) and
+        keeps the other two at their defaults."""
         p = self.progress
         assert self.precision_choice is not None
-        if self.device.type != "cpu" or p.precision != "fp32":
-            return {"precision": self.precision_choice}
-        if p.onednn_products is None:
-            if self.dist.enabled:  # DDP/FSDP hold the model now: a product of its largest shape
-                choice = choose_onednn_products(self.model)
-            else:  # the model's own step
-                choice = choose_onednn_products(self.model, rounds=3, shape=self._trial_shape("fp32 forward+backward"),
-                                                step=lambda: self._trial_step(self.loss_module, [self._trial_batch],
-                                                                              nullcontext()))
-            p.onednn_products = bool(self.dist.from_main(choice.use))  # every rank computes alike
-        else:
-            choice = Choice(p.onednn_products, "kept from the start of the run", {})
-        if p.onednn_products:
-            use_onednn_products(self.model)
-        return {"precision": self.precision_choice, "onednn_products": choice}
+        choices = {"precision": self.precision_choice}
+        if self.device.type != "cpu":
+            return choices
+        alone = measure and not self.dist.enabled
+        if p.precision == "fp32":
+            if p.onednn_products is None:
+                choice = (choose_onednn_products(self.model, rounds=3, **self._own_step()) if alone
+                          else choose_onednn_products(self.model))
+                p.onednn_products = bool(self.dist.from_main(choice.use))  # every rank computes alike
+            else:
+                choice = Choice(p.onednn_products, "kept from the start of the run", {})
+            choices["onednn_products"] = choice
+            if p.onednn_products:
+                use_onednn_products(self.model)
+        auto_attention = getattr(self.model.config, "attention_kernel", None) == "auto"  # not in RNN families
+        if alone and auto_attention and use_attention_kernel(self.model, "fused"):
+            choice = choose_by_step("attention formula", switch=lambda on: use_attention_kernel(
+                self.model, "reference" if on else "fused"), names=("fused kernel", "formula"),
+                override=ATTENTION_OVERRIDE, **self._own_step())
+            p.attention_kernel = "reference" if choice.use else "fused"
+            choices["attention_formula"] = choice
+        elif p.attention_kernel is not None:
+            choices["attention_formula"] = Choice(p.attention_kernel == "reference", "kept from the start of the run",
+                                                  {})
+        if p.attention_kernel is not None:
+            use_attention_kernel(self.model, p.attention_kernel)  # the configuration keeps saying auto
+        if alone and any(m.p > 0 for m in self.model.modules() if isinstance(m, nn.Dropout)):
+            choice = choose_by_step("packed dropout", switch=lambda on: use_packed_dropout(self.model, on),
+                                    names=("nn.Dropout", "packed"), override=DROPOUT_OVERRIDE, **self._own_step())
+            p.packed_dropout = choice.use
+            choices["packed_dropout"] = choice
+        elif p.packed_dropout is not None:
+            choices["packed_dropout"] = Choice(p.packed_dropout, "kept from the start of the run", {})
+        if p.packed_dropout is not None:
+            use_packed_dropout(self.model, p.packed_dropout)
+        return choices
+
+    def _own_step(self) -> dict[str, Any]:
+        """The model's own training step for a measurement (``step``, without a trace) and the
+        ``shape`` class it is cached under: :attr:`_trial_batch` in the run's precision."""
+        return {"shape": self._trial_shape(f"{self.progress.precision} forward+backward"),
+                "step": lambda: self._trial_step(self.loss_module, [self._trial_batch], self.autocast)}
 
     def _full_model(self) -> nn.Module | None:
         """The model with all its weights on rank 0 (FSDP gathers the shards: every rank must call); None elsewhere."""
