@@ -37,11 +37,12 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import interleaved_medians, working_memory  # noqa: E402
 
-from transformerkit.backends.calibration import (choose_onednn_products,  # noqa: E402
-                                                 use_decoding_layout_where_faster)
+from transformerkit.backends.calibration import quantize_int8_where_fastest  # noqa: E402
+from transformerkit.backends.calibration import use_decoding_layout_where_faster  # noqa: E402
 from transformerkit.backends.layout import use_decoding_layout  # noqa: E402
 from transformerkit.backends.machine import describe  # noqa: E402
 from transformerkit.backends.onednn import use_onednn_products  # noqa: E402
+from transformerkit.backends.quantization import quantize_linear_int8  # noqa: E402
 from transformerkit.config import EncoderDecoderConfig, TextConfig, preset  # noqa: E402
 from transformerkit.generation.config import GenerationConfig  # noqa: E402
 from transformerkit.generation.decoders import CausalLMDecoder, Seq2SeqDecoder  # noqa: E402
@@ -51,8 +52,9 @@ from transformerkit.memory import retain_freed_memory  # noqa: E402
 from transformerkit.models.decoder_only import DecoderOnlyTransformer  # noqa: E402
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer  # noqa: E402
 from transformerkit.models.common import TransformerModel  # noqa: E402
+from transformerkit.training.speed_measures import choose_training_measures  # noqa: E402
 from transformerkit.models.encoder_only import EncoderOnlyTransformer  # noqa: E402
-from transformerkit.nn.dropout import Dropout  # noqa: E402
+from transformerkit.nn.dropout import use_packed_dropout  # noqa: E402
 from transformerkit.nn.embedding import SinusoidalPositionalEncoding  # noqa: E402
 
 
@@ -119,25 +121,26 @@ def plain_pytorch(model: TransformerModel) -> TransformerModel:
     make a row slower than this."""
     plain = copy.deepcopy(model)
     plain.set_attention_kernel("fused")
-    for module in plain.modules():
-        if isinstance(module, Dropout):
-            module.__class__ = nn.Dropout  # the same p and mode; PyTorch's random numbers
+    use_packed_dropout(plain, False)  # the same p and mode; PyTorch's random numbers
     return plain
 
 
-def as_trained(model: nn.Module, precision: str, step: Callable[[nn.Module], None]) -> tuple[nn.Module, str]:
-    """``model`` with the speed measures the trainer would apply here (fp32: oneDNN products where
-    its training step — ``step(model)``, forward and backward — is measured faster,
-    :mod:`transformerkit.backends`), and what was chosen."""
-    if precision != "fp32":
-        return model, "bf16 autocast"
-    shape = f"benchmark {type(model).__name__}, {sum(p.numel() for p in model.parameters()):,} parameters"
+def as_trained(model: TransformerModel, precision: str, step: Callable[[nn.Module], None]
+               ) -> tuple[TransformerModel, str]:
+    """A copy of ``model`` with the speed measures the trainer would take here
+    (:func:`~transformerkit.training.speed_measures.choose_training_measures`: each where its
+    training step — ``step(model)``, forward and backward, in ``precision`` — is measured faster),
+    and what was chosen."""
+    ours = copy.deepcopy(model)
+    shape = f"benchmark {type(model).__name__}, {sum(p.numel() for p in model.parameters()):,} parameters, {precision}"
+    autocast = precision_context(precision)
 
     def forward_backward() -> None:
-        step(model)
-        model.zero_grad(set_to_none=True)
-    choice = choose_onednn_products(model, rounds=3, step=forward_backward, shape=shape)
-    return (use_onednn_products(copy.deepcopy(model)) if choice.use else model), choice.reason
+        with autocast():
+            step(ours)
+        ours.zero_grad(set_to_none=True)
+    choices = choose_training_measures(ours, precision, shape, forward_backward)
+    return ours, "; ".join(f"{name.replace('_', ' ')}: {'on' if c.use else 'off'}" for name, c in choices.items())
 
 
 def precision_context(precision: str) -> Callable[[], object]:
@@ -352,14 +355,20 @@ def beam_generation(batch: int, new_tokens: int, repeats: int) -> Row:
             bart.generate(src, attention_mask=(src != 0).long(), num_beams=4, max_new_tokens=new_tokens,
                           min_new_tokens=new_tokens, do_sample=False, early_stopping=False)
 
+    in_int8 = copy.deepcopy(plain)  # the opt-in approximation (`translate --dtype int8`), engine measured
+    engine = quantize_int8_where_fastest(in_int8, rows=(4 * batch,))
     seconds, memory = timed({"transformerkit": run(ours), "HF BART generate": hf_run, PLAIN: run(plain_pytorch(plain)),
-                             "transformerkit, blocked layout": run(use_decoding_layout(copy.deepcopy(plain)))},
+                             "transformerkit, blocked layout": run(use_decoding_layout(copy.deepcopy(plain))),
+                             "transformerkit int8 weights": run(in_int8),
+                             "transformerkit int8 weights on FBGEMM": run(quantize_linear_int8(copy.deepcopy(plain),
+                                                                                                "x86"))},
                             repeats)
     rate = {k: batch / v for k, v in seconds.items()}
     return Row(f"beam search 4, batch {batch}, {new_tokens} new tokens, d512 6+6 vocab 8000, fp32", "sentences/s",
                rate["transformerkit"], {k: v for k, v in rate.items() if k != "transformerkit"},
                {"HF BART generate": 2.0, PLAIN: 0.95},
-               f"decoding layout: {'on' if layout.use else 'off'}, {layout.reason}", memory=memory)
+               f"decoding layout: {'on' if layout.use else 'off'}, {layout.reason}; int8 engine: "
+               f"{'oneDNN' if engine.use else 'x86 (FBGEMM)'}, {engine.reason}", memory=memory)
 
 
 def bert_forward(precision: str, batch: int, length: int, repeats: int) -> Row:

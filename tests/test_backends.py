@@ -13,13 +13,14 @@ import torch
 import torch.nn.functional as F
 
 from transformerkit.backends import machine
-from transformerkit.backends.calibration import (LAYOUT_OVERRIDE, OVERRIDE, OVERRIDES, Choice, choose_by_step,
-                                                 choose_decoding_layout, choose_inference_dtype,
-                                                 choose_onednn_products, choose_precision,
-                                                 use_decoding_layout_where_faster)
+from transformerkit.backends.calibration import (INT8_OVERRIDE, LAYOUT_OVERRIDE, OVERRIDE, OVERRIDES, Choice,
+                                                 choose_by_step, choose_decoding_layout, choose_inference_dtype,
+                                                 choose_int8_engine, choose_onednn_products, choose_precision,
+                                                 quantize_int8_where_fastest, use_decoding_layout_where_faster)
 from transformerkit.backends.layout import DecodingLinear, use_decoding_layout
 from transformerkit.backends.onednn import (ONEDNN_AVAILABLE, OneDNNLinear, onednn_linear, use_onednn_products,
                                             uses_onednn)
+from transformerkit.backends.quantization import quantize_linear_int8
 from transformerkit.config import preset
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
 
@@ -209,6 +210,50 @@ def test_a_measure_on_the_step_is_timed_both_ways_or_decided_by_its_override(mon
         forced = choose_by_step("test measure", "another step", lambda: steps.append(True), switch, ("off", "on"),
                                 override="TRANSFORMERKIT_TEST_MEASURE")
         assert forced == Choice(wish == "on", f"TRANSFORMERKIT_TEST_MEASURE={wish}", {}) and len(steps) == 8
+
+
+@pytest.mark.skipif("onednn" not in torch.backends.quantized.supported_engines, reason="no oneDNN quantized engine")
+@pytest.mark.parametrize("wish", ["on", "off"])
+def test_int8_weights_packed_for_either_engine_decode_alike(monkeypatch: pytest.MonkeyPatch, wish: str) -> None:
+    from transformerkit.generation.search import greedy_decode
+    monkeypatch.setenv(INT8_OVERRIDE, wish)
+    torch.manual_seed(0)
+    model = EncoderDecoderTransformer(preset("tiny", vocab_size=50)).eval()
+    src = torch.randint(3, 50, (3, 9))
+    engine = torch.backends.quantized.engine
+    on_x86 = quantize_linear_int8(copy.deepcopy(model), "x86")
+    chosen = copy.deepcopy(model)
+    choice = quantize_int8_where_fastest(chosen, rows=(8,))
+    assert choice.use == (wish == "on") and INT8_OVERRIDE in choice.reason
+    assert torch.backends.quantized.engine == engine  # the process's setting is put back
+    with torch.inference_mode():
+        reference, ours = (m.encode(src)[0] for m in (on_x86, chosen))
+        torch.testing.assert_close(ours, reference, atol=2e-2, rtol=0)
+        assert torch.equal(greedy_decode(chosen, src, max_length_offset=4), greedy_decode(on_x86, src,
+                                                                                           max_length_offset=4))
+
+
+@pytest.mark.skipif("onednn" not in torch.backends.quantized.supported_engines, reason="no oneDNN quantized engine")
+def test_int8_weights_packed_for_onednn_run_on_onednn_kernels() -> None:
+    import subprocess
+    import sys
+    script = ("import sys, torch\nfrom torch import nn\n"
+              "from transformerkit.backends.quantization import quantize_linear_int8\n"
+              "q = quantize_linear_int8(nn.Sequential(nn.Linear(64, 256)), sys.argv[1])\n"
+              "torch.backends.quantized.engine = 'x86'\nprint('RUN', flush=True)\nq(torch.randn(8, 64))\n")
+    for engine, on_onednn in (("onednn", True), ("x86", False)):
+        out = subprocess.run([sys.executable, "-c", script, engine], env={**os.environ, "ONEDNN_VERBOSE": "1"},
+                             capture_output=True, text=True, check=True).stdout
+        assert ("exec,cpu,matmul" in out.split("RUN", 1)[1]) == on_onednn, engine
+
+
+@pytest.mark.skipif("onednn" not in torch.backends.quantized.supported_engines, reason="no oneDNN quantized engine")
+def test_the_int8_engine_is_measured_on_the_models_largest_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(INT8_OVERRIDE, raising=False)
+    choice = choose_int8_engine(EncoderDecoderTransformer(preset("tiny", vocab_size=50)), rows=(1, 8), calls=3,
+                                rounds=3)
+    assert set(choice.timings_ms) == {"x86 (FBGEMM)", "oneDNN"} and "rows×64→256 int8 forward" in choice.reason
+    assert choice.use == (choice.timings_ms["oneDNN"] < 0.95 * choice.timings_ms["x86 (FBGEMM)"])
 
 
 def test_the_speed_flag_sets_the_measures_override_and_refuses_other_names(monkeypatch: pytest.MonkeyPatch,

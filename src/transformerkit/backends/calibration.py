@@ -9,7 +9,9 @@ weights) — interleaved, and takes the measure only when its median is at least
   else forward and backward of ``rows`` rows of the largest shape;
 * :func:`choose_decoding_layout` (inference): forward of the few rows of a decoding step with the
   plain weight and with oneDNN's blocked layout (:mod:`.layout`), in the model's dtype;
-* :func:`choose_inference_dtype` (``--dtype auto``): the same decoding products in fp32 and in bf16.
+* :func:`choose_inference_dtype` (``--dtype auto``): the same decoding products in fp32 and in bf16;
+* :func:`choose_int8_engine` (``--dtype int8``): the same products in int8 on PyTorch's default
+  quantized engine (``x86``: FBGEMM) and on oneDNN's (AMX-INT8 kernels on an Intel Xeon with AMX).
 
 Two more measures are judged on the model's own training step by :func:`choose_by_step` (the
 trainer passes the step and the switch): the attention formula instead of PyTorch's fused kernel
@@ -51,13 +53,15 @@ from transformerkit.backends import machine
 from transformerkit.backends.layout import DecodingLinear, use_decoding_layout
 from transformerkit.backends.machine import isa_flags, processor
 from transformerkit.backends.onednn import ONEDNN_AVAILABLE, onednn_linear, use_onednn_products, use_plain_products
+from transformerkit.backends.quantization import quantize_linear_int8
 
 OVERRIDE = "TRANSFORMERKIT_ONEDNN_PRODUCTS"
 LAYOUT_OVERRIDE = "TRANSFORMERKIT_DECODING_LAYOUT"
 ATTENTION_OVERRIDE = "TRANSFORMERKIT_ATTENTION_FORMULA"
 DROPOUT_OVERRIDE = "TRANSFORMERKIT_PACKED_DROPOUT"
-OVERRIDES = {"onednn-products": OVERRIDE, "decoding-layout": LAYOUT_OVERRIDE,
-             "attention-formula": ATTENTION_OVERRIDE, "packed-dropout": DROPOUT_OVERRIDE}
+INT8_OVERRIDE = "TRANSFORMERKIT_ONEDNN_INT8"
+OVERRIDES = {"onednn-products": OVERRIDE, "decoding-layout": LAYOUT_OVERRIDE, "attention-formula": ATTENTION_OVERRIDE,
+             "packed-dropout": DROPOUT_OVERRIDE, "onednn-int8": INT8_OVERRIDE}
 """Each measure's name (``transformerkit --speed NAME=on|off``) → the environment variable that overrides it."""
 CACHE = "TRANSFORMERKIT_CACHE"
 MARGIN = 0.95
@@ -283,6 +287,37 @@ def choose_inference_dtype(model: nn.Module, rows: tuple[int, ...] = (1, 8), cal
     inputs = [torch.randn(n, d_in, generator=numbers) for n in rows]
     return _measured(f"{_machine_key()}inference dtype | {shape}", shape, _decoding(fp32, inputs, calls),
                      _decoding(bf16, [x.to(torch.bfloat16) for x in inputs], calls), ("fp32", "bf16"), rounds)
+
+
+def choose_int8_engine(model: nn.Module, rows: tuple[int, ...] = (1, 8), calls: int = 20, rounds: int = 5) -> Choice:
+    """Whether ``model``'s int8 weights (:func:`~transformerkit.backends.quantization.quantize_linear_int8`)
+    should be packed for oneDNN's quantized engine (``use``) rather than PyTorch's default ``x86``
+    (FBGEMM) here: ``calls`` int8 products of the model's largest weight shape at each of ``rows``
+    on each engine."""
+    if "onednn" not in torch.backends.quantized.supported_engines:
+        return Choice(False, "this PyTorch build has no oneDNN quantized engine", {})
+    largest = _measurable(INT8_OVERRIDE, model)
+    if isinstance(largest, Choice):
+        return largest
+    d_in, d_out = largest.in_features, largest.out_features
+    shape = f"{'/'.join(map(str, rows))} rows×{d_in}→{d_out} int8 forward"
+    numbers = torch.Generator().manual_seed(0)  # its own: a seeded sampler's random stream stays as it was
+    fp32 = nn.utils.skip_init(nn.Linear, d_in, d_out).requires_grad_(False)
+    with torch.no_grad():
+        fp32.weight.copy_(torch.randn(d_out, d_in, generator=numbers))
+        fp32.bias.zero_()
+    packed = {engine: quantize_linear_int8(nn.Sequential(copy.deepcopy(fp32)), engine) for engine in ("x86", "onednn")}
+    inputs = [torch.randn(n, d_in, generator=numbers) for n in rows]
+    return _measured(f"{_machine_key()}int8 engine | {shape}", shape, _decoding(packed["x86"], inputs, calls),
+                     _decoding(packed["onednn"], inputs, calls), ("x86 (FBGEMM)", "oneDNN"), rounds)
+
+
+def quantize_int8_where_fastest(model: nn.Module, rows: tuple[int, ...]) -> Choice:
+    """:func:`~transformerkit.backends.quantization.quantize_linear_int8` on the quantized engine
+    :func:`choose_int8_engine` measures faster at the ``rows`` the model decodes with; the choice."""
+    choice = choose_int8_engine(model, rows)
+    quantize_linear_int8(model, "onednn" if choice.use else "x86")
+    return choice
 
 
 def choose_precision(wish: str, shape: str, step: Callable[[bool], None], rounds: int = 3) -> Choice:

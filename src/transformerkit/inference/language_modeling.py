@@ -16,8 +16,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from transformerkit.backends.calibration import choose_inference_dtype, use_decoding_layout_where_faster
-from transformerkit.backends.quantization import quantize_linear_int8
+from transformerkit.backends.calibration import (choose_inference_dtype, quantize_int8_where_fastest,
+                                                 use_decoding_layout_where_faster)
 from transformerkit.checkpoint import CheckpointError, load_model_dir
 from transformerkit.commands import Commands, UsageError, read_lines
 from transformerkit.data.tokenizer import SubwordTokenizer, check_unicode
@@ -272,7 +272,7 @@ def load_generator(model_dir: str | Path, device: str | None = None,
         kind = "an image generation" if isinstance(model, DecoderOnlyTransformer) else f"a {model.model_type}"
         raise CheckpointError(f"{model_dir} holds {kind} model, not a language model")
     if dtype == "int8":
-        quantize_linear_int8(model)
+        quantize_int8_where_fastest(model, rows=(1,))
     elif dtype == "bf16" or (dtype == "auto" and choose_inference_dtype(model, rows=(1,)).use):
         model.to(torch.bfloat16)
     if dtype != "int8":

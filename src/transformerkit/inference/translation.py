@@ -16,8 +16,7 @@ import sacrebleu
 import torch
 from torch import Tensor
 
-from transformerkit.backends.calibration import use_decoding_layout_where_faster
-from transformerkit.backends.quantization import quantize_linear_int8
+from transformerkit.backends.calibration import quantize_int8_where_fastest, use_decoding_layout_where_faster
 from transformerkit.checkpoint import CheckpointError, load_model_dir
 from transformerkit.commands import Commands, UsageError, counted, read_lines, refuse_overwriting_input, write_lines
 from transformerkit.data.batching import batch_by_size, pad
@@ -168,7 +167,7 @@ def load_translator(model_dir: str | Path, beam: int | None = None, length_penal
         raise CheckpointError(f"{model_dir} holds a {model.model_type} model, not a translation model")
     generation = with_decoding_changes(generation, beam, length_penalty)
     if dtype == "int8":
-        quantize_linear_int8(model)
+        quantize_int8_where_fastest(model, rows=(8 * max(1, generation.beam),))
     else:
         use_decoding_layout_where_faster(model, rows=(8 * max(1, generation.beam),))  # batches of sentences × beams
     return Translator(model, tokenizer, generation)

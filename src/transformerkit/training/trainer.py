@@ -37,8 +37,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from transformerkit.backends import machine
-from transformerkit.backends.calibration import (ATTENTION_OVERRIDE, DROPOUT_OVERRIDE, Choice, choose_by_step,
-                                                 choose_onednn_products, choose_precision)
+from transformerkit.backends.calibration import Choice, choose_onednn_products, choose_precision
 from transformerkit.backends.onednn import ONEDNN_AVAILABLE, use_onednn_products
 from transformerkit.checkpoint import (CheckpointError, WeightsMismatch, average_checkpoints, load_training_state,
                                        load_weights, point, remove_stale_temporaries, save_checkpoint)
@@ -49,6 +48,7 @@ from transformerkit.nn.layers import TransformerLayer
 from transformerkit.training.distributed import Distributed, barrier
 from transformerkit.training.recipe import RunConfig
 from transformerkit.training.schedule import inverse_sqrt_scheduler
+from transformerkit.training.speed_measures import choose_training_measures
 from transformerkit.training.task import TrainingTask
 
 
@@ -390,51 +390,39 @@ class Trainer:
                                        {})
 
     def _choose_speed_measures(self, measure: bool) -> dict[str, Choice]:
-        """Apply the speed measures that fit this run (:mod:`transformerkit.backends`), each taken
-        where the model's own step measures faster with it here (``measure``: a new run): on a CPU,
-        oneDNN products (fp32; bf16 autocast already runs on oneDNN), the attention formula instead
-        of the fused kernel (a model with ``attention_kernel: auto``) and dropout's packed random
-        numbers. A resumed run keeps its first choices, so that it continues exactly; a distributed
-        run measures products on the largest weight shape (DDP/FSDP hold the model by now) and
-        keeps the other two at their defaults."""
+        """Apply the speed measures that fit this run on a CPU, each taken where the model's own
+        step measures faster with it here (``measure``: a new run; :mod:`.speed_measures`). A
+        resumed run keeps its first choices, so that it continues exactly; a distributed run
+        measures oneDNN products on the largest weight shape (DDP/FSDP hold the model by now) and
+        leaves attention and dropout as the model has them."""
         p = self.progress
         assert self.precision_choice is not None
         choices = {"precision": self.precision_choice}
         if self.device.type != "cpu":
             return choices
-        alone = measure and not self.dist.enabled
-        if p.precision == "fp32":
-            if p.onednn_products is None:
-                choice = (choose_onednn_products(self.model, rounds=3, **self._own_step()) if alone
-                          else choose_onednn_products(self.model))
-                p.onednn_products = bool(self.dist.from_main(choice.use))  # every rank computes alike
-            else:
-                choice = Choice(p.onednn_products, "kept from the start of the run", {})
+        if measure and not self.dist.enabled:
+            measured = choose_training_measures(self.model, p.precision, **self._own_step())
+            if "onednn_products" in measured:
+                p.onednn_products = measured["onednn_products"].use
+            if "attention_formula" in measured:
+                p.attention_kernel = "reference" if measured["attention_formula"].use else "fused"
+            if "packed_dropout" in measured:
+                p.packed_dropout = measured["packed_dropout"].use
+            return choices | measured
+        kept = {"onednn_products": p.onednn_products, "packed_dropout": p.packed_dropout,
+                "attention_formula": None if p.attention_kernel is None else p.attention_kernel == "reference"}
+        if p.precision == "fp32" and p.onednn_products is None:  # a new distributed run
+            choice = choose_onednn_products(self.model)
+            p.onednn_products = kept["onednn_products"] = bool(self.dist.from_main(choice.use))  # every rank alike
             choices["onednn_products"] = choice
-            if p.onednn_products:
-                use_onednn_products(self.model)
-        auto_attention = getattr(self.model.config, "attention_kernel", None) == "auto"  # not in RNN families
-        if alone and auto_attention and use_attention_kernel(self.model, "fused"):
-            choice = choose_by_step("attention formula", switch=lambda on: use_attention_kernel(
-                self.model, "reference" if on else "fused"), names=("fused kernel", "formula"),
-                override=ATTENTION_OVERRIDE, **self._own_step())
-            p.attention_kernel = "reference" if choice.use else "fused"
-            choices["attention_formula"] = choice
-        elif p.attention_kernel is not None:
-            choices["attention_formula"] = Choice(p.attention_kernel == "reference", "kept from the start of the run",
-                                                  {})
+        if p.onednn_products:
+            use_onednn_products(self.model)
         if p.attention_kernel is not None:
             use_attention_kernel(self.model, p.attention_kernel)  # the configuration keeps saying auto
-        if alone and any(m.p > 0 for m in self.model.modules() if isinstance(m, nn.Dropout)):
-            choice = choose_by_step("packed dropout", switch=lambda on: use_packed_dropout(self.model, on),
-                                    names=("nn.Dropout", "packed"), override=DROPOUT_OVERRIDE, **self._own_step())
-            p.packed_dropout = choice.use
-            choices["packed_dropout"] = choice
-        elif p.packed_dropout is not None:
-            choices["packed_dropout"] = Choice(p.packed_dropout, "kept from the start of the run", {})
         if p.packed_dropout is not None:
             use_packed_dropout(self.model, p.packed_dropout)
-        return choices
+        return {name: Choice(use, "kept from the start of the run", {}) for name, use in kept.items()
+                if use is not None} | choices
 
     def _own_step(self) -> dict[str, Any]:
         """The model's own training step for a measurement (``step``, without a trace) and the
