@@ -449,7 +449,7 @@ def main() -> None:
                         help="keep glibc's default malloc thresholds (see transformerkit/memory.py)")
     args = parser.parse_args()
     if not args.malloc_default:
-        retain_freed_memory()  # as the transformerkit command does; peers share the process and the setting
+        retain_freed_memory()  # as `transformerkit train` does where faster; peers share the process and the setting
     started = time.perf_counter()
     repeats = 3 if args.quick else 5
     machine = describe()

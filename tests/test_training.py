@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from transformerkit.backends.calibration import ATTENTION_OVERRIDE, DROPOUT_OVERRIDE
+from transformerkit.backends.calibration import ATTENTION_OVERRIDE, DROPOUT_OVERRIDE, MEMORY_OVERRIDE
 from transformerkit.generation.config import GenerationConfig
 from transformerkit.checkpoint import (CheckpointError, atomic_directory, load_model_dir,
                                        load_training_state, save_model_dir)
@@ -537,13 +537,18 @@ def test_a_trained_model_has_a_model_card_that_its_export_carries(small_corpus: 
     assert exported.startswith(card) and "`transformerkit export --format hf`" in exported
 
 
-def test_the_attention_kernel_and_dropout_draws_are_measured_on_the_runs_own_step(
+def test_the_attention_kernel_dropout_draws_and_memory_retention_are_measured_on_the_runs_own_step(
         small_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(ATTENTION_OVERRIDE, raising=False)
-    monkeypatch.delenv(DROPOUT_OVERRIDE, raising=False)
+    from transformerkit.training import speed_measures
+    for variable in (ATTENTION_OVERRIDE, DROPOUT_OVERRIDE, MEMORY_OVERRIDE):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("TRANSFORMERKIT_CACHE", str(tmp_path / "cache"))  # measured here, not kept from another test
+    retained: list[bool] = []
+    monkeypatch.setattr(speed_measures, "set_freed_memory_retained", lambda on: retained.append(on) or True)
     trainer = Trainer(load_recipe(None, recipe_overrides(small_corpus, tmp_path / "run", **{"training.max_steps": 1})))
-    for measure, names in (("attention_formula", ("fused kernel", "formula")), ("packed_dropout", ("nn.Dropout",
-                                                                                                    "packed"))):
+    for measure, names in (("attention_formula", ("fused kernel", "formula")),
+                           ("packed_dropout", ("nn.Dropout", "packed")),
+                           ("retained_memory", ("glibc's thresholds", "retained"))):
         choice = trainer.speed_choices[measure]
         assert set(choice.timings_ms) == set(names), measure
         assert choice.use == (choice.timings_ms[names[1]] < 0.95 * choice.timings_ms[names[0]])
@@ -551,6 +556,23 @@ def test_the_attention_kernel_and_dropout_draws_are_measured_on_the_runs_own_ste
     assert kernels == {"reference" if trainer.speed_choices["attention_formula"].use else "fused"}
     dropouts = {type(m) for m in trainer.model.modules() if isinstance(m, torch.nn.Dropout)}
     assert dropouts == {Dropout if trainer.speed_choices["packed_dropout"].use else torch.nn.Dropout}
+    # glibc's thresholds first, then a warm-up and 3 rounds — each off, (steps), off, on, (steps), off —
+    # then the choice
+    assert retained == [False, *[False, False, True, False] * 4, trainer.speed_choices["retained_memory"].use]
+
+
+@pytest.mark.parametrize("wish", ["on", "off"])
+def test_memory_retention_forced_either_way_is_applied_and_a_resume_applies_it_again(
+        small_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wish: str) -> None:
+    from transformerkit.training import speed_measures
+    monkeypatch.setenv(MEMORY_OVERRIDE, wish)
+    retained: list[bool] = []
+    monkeypatch.setattr(speed_measures, "set_freed_memory_retained", lambda on: retained.append(on) or True)
+    out = tmp_path / "run"
+    Trainer(load_recipe(None, recipe_overrides(small_corpus, out, **{"training.max_steps": 1}))).train()
+    resumed = Trainer(load_recipe(None, recipe_overrides(small_corpus, out, **{"training.max_steps": 2})), resume=True)
+    assert retained == [False, wish == "on"] * 2
+    assert resumed.speed_choices["retained_memory"].reason == f"{MEMORY_OVERRIDE}={wish}"
 
 
 def test_both_attention_kernels_train_alike_and_a_resume_keeps_the_runs_kernel(

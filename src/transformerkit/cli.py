@@ -56,7 +56,6 @@ from transformerkit.explain import add_commands as add_explain_commands
 from transformerkit.inference import inference_modules, task_function
 from transformerkit.interop.ctranslate2 import QUANTIZATIONS
 from transformerkit.interop.onnx import QUANTIZATIONS as ONNX_QUANTIZATIONS
-from transformerkit.memory import retain_freed_memory
 from transformerkit.models.families import model_class_for
 from transformerkit.serve import add_commands as add_serve_commands
 from transformerkit.typed_config import apply_overrides
@@ -336,7 +335,6 @@ def _override_speed_measures(wishes: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    retain_freed_memory()  # training and decoding reuse their large buffers step after step
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

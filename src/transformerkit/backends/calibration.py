@@ -60,8 +60,9 @@ LAYOUT_OVERRIDE = "TRANSFORMERKIT_DECODING_LAYOUT"
 ATTENTION_OVERRIDE = "TRANSFORMERKIT_ATTENTION_FORMULA"
 DROPOUT_OVERRIDE = "TRANSFORMERKIT_PACKED_DROPOUT"
 INT8_OVERRIDE = "TRANSFORMERKIT_ONEDNN_INT8"
+MEMORY_OVERRIDE = "TRANSFORMERKIT_RETAIN_FREED_MEMORY"
 OVERRIDES = {"onednn-products": OVERRIDE, "decoding-layout": LAYOUT_OVERRIDE, "attention-formula": ATTENTION_OVERRIDE,
-             "packed-dropout": DROPOUT_OVERRIDE, "onednn-int8": INT8_OVERRIDE}
+             "packed-dropout": DROPOUT_OVERRIDE, "onednn-int8": INT8_OVERRIDE, "retain-freed-memory": MEMORY_OVERRIDE}
 """Each measure's name (``transformerkit --speed NAME=on|off``) → the environment variable that overrides it."""
 CACHE = "TRANSFORMERKIT_CACHE"
 MARGIN = 0.95

@@ -42,13 +42,14 @@ from transformerkit.backends.onednn import ONEDNN_AVAILABLE, use_onednn_products
 from transformerkit.checkpoint import (CheckpointError, WeightsMismatch, average_checkpoints, load_training_state,
                                        load_weights, point, remove_stale_temporaries, save_checkpoint)
 from transformerkit.devices import pick_device
+from transformerkit.memory import set_freed_memory_retained
 from transformerkit.nn.attention import fuse_legacy_projections, use_attention_kernel
 from transformerkit.nn.dropout import use_packed_dropout
 from transformerkit.nn.layers import TransformerLayer
 from transformerkit.training.distributed import Distributed, barrier
 from transformerkit.training.recipe import RunConfig
 from transformerkit.training.schedule import inverse_sqrt_scheduler
-from transformerkit.training.speed_measures import choose_training_measures
+from transformerkit.training.speed_measures import choose_memory_retention, choose_training_measures
 from transformerkit.training.task import TrainingTask
 
 
@@ -392,14 +393,19 @@ class Trainer:
     def _choose_speed_measures(self, measure: bool) -> dict[str, Choice]:
         """Apply the speed measures that fit this run on a CPU, each taken where the model's own
         step measures faster with it here (``measure``: a new run; :mod:`.speed_measures`). A
-        resumed run keeps its first choices, so that it continues exactly; a distributed run
-        measures oneDNN products on the largest weight shape (DDP/FSDP hold the model by now) and
-        leaves attention and dropout as the model has them."""
+        resumed run keeps its first choices, so that it continues exactly (the process's memory
+        retention, which changes no result, is measured again); a distributed run measures oneDNN
+        products on the largest weight shape (DDP/FSDP hold the model by now), leaves attention
+        and dropout as the model has them and keeps freed memory."""
         p = self.progress
         assert self.precision_choice is not None
         choices = {"precision": self.precision_choice}
         if self.device.type != "cpu":
             return choices
+        if self.dist.enabled:  # each rank keeps its freed memory, unmeasured (the step runs under DDP/FSDP)
+            set_freed_memory_retained(True)
+        else:  # the process's choice: changes no result, measured again on resume
+            choices["retained_memory"] = choose_memory_retention(**self._own_step())
         if measure and not self.dist.enabled:
             measured = choose_training_measures(self.model, p.precision, **self._own_step())
             if "onednn_products" in measured:
