@@ -11,7 +11,9 @@ weights) — interleaved, and takes the measure only when its median is at least
   plain weight and with oneDNN's blocked layout (:mod:`.layout`), in the model's dtype;
 * :func:`choose_inference_dtype` (``--dtype auto``): the same decoding products in fp32 and in bf16;
 * :func:`choose_int8_engine` (``--dtype int8``): the same products in int8 on PyTorch's default
-  quantized engine (``x86``: FBGEMM) and on oneDNN's (AMX-INT8 kernels on an Intel Xeon with AMX).
+  quantized engine (``x86``: FBGEMM) and on oneDNN's (AMX-INT8 kernels on an Intel Xeon with AMX);
+* :func:`choose_bf16_attention_upcast` (bf16 decoding): PyTorch's fused attention of one query
+  against the cache in bf16 and with q, k, v cast to fp32.
 
 Two more measures are judged on the model's own training step by :func:`choose_by_step` (the
 trainer passes the step and the switch): the attention formula instead of PyTorch's fused kernel
@@ -61,8 +63,10 @@ ATTENTION_OVERRIDE = "TRANSFORMERKIT_ATTENTION_FORMULA"
 DROPOUT_OVERRIDE = "TRANSFORMERKIT_PACKED_DROPOUT"
 INT8_OVERRIDE = "TRANSFORMERKIT_ONEDNN_INT8"
 MEMORY_OVERRIDE = "TRANSFORMERKIT_RETAIN_FREED_MEMORY"
+UPCAST_OVERRIDE = "TRANSFORMERKIT_BF16_ATTENTION_UPCAST"
 OVERRIDES = {"onednn-products": OVERRIDE, "decoding-layout": LAYOUT_OVERRIDE, "attention-formula": ATTENTION_OVERRIDE,
-             "packed-dropout": DROPOUT_OVERRIDE, "onednn-int8": INT8_OVERRIDE, "retain-freed-memory": MEMORY_OVERRIDE}
+             "packed-dropout": DROPOUT_OVERRIDE, "onednn-int8": INT8_OVERRIDE, "retain-freed-memory": MEMORY_OVERRIDE,
+             "bf16-attention-upcast": UPCAST_OVERRIDE}
 """Each measure's name (``transformerkit --speed NAME=on|off``) → the environment variable that overrides it."""
 CACHE = "TRANSFORMERKIT_CACHE"
 MARGIN = 0.95
@@ -319,6 +323,37 @@ def quantize_int8_where_fastest(model: nn.Module, rows: tuple[int, ...]) -> Choi
     choice = choose_int8_engine(model, rows)
     quantize_linear_int8(model, "onednn" if choice.use else "x86")
     return choice
+
+
+def choose_bf16_attention_upcast(heads: int, head_dim: int, rows: tuple[int, ...] = (1, 8),
+                                 keys: tuple[int, ...] = (64, 512), calls: int = 20, rounds: int = 5) -> Choice:
+    """Whether bf16 decoding attends faster with q, k, v cast to fp32 for PyTorch's fused kernel
+    (``use``; the attention kernel ``auto``'s rule) than in bf16 here: ``calls`` single-query
+    attention calls — (rows, heads, 1, head_dim) against (rows, heads, keys, head_dim) — at each
+    row count and cache length, both ways."""
+    wish = _override(UPCAST_OVERRIDE)
+    if wish != "auto":
+        return Choice(wish == "on", f"{UPCAST_OVERRIDE}={wish}", {})
+    shape = f"{'/'.join(map(str, rows))} rows × {heads} heads × 1 query × {'/'.join(map(str, keys))} keys × {head_dim}"
+    numbers = torch.Generator().manual_seed(0)  # its own: a seeded sampler's random stream stays as it was
+
+    def bf16(*size: int) -> Tensor:
+        return torch.randn(*size, generator=numbers).to(torch.bfloat16)
+    cases = [(bf16(n, heads, 1, head_dim), bf16(n, heads, length, head_dim), bf16(n, heads, length, head_dim))
+             for n in rows for length in keys]
+
+    def attend(upcast: bool) -> Callable[[], None]:
+        def run() -> None:
+            with torch.inference_mode():
+                for q, k, v in cases:
+                    for _ in range(calls):
+                        if upcast:
+                            F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(torch.bfloat16)
+                        else:
+                            F.scaled_dot_product_attention(q, k, v)
+        return run
+    return _measured(f"{_machine_key()}bf16 attention upcast | {shape}", shape, attend(False), attend(True),
+                     ("bf16", "fp32 upcast"), rounds)
 
 
 def choose_precision(wish: str, shape: str, step: Callable[[bool], None], rounds: int = 3) -> Choice:

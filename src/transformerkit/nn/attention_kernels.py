@@ -77,16 +77,20 @@ def reference_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = N
 
 def formula_is_faster(q: Tensor) -> bool:
     """Where ``auto`` computes the formula: bf16 training on a CPU, where PyTorch's fused CPU kernel
-    (flash attention) spends most of the step in its backward while the formula runs on bf16
-    matrix products (training steps measured in BENCHMARKS.md). In fp32 and without gradients the
-    two are close."""
+    (flash attention) spent most of the step in its backward on the machine it was measured on
+    while the formula runs on bf16 matrix products (BENCHMARKS.md). A default for a training loop
+    of your own: ``transformerkit train`` times both on the model's own step and sets the kernel
+    it measured faster (:mod:`transformerkit.training.speed_measures`)."""
     return q.device.type == "cpu" and q.dtype == torch.bfloat16 and torch.is_grad_enabled()
 
 
 def fp32_is_faster(q: Tensor) -> bool:
     """Where ``auto`` runs :func:`fused_attention` in fp32: bf16 inference on a CPU, where PyTorch's
-    fused CPU kernel was measured slower in bf16 than in fp32 (BENCHMARKS.md). The casts move 6
-    bytes per element of q, k, v."""
+    fused CPU kernel was measured slower in bf16 than in fp32 on an AMD EPYC (BENCHMARKS.md; on an
+    Intel Xeon with AMX it is the other way round). The casts move 6 bytes per element of q, k, v.
+    A default: the loaders of bf16 models measure both
+    (:func:`transformerkit.backends.calibration.choose_bf16_attention_upcast`) and take ``fused``
+    where bf16 is faster."""
     return q.device.type == "cpu" and q.dtype == torch.bfloat16 and not torch.is_grad_enabled()
 
 
