@@ -14,9 +14,10 @@ import torch.nn.functional as F
 
 from transformerkit.backends import machine
 from transformerkit.backends.calibration import (INT8_OVERRIDE, LAYOUT_OVERRIDE, OVERRIDE, OVERRIDES, Choice,
-                                                 choose_by_step, choose_decoding_layout, choose_inference_dtype,
-                                                 choose_int8_engine, choose_onednn_products, choose_precision,
-                                                 quantize_int8_where_fastest, use_decoding_layout_where_faster)
+                                                 DecodingProducts, choose_by_step, choose_decoding_layout,
+                                                 choose_inference_dtype, choose_int8_engine, choose_onednn_products,
+                                                 choose_precision, quantize_int8_where_fastest,
+                                                 use_decoding_layout_where_faster)
 from transformerkit.backends.layout import DecodingLinear, use_decoding_layout
 from transformerkit.backends.onednn import (ONEDNN_AVAILABLE, OneDNNLinear, onednn_linear, use_onednn_products,
                                             uses_onednn)
@@ -248,11 +249,12 @@ def test_int8_weights_packed_for_onednn_run_on_onednn_kernels() -> None:
 
 
 @pytest.mark.skipif("onednn" not in torch.backends.quantized.supported_engines, reason="no oneDNN quantized engine")
-def test_the_int8_engine_is_measured_on_the_models_largest_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_int8_engine_is_measured_on_the_models_decoding_products(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(INT8_OVERRIDE, raising=False)
-    choice = choose_int8_engine(EncoderDecoderTransformer(preset("tiny", vocab_size=50)), rows=(1, 8), calls=3,
+    choice = choose_int8_engine(EncoderDecoderTransformer(preset("tiny", vocab_size=50)), rows=(1, 8),
                                 rounds=3)
-    assert set(choice.timings_ms) == {"x86 (FBGEMM)", "oneDNN"} and "rows×64→256 int8 forward" in choice.reason
+    assert set(choice.timings_ms) == {"x86 (FBGEMM)", "oneDNN"}
+    assert "1/8 rows × one decoding step's products (" in choice.reason and "weights) int8:" in choice.reason
     assert choice.use == (choice.timings_ms["oneDNN"] < 0.95 * choice.timings_ms["x86 (FBGEMM)"])
 
 
@@ -291,14 +293,35 @@ def test_the_decoding_layout_measurement_times_both_and_is_kept(monkeypatch: pyt
     config = preset("tiny", vocab_size=50)
     model = EncoderDecoderTransformer(config).eval()
     state = torch.get_rng_state()
-    first = choose_decoding_layout(model, calls=2, rounds=2)
+    first = choose_decoding_layout(model, rounds=2)
     assert torch.equal(torch.get_rng_state(), state)  # a seeded sampler after loading draws what it would have
     assert set(first.timings_ms) == {"plain weights", "blocked layout"}
-    assert f"1/8 rows×{config.d_model}→{config.d_ff} float32" in first.reason
+    maps = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+    assert f"1/8 rows × one decoding step's products ({maps} maps, " in first.reason and "float32:" in first.reason
     assert first.use == (first.timings_ms["blocked layout"] < 0.95 * first.timings_ms["plain weights"])
-    again = choose_decoding_layout(model, calls=2, rounds=2)
+    again = choose_decoding_layout(model, rounds=2)
     assert again.use == first.use and again.timings_ms == first.timings_ms and "kept in" in again.reason
     assert not choose_decoding_layout(model.to(torch.float16)).use  # not a layout for fp16
+
+
+def test_a_decoding_steps_products_call_every_weight_shape_as_often_as_the_model_holds_it() -> None:
+    from collections import Counter
+    model = EncoderDecoderTransformer(preset("tiny", vocab_size=50))
+    products = DecodingProducts.of(model, rows=(1, 3), dtype=torch.float32)
+    calls: Counter[tuple[int, int, int]] = Counter()
+
+    def counting(linear: torch.nn.Linear):
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            calls[(linear.in_features, linear.out_features, x.shape[0])] += 1
+            return linear(x)
+        return forward
+    products.step(counting, steps=2)()
+    expected: Counter[tuple[int, int, int]] = Counter()
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear):
+            for rows in (1, 3):
+                expected[(m.in_features, m.out_features, rows)] += 2
+    assert calls == expected and len({shape[:2] for shape in calls}) > 1
 
 
 def test_a_wrong_layout_override_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -413,9 +436,9 @@ def test_auto_inference_dtype_is_fp32_without_bf16_hardware_and_measured_with_it
     monkeypatch.setenv("TRANSFORMERKIT_CACHE", str(tmp_path))
     model = EncoderDecoderTransformer(preset("tiny", vocab_size=50)).eval()
     monkeypatch.setattr(machine, "native_bf16", lambda: False)
-    choice = choose_inference_dtype(model, calls=2, rounds=2)
+    choice = choose_inference_dtype(model, rounds=2)
     assert not choice.use and choice.timings_ms == {} and "no bf16 hardware" in choice.reason
     monkeypatch.setattr(machine, "native_bf16", lambda: True)
-    choice = choose_inference_dtype(model, calls=2, rounds=2)
+    choice = choose_inference_dtype(model, rounds=2)
     assert set(choice.timings_ms) == {"fp32", "bf16"}
     assert choice.use == (choice.timings_ms["bf16"] < 0.95 * choice.timings_ms["fp32"])

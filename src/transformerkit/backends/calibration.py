@@ -1,14 +1,15 @@
 """Speed measures decided by measurement on the machine that runs them.
 
 Each choice times a measure against plain PyTorch — on the model's own step where the caller
-passes one, else on a product of the model's own shape (the ``nn.Linear`` shape holding the most
-weights) — interleaved, and takes the measure only when its median is at least 5 % lower:
+passes one, else on the model's own shapes — interleaved, and takes the measure only when its
+median is at least 5 % lower:
 
 * :func:`choose_onednn_products` (fp32 training): the model's own training step (forward and
   backward of a real batch; the trainer passes it) with ``F.linear`` and with oneDNN products, or
   else forward and backward of ``rows`` rows of the largest shape;
-* :func:`choose_decoding_layout` (inference): forward of the few rows of a decoding step with the
-  plain weight and with oneDNN's blocked layout (:mod:`.layout`), in the model's dtype;
+* :func:`choose_decoding_layout` (inference): the products of a decoding step — every weight
+  shape of the model, as often as it holds it, at the few rows of a step — with plain weights and
+  with oneDNN's blocked layout (:mod:`.layout`), in the model's dtype;
 * :func:`choose_inference_dtype` (``--dtype auto``): the same decoding products in fp32 and in bf16;
 * :func:`choose_int8_engine` (``--dtype int8``): the same products in int8 on PyTorch's default
   quantized engine (``x86``: FBGEMM) and on oneDNN's (AMX-INT8 kernels on an Intel Xeon with AMX);
@@ -230,11 +231,58 @@ def choose_by_step(measure: str, shape: str, step: Callable[[], None], switch: C
     return _measured(f"{_machine_key()}{measure} | {shape}", shape, switched(False), switched(True), names, rounds)
 
 
-def choose_decoding_layout(model: nn.Module, rows: tuple[int, ...] = (1, 8), calls: int = 20,
-                           rounds: int = 5) -> Choice:
+@dataclass(frozen=True)
+class DecodingProducts:
+    """The matrix products of one decoding step of a model, on stand-in weights: one random
+    ``nn.Linear`` per weight shape, called as many times as the model holds that shape, with
+    inputs of each row count in ``rows`` (one sequence, a batch, beams). Timing these stands for
+    timing the step: at one row the layers' products can lose where the largest one wins
+    (BENCHMARKS.md), so every shape is in."""
+
+    linears: dict[tuple[int, int], nn.Linear]
+    counts: dict[tuple[int, int], int]
+    inputs: list[dict[tuple[int, int], Tensor]]
+    description: str
+
+    @classmethod
+    def of(cls, model: nn.Module, rows: tuple[int, ...], dtype: torch.dtype) -> DecodingProducts:
+        counts = Counter((m.in_features, m.out_features) for m in model.modules() if isinstance(m, nn.Linear))
+        numbers = torch.Generator().manual_seed(0)  # its own: a seeded sampler's random stream stays as it was
+        linears = {}
+        for d_in, d_out in counts:
+            linear = nn.utils.skip_init(nn.Linear, d_in, d_out, dtype=dtype).requires_grad_(False)
+            with torch.no_grad():
+                linear.weight.copy_(torch.randn(d_out, d_in, generator=numbers))
+                linear.bias.zero_()
+            linears[(d_in, d_out)] = linear
+        inputs = [{shape: torch.randn(n, shape[0], generator=numbers).to(dtype) for shape in counts} for n in rows]
+        weights = sum(d_in * d_out * n for (d_in, d_out), n in counts.items())
+        description = (f"{'/'.join(map(str, rows))} rows × one decoding step's products ({sum(counts.values())} "
+                       f"maps, {len(counts)} shapes, {weights / 1e6:.1f} M weights) {str(dtype).removeprefix('torch.')}")
+        return cls(linears, dict(counts), inputs, description)
+
+    def step(self, transform: Callable[[nn.Linear], nn.Module] = lambda linear: linear, steps: int = 3,
+             dtype: torch.dtype | None = None) -> Callable[[], None]:
+        """``steps`` decoding steps' products at each row count, through ``transform(linear)`` of
+        each stand-in (made once, here), with the inputs in ``dtype`` (default: as made)."""
+        modules = {shape: transform(linear) for shape, linear in self.linears.items()}
+        inputs = [{shape: x if dtype is None else x.to(dtype) for shape, x in by_shape.items()}
+                  for by_shape in self.inputs]
+
+        def run() -> None:
+            with torch.inference_mode():
+                for by_shape in inputs:
+                    for _ in range(steps):
+                        for shape, count in self.counts.items():
+                            for _ in range(count):
+                                modules[shape](by_shape[shape])
+        return run
+
+
+def choose_decoding_layout(model: nn.Module, rows: tuple[int, ...] = (1, 8), rounds: int = 5) -> Choice:
     """Whether :func:`~transformerkit.backends.layout.use_decoding_layout` speeds up decoding with
-    ``model`` here: ``calls`` products of each row count in ``rows`` (a decoding step's rows: one
-    sequence, a few beams) with the model's largest weight shape, in its dtype, plain vs blocked."""
+    ``model`` here: the products of a decoding step (:class:`DecodingProducts`) at each row count
+    in ``rows``, in the model's dtype, with plain weights and in the blocked layout."""
     _override(LAYOUT_OVERRIDE)  # a wrong value is refused whatever the model
     weight = next(model.parameters(), None)
     if weight is None or weight.device.type != "cpu" or weight.dtype not in (torch.float32, torch.bfloat16):
@@ -244,77 +292,45 @@ def choose_decoding_layout(model: nn.Module, rows: tuple[int, ...] = (1, 8), cal
     largest = _measurable(LAYOUT_OVERRIDE, model)
     if isinstance(largest, Choice):
         return largest
-    d_in, d_out = largest.in_features, largest.out_features
-    dtype = str(weight.dtype).removeprefix("torch.")
-    shape = f"{'/'.join(map(str, rows))} rows×{d_in}→{d_out} {dtype} forward"
-    numbers = torch.Generator().manual_seed(0)  # its own: a seeded sampler's random stream stays as it was
-    plain = nn.utils.skip_init(nn.Linear, d_in, d_out, dtype=weight.dtype).requires_grad_(False)
-    with torch.no_grad():
-        plain.weight.copy_(torch.randn(d_out, d_in, generator=numbers))
-        plain.bias.zero_()
-    blocked = DecodingLinear(plain)
-    inputs = [torch.randn(n, d_in, generator=numbers).to(weight.dtype) for n in rows]
-    return _measured(f"{_machine_key()}decoding layout | {shape}", shape, _decoding(plain, inputs, calls),
-                     _decoding(blocked, inputs, calls), ("plain weights", "blocked layout"), rounds)
+    products = DecodingProducts.of(model, rows, weight.dtype)
+    return _measured(f"{_machine_key()}decoding layout | {products.description}", products.description,
+                     products.step(), products.step(DecodingLinear), ("plain weights", "blocked layout"), rounds)
 
 
-def _decoding(linear: nn.Module, inputs: list[Tensor], calls: int) -> Callable[[], None]:
-    """``calls`` products of ``linear`` with each of ``inputs``, as a decoding loop runs them."""
-    def run() -> None:
-        with torch.inference_mode():
-            for x in inputs:
-                for _ in range(calls):
-                    linear(x)
-    return run
-
-
-def choose_inference_dtype(model: nn.Module, rows: tuple[int, ...] = (1, 8), calls: int = 20,
-                           rounds: int = 5) -> Choice:
+def choose_inference_dtype(model: nn.Module, rows: tuple[int, ...] = (1, 8), rounds: int = 5) -> Choice:
     """Whether to decode with ``model`` in bf16 (``use``) rather than fp32 here (``--dtype auto``):
-    only where the processor multiplies bf16 in hardware and the decoding products of the model's
-    largest weight shape at ``rows`` rows measure faster in bf16 (plain weights both)."""
+    only where the processor multiplies bf16 in hardware and the products of a decoding step
+    (:class:`DecodingProducts`) at ``rows`` rows measure faster in bf16 (plain weights both)."""
     weight = next(model.parameters(), None)
     if weight is None or weight.device.type != "cpu":
         return Choice(False, "bf16 decoding is chosen by measurement on a CPU only", {})
     if not machine.native_bf16():
         return Choice(False, "this CPU has no bf16 hardware (no AMX, no AVX512-BF16): bf16 would be emulated", {})
-    largest = _largest_linear(model)
-    if largest is None:
+    if _largest_linear(model) is None:
         return Choice(False, "the model has no linear maps", {})
-    d_in, d_out = largest.in_features, largest.out_features
-    shape = f"{'/'.join(map(str, rows))} rows×{d_in}→{d_out} forward"
-    numbers = torch.Generator().manual_seed(0)  # its own: a seeded sampler's random stream stays as it was
-    fp32 = nn.utils.skip_init(nn.Linear, d_in, d_out).requires_grad_(False)
-    with torch.no_grad():
-        fp32.weight.copy_(torch.randn(d_out, d_in, generator=numbers))
-        fp32.bias.zero_()
-    bf16 = copy.deepcopy(fp32).to(torch.bfloat16)
-    inputs = [torch.randn(n, d_in, generator=numbers) for n in rows]
-    return _measured(f"{_machine_key()}inference dtype | {shape}", shape, _decoding(fp32, inputs, calls),
-                     _decoding(bf16, [x.to(torch.bfloat16) for x in inputs], calls), ("fp32", "bf16"), rounds)
+    products = DecodingProducts.of(model, rows, torch.float32)
+    return _measured(f"{_machine_key()}inference dtype | {products.description}", products.description,
+                     products.step(), products.step(lambda linear: copy.deepcopy(linear).to(torch.bfloat16),
+                                                    dtype=torch.bfloat16), ("fp32", "bf16"), rounds)
 
 
-def choose_int8_engine(model: nn.Module, rows: tuple[int, ...] = (1, 8), calls: int = 20, rounds: int = 5) -> Choice:
+def choose_int8_engine(model: nn.Module, rows: tuple[int, ...] = (1, 8), rounds: int = 5) -> Choice:
     """Whether ``model``'s int8 weights (:func:`~transformerkit.backends.quantization.quantize_linear_int8`)
     should be packed for oneDNN's quantized engine (``use``) rather than PyTorch's default ``x86``
-    (FBGEMM) here: ``calls`` int8 products of the model's largest weight shape at each of ``rows``
-    on each engine."""
+    (FBGEMM) here: the products of a decoding step (:class:`DecodingProducts`) at ``rows`` rows in
+    int8 on each engine."""
     if "onednn" not in torch.backends.quantized.supported_engines:
         return Choice(False, "this PyTorch build has no oneDNN quantized engine", {})
     largest = _measurable(INT8_OVERRIDE, model)
     if isinstance(largest, Choice):
         return largest
-    d_in, d_out = largest.in_features, largest.out_features
-    shape = f"{'/'.join(map(str, rows))} rows×{d_in}→{d_out} int8 forward"
-    numbers = torch.Generator().manual_seed(0)  # its own: a seeded sampler's random stream stays as it was
-    fp32 = nn.utils.skip_init(nn.Linear, d_in, d_out).requires_grad_(False)
-    with torch.no_grad():
-        fp32.weight.copy_(torch.randn(d_out, d_in, generator=numbers))
-        fp32.bias.zero_()
-    packed = {engine: quantize_linear_int8(nn.Sequential(copy.deepcopy(fp32)), engine) for engine in ("x86", "onednn")}
-    inputs = [torch.randn(n, d_in, generator=numbers) for n in rows]
-    return _measured(f"{_machine_key()}int8 engine | {shape}", shape, _decoding(packed["x86"], inputs, calls),
-                     _decoding(packed["onednn"], inputs, calls), ("x86 (FBGEMM)", "oneDNN"), rounds)
+    products = DecodingProducts.of(model, rows, torch.float32)
+
+    def packed_for(engine: str) -> Callable[[nn.Linear], nn.Module]:
+        return lambda linear: quantize_linear_int8(nn.Sequential(copy.deepcopy(linear)), engine)
+    description = products.description.removesuffix("float32") + "int8"
+    return _measured(f"{_machine_key()}int8 engine | {description}", description, products.step(packed_for("x86")),
+                     products.step(packed_for("onednn")), ("x86 (FBGEMM)", "oneDNN"), rounds)
 
 
 def quantize_int8_where_fastest(model: nn.Module, rows: tuple[int, ...]) -> Choice:
