@@ -3,15 +3,18 @@
     python benchmarks/amx_check.py      # runs itself again with ONEDNN_VERBOSE=1 and counts its lines
 
 Runs one bf16-autocast training step of the small encoder-decoder (the benchmark table's row),
-one bf16 forward of BERT-base and one bf16 product, and counts oneDNN's verbose lines by kernel
-implementation (``brg_matmul:avx512_core_amx`` is AMX-BF16; ``…avx512_core_bf16`` the AVX-512
-BF16 dot products; ``gemm:jit`` / ``ref`` fall-backs), then times bf16 products of growing size
-to find the AMX peak these 2 cores reach.
+one bf16 forward of BERT-base, one bf16 product and the int8 feed-forward of a decoding step with
+its weights packed for each quantized engine (``onednn``: oneDNN's int8 kernels; ``x86``: FBGEMM,
+which prints nothing here), and counts oneDNN's verbose lines by kernel implementation
+(``brg_matmul:avx10_1_512_amx`` is AMX, for bf16 and for u8×s8 int8; ``…avx512_core_bf16`` the
+AVX-512 BF16 dot products; ``gemm:jit`` / ``ref`` fall-backs), then times bf16 products of
+growing size to find the AMX peak these 2 cores reach.
 """
 
 from __future__ import annotations
 
 import collections
+import copy
 import ctypes
 import os
 import subprocess
@@ -24,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import interleaved_medians  # noqa: E402
 
+from transformerkit.backends.quantization import quantize_linear_int8  # noqa: E402
 from transformerkit.config import preset  # noqa: E402
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer  # noqa: E402
 from transformerkit.models.encoder_only import EncoderOnlyTransformer  # noqa: E402
@@ -83,6 +87,16 @@ def main() -> None:
     kernels(bert_forward, "bf16 forward, BERT-base, batch 8×128")
     a, b = torch.randn(2048, 2048).bfloat16(), torch.randn(2048, 2048).bfloat16()
     kernels(lambda: torch.mm(a, b), "bf16 torch.mm 2048³")
+    translator = EncoderDecoderTransformer(preset("base", vocab_size=8000, dropout=0.0)).eval()
+    for engine in ("onednn", "x86"):
+        in_int8 = quantize_linear_int8(copy.deepcopy(translator), engine)
+        memory = torch.randn(32, 32, 512)
+
+        def int8_step(model: EncoderDecoderTransformer = in_int8) -> None:
+            with torch.inference_mode():
+                model.decoder.layers[0].feed_forward(memory[:, :1])  # one decoding step's FFN, 32 rows
+        int8_step()
+        kernels(int8_step, f"int8 FFN of a decoding step, 32 rows (base shape), weights packed for {engine}")
     print("\nbf16 product rate by size (median of 5, interleaved):")
     sizes = [512, 1024, 2048, 4096]
     operands = {n: (torch.randn(n, n).bfloat16(), torch.randn(n, n).bfloat16()) for n in sizes}

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from transformerkit.backends import machine
-from transformerkit.backends.calibration import (INT8_OVERRIDE, LAYOUT_OVERRIDE, OVERRIDE, OVERRIDES, Choice,
-                                                 DecodingProducts, choose_by_step, choose_decoding_layout,
+from transformerkit.backends.calibration import (INT8_OVERRIDE, LAYOUT_OVERRIDE, OVERRIDE, OVERRIDES, UPCAST_OVERRIDE,
+                                                 Choice, DecodingProducts, choose_by_step, choose_decoding_layout,
                                                  choose_inference_dtype, choose_int8_engine, choose_onednn_products,
                                                  choose_precision, quantize_int8_where_fastest,
                                                  use_decoding_layout_where_faster)
@@ -256,6 +256,25 @@ def test_the_int8_engine_is_measured_on_the_models_decoding_products(monkeypatch
     assert set(choice.timings_ms) == {"x86 (FBGEMM)", "oneDNN"}
     assert "1/8 rows × one decoding step's products (" in choice.reason and "weights) int8:" in choice.reason
     assert choice.use == (choice.timings_ms["oneDNN"] < 0.95 * choice.timings_ms["x86 (FBGEMM)"])
+
+
+@pytest.mark.parametrize("wish", ["on", "off"])
+def test_bf16_inference_attention_upcasts_as_measured_never_under_autocast_and_either_way_alike(
+        monkeypatch: pytest.MonkeyPatch, wish: str) -> None:
+    from transformerkit.nn import attention_kernels
+    monkeypatch.setenv(UPCAST_OVERRIDE, wish)
+    attention_kernels._upcast_measured_faster.cache_clear()  # measured once per process and shape class
+    seen: list[torch.dtype] = []
+    fused = attention_kernels.fused_attention
+    monkeypatch.setattr(attention_kernels, "fused_attention", lambda q, *rest: seen.append(q.dtype) or fused(q, *rest))
+    q, k, v = (torch.randn(2, 4, n, 16, generator=torch.Generator().manual_seed(n)) for n in (1, 9, 9))
+    with torch.inference_mode():
+        out = attention_kernels.attend(q.bfloat16(), k.bfloat16(), v.bfloat16(), None, False, 0.0, "auto")[0]
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast runs the kernel in bf16 whatever its inputs
+            attention_kernels.attend(q.bfloat16(), k.bfloat16(), v.bfloat16(), None, False, 0.0, "auto")
+    attention_kernels._upcast_measured_faster.cache_clear()
+    assert seen == [torch.float32 if wish == "on" else torch.bfloat16, torch.bfloat16]
+    torch.testing.assert_close(out.float(), fused(q, k, v), atol=2e-2, rtol=2e-2)
 
 
 def test_the_speed_flag_sets_the_measures_override_and_refuses_other_names(monkeypatch: pytest.MonkeyPatch,

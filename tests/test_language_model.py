@@ -162,21 +162,3 @@ def test_a_long_text_encoded_in_pieces_has_the_whole_texts_ids(kind: str) -> Non
     for piece_chars in (1, 37, 500):  # a cut at nearly every line, and a few
         assert torch.equal(tokenizer.encode_long(text, piece_chars=piece_chars), whole), piece_chars
 
-
-def test_a_bf16_generator_attends_as_measured_and_either_way_alike(text_file: Path, tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """bf16 decoding takes ``auto``'s fp32 attention upcast or PyTorch's fused kernel in bf16 as the
-    measurement (here: its override) says; both give the same logits within bf16's precision."""
-    from transformerkit.backends.calibration import UPCAST_OVERRIDE
-    from transformerkit.inference.language_modeling import load_generator
-    from transformerkit.nn.attention import MultiHeadAttention
-    Trainer(load_recipe(None, overrides(text_file, tmp_path / "run", **{"training.max_steps": 2}))).train()
-    ids = torch.randint(3, 40, (2, 12), generator=torch.Generator().manual_seed(0))
-    logits = {}
-    for wish, kernel in (("on", "auto"), ("off", "fused")):
-        monkeypatch.setenv(UPCAST_OVERRIDE, wish)
-        model = load_generator(str(tmp_path / "run" / "model"), dtype="bf16").model
-        assert {m.kernel for m in model.modules() if isinstance(m, MultiHeadAttention)} == {kernel}
-        with torch.inference_mode():
-            logits[wish] = model(ids).float()
-    torch.testing.assert_close(logits["on"], logits["off"], atol=5e-2, rtol=5e-2)

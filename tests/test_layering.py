@@ -24,8 +24,9 @@ LAYERS = {
     "tasks": 8,
     "cli": 9, "serve": 9, "__main__": 10, "": 9,  # "": the package's own __init__, its public face
 }
-SAME_LAYER = {("cli", "serve")}
-"""(importer, imported) packages of one layer that may import each other."""
+SAME_LAYER = {("cli", "serve"), ("nn", "backends")}
+"""(importer, imported) packages of one layer that may import each other (nn's ``auto`` attention
+kernel asks backends for a choice measured on this machine)."""
 FORBIDDEN = {"serve": {"training", "tasks"}, "inference": {"training", "tasks"}, "explain": {"training", "tasks"}}
 """Package → packages it may not import whatever their layer: the server and the inference layer
 use a model through ``inference``, never through the trainer or its tasks."""

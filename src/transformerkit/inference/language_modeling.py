@@ -16,8 +16,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from transformerkit.backends.calibration import (choose_bf16_attention_upcast, choose_inference_dtype,
-                                                 quantize_int8_where_fastest, use_decoding_layout_where_faster)
+from transformerkit.backends.calibration import (choose_inference_dtype, quantize_int8_where_fastest,
+                                                 use_decoding_layout_where_faster)
 from transformerkit.checkpoint import CheckpointError, load_model_dir
 from transformerkit.commands import Commands, UsageError, read_lines
 from transformerkit.data.tokenizer import SubwordTokenizer, check_unicode
@@ -28,7 +28,6 @@ from transformerkit.generation.interrupt import check_interrupt
 from transformerkit.generation.sampling import TokenChooser, generate_tokens
 from transformerkit.inference.engines import load_ctranslate2_export
 from transformerkit.models.decoder_only import DecoderOnlyTransformer
-from transformerkit.nn.attention import use_attention_kernel
 
 CONTEXT_LIMIT = 4096
 """Prompt + output tokens of one generation, at most, for a model without learned positions
@@ -275,11 +274,7 @@ def load_generator(model_dir: str | Path, device: str | None = None,
     if dtype == "int8":
         quantize_int8_where_fastest(model, rows=(1,))
     elif dtype == "bf16" or (dtype == "auto" and choose_inference_dtype(model, rows=(1,)).use):
-        model.to(torch.bfloat16)
-        config = model.config
-        if (model_device(model).type == "cpu" and getattr(config, "attention_kernel", None) == "auto"
-                and not choose_bf16_attention_upcast(config.num_heads, config.head_dim_k).use):
-            use_attention_kernel(model, "fused")  # bf16 attention measured faster than auto's fp32 upcast here
+        model.to(torch.bfloat16)  # attention: `auto` measures the fp32 upcast against bf16 (nn.attention_kernels)
     if dtype != "int8":
         use_decoding_layout_where_faster(model, rows=(1,))  # one prompt (generate), a few (serve)
     generation = replace(generation, **{k: v for k, v in overrides.items() if v is not None})

@@ -11,8 +11,8 @@ Two kernels compute softmax(Q Kᵀ / √d_k) V (§3.2.1, eq. 1) with the same in
   kernels where the device has them).
 
 ``auto`` (every model's default) takes the formula where it was measured faster
-(:func:`formula_is_faster`), else ``fused``, computed in fp32 where that was measured faster
-(:func:`fp32_is_faster`). ``fused`` and ``reference`` are PyTorch's kernel and the formula as
+(:func:`formula_is_faster`), else ``fused``, computed in fp32 where that is measured faster on
+this machine (:func:`fp32_is_faster`). ``fused`` and ``reference`` are PyTorch's kernel and the formula as
 they are, whatever the device (``fused`` is what plain PyTorch runs). A caller that needs the
 weights (``need_weights``) gets the formula whatever the kernel: only it computes them.
 
@@ -29,6 +29,7 @@ rows is per key (batch of k, 1, 1, k_len), as padding is.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -36,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from transformerkit.backends.calibration import choose_bf16_attention_upcast
 from transformerkit.config import AttentionKernel
 from transformerkit.nn.dropout import dropout
 from transformerkit.nn.masks import causal_mask, merge_masks
@@ -85,13 +87,20 @@ def formula_is_faster(q: Tensor) -> bool:
 
 
 def fp32_is_faster(q: Tensor) -> bool:
-    """Where ``auto`` runs :func:`fused_attention` in fp32: bf16 inference on a CPU, where PyTorch's
-    fused CPU kernel was measured slower in bf16 than in fp32 on an AMD EPYC (BENCHMARKS.md; on an
-    Intel Xeon with AMX it is the other way round). The casts move 6 bytes per element of q, k, v.
-    A default: the loaders of bf16 models measure both
-    (:func:`transformerkit.backends.calibration.choose_bf16_attention_upcast`) and take ``fused``
-    where bf16 is faster."""
-    return q.device.type == "cpu" and q.dtype == torch.bfloat16 and not torch.is_grad_enabled()
+    """Where ``auto`` runs :func:`fused_attention` in fp32: bf16 inference on a CPU (not under
+    autocast, which runs PyTorch's fused kernel in bf16 whatever its inputs), where a measurement
+    finds the fp32 kernel faster than the bf16 one — the first time a (heads, head width) class is
+    seen in the process (:func:`~transformerkit.backends.calibration.choose_bf16_attention_upcast`:
+    about 0.3 s, kept per machine in the speed-choice cache). On an AMD EPYC it was (BENCHMARKS.md);
+    on an Intel Xeon with AMX the bf16 kernel is 4× faster. The casts move 6 bytes per element of
+    q, k, v."""
+    return (q.device.type == "cpu" and q.dtype == torch.bfloat16 and not torch.is_grad_enabled()
+            and not torch.is_autocast_enabled("cpu") and _upcast_measured_faster(q.shape[1], q.shape[-1]))
+
+
+@functools.cache
+def _upcast_measured_faster(heads: int, head_dim: int) -> bool:
+    return choose_bf16_attention_upcast(heads, head_dim).use
 
 
 def fused_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: bool = False,
