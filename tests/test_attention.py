@@ -186,23 +186,36 @@ def test_fused_projections_load_separate_matrices_and_compute_the_formula(cross:
         mha(x, memory=None if cross else memory)
 
 
-def test_auto_kernel_takes_the_formula_for_bf16_training_on_a_cpu_only() -> None:
-    from transformerkit.nn.attention_kernels import formula_is_faster
+@pytest.mark.parametrize("wish", ["on", "off", "auto"])
+def test_auto_kernel_takes_the_formula_for_bf16_training_on_a_cpu_where_measured_faster(
+        monkeypatch: pytest.MonkeyPatch, tmp_path, wish: str) -> None:
+    from transformerkit.backends.calibration import ATTENTION_OVERRIDE, speed_choices
+    from transformerkit.nn.attention_kernels import _formula_measured_faster, formula_is_faster
 
-    q = torch.randn(2, 2, 5, 8)
+    monkeypatch.setenv(ATTENTION_OVERRIDE, wish)
+    monkeypatch.setenv("TRANSFORMERKIT_CACHE", str(tmp_path))
+    _formula_measured_faster.cache_clear()  # measured once per process and shape class
+    q = torch.randn(2, 4, 5, 8)
     assert not formula_is_faster(q)  # fp32: the fused kernel
-    assert formula_is_faster(q.bfloat16())
     with torch.no_grad():
         assert not formula_is_faster(q.bfloat16())  # inference: the fused kernel
+    chosen = formula_is_faster(q.bfloat16())
+    if wish == "auto":
+        (measure, choice), = speed_choices().items()
+        assert measure == "attention formula | bf16 forward+backward, 8 rows × 4 heads × 16 positions × 8"
+        assert chosen == choice["use"] == (choice["timings_ms"]["formula"] < 0.95 * choice["timings_ms"]["fused kernel"])
+    else:
+        assert chosen == (wish == "on") and speed_choices() == {}
     torch.manual_seed(0)
     mha = MultiHeadAttention(d_model=32, num_heads=4, d_k=8, d_v=8)  # default kernel: auto
     assert mha.kernel == "auto"
     x = torch.randn(2, 6, 32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        auto, weights = mha(x, causal=True)
-        mha.kernel = "reference"
-        reference, _ = mha(x, causal=True)
-    assert weights is None and torch.equal(auto, reference)  # the same computation
+        auto, weights = mha(x, causal=True)  # 4 heads × 6 positions × 8: the class measured above
+        mha.kernel = "reference" if chosen else "fused"
+        taken, _ = mha(x, causal=True)
+    _formula_measured_faster.cache_clear()
+    assert weights is None and torch.equal(auto, taken)  # the same computation
 
 
 def test_dropout_keeps_each_element_with_probability_one_minus_p_and_rescales() -> None:

@@ -210,16 +210,23 @@ def choose_onednn_products(model: nn.Module, rows: int = 1024, rounds: int = 5,
                      product_step(onednn_linear), ("F.linear", "oneDNN"), rounds)
 
 
+def choose_faster(measure: str, shape: str, plain: Callable[[], None], candidate: Callable[[], None],
+                  names: tuple[str, str], override: str | None = None, rounds: int = 3) -> Choice:
+    """Whether ``candidate`` (a measure) runs at least 5 % faster here than ``plain`` (plain
+    PyTorch), both doing the same work on ``shape`` (named for the cache): timed interleaved after
+    a warm-up, kept. ``override``: the environment variable that decides without measuring."""
+    wish = _override(override) if override else "auto"
+    if wish != "auto":
+        return Choice(wish == "on", f"{override}={wish}", {})
+    return _measured(f"{_machine_key()}{measure} | {shape}", shape, plain, candidate, names, rounds)
+
+
 def choose_by_step(measure: str, shape: str, step: Callable[[], None], switch: Callable[[bool], object],
                    names: tuple[str, str], override: str | None = None, rounds: int = 3) -> Choice:
     """Whether ``measure`` makes the model's own step faster here: ``step`` (forward and backward
     of a real batch; ``shape`` names it for the cache) is timed with the measure off and on —
     ``switch(on)`` sets it on the model, which is left with it off — interleaved, and the measure
-    is taken when 5 % faster. ``override``: the environment variable that decides without measuring."""
-    wish = _override(override) if override else "auto"
-    if wish != "auto":
-        return Choice(wish == "on", f"{override}={wish}", {})
-
+    is taken when 5 % faster (:func:`choose_faster`)."""
     def switched(on: bool) -> Callable[[], None]:
         def run() -> None:
             switch(on)
@@ -228,7 +235,7 @@ def choose_by_step(measure: str, shape: str, step: Callable[[], None], switch: C
             finally:
                 switch(False)
         return run
-    return _measured(f"{_machine_key()}{measure} | {shape}", shape, switched(False), switched(True), names, rounds)
+    return choose_faster(measure, shape, switched(False), switched(True), names, override, rounds)
 
 
 @dataclass(frozen=True)
@@ -347,9 +354,6 @@ def choose_bf16_attention_upcast(heads: int, head_dim: int, rows: tuple[int, ...
     (``use``; the attention kernel ``auto``'s rule) than in bf16 here: ``calls`` single-query
     attention calls — (rows, heads, 1, head_dim) against (rows, heads, keys, head_dim) — at each
     row count and cache length, both ways."""
-    wish = _override(UPCAST_OVERRIDE)
-    if wish != "auto":
-        return Choice(wish == "on", f"{UPCAST_OVERRIDE}={wish}", {})
     shape = f"{'/'.join(map(str, rows))} rows × {heads} heads × 1 query × {'/'.join(map(str, keys))} keys × {head_dim}"
     numbers = torch.Generator().manual_seed(0)  # its own: a seeded sampler's random stream stays as it was
 
@@ -368,8 +372,8 @@ def choose_bf16_attention_upcast(heads: int, head_dim: int, rows: tuple[int, ...
                         else:
                             F.scaled_dot_product_attention(q, k, v)
         return run
-    return _measured(f"{_machine_key()}bf16 attention upcast | {shape}", shape, attend(False), attend(True),
-                     ("bf16", "fp32 upcast"), rounds)
+    return choose_faster("bf16 attention upcast", shape, attend(False), attend(True), ("bf16", "fp32 upcast"),
+                         UPCAST_OVERRIDE, rounds)
 
 
 def choose_precision(wish: str, shape: str, step: Callable[[bool], None], rounds: int = 3) -> Choice:

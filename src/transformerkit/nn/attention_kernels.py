@@ -10,9 +10,9 @@ Two kernels compute softmax(Q Kᵀ / √d_k) V (§3.2.1, eq. 1) with the same in
 * ``fused``: ``torch.nn.functional.scaled_dot_product_attention`` (flash / memory-efficient
   kernels where the device has them).
 
-``auto`` (every model's default) takes the formula where it was measured faster
-(:func:`formula_is_faster`), else ``fused``, computed in fp32 where that is measured faster on
-this machine (:func:`fp32_is_faster`). ``fused`` and ``reference`` are PyTorch's kernel and the formula as
+``auto`` (every model's default) takes the formula where it is measured faster on this machine
+(:func:`formula_is_faster`: bf16 training), else ``fused``, computed in fp32 where that is
+measured faster (:func:`fp32_is_faster`: bf16 inference). ``fused`` and ``reference`` are PyTorch's kernel and the formula as
 they are, whatever the device (``fused`` is what plain PyTorch runs). A caller that needs the
 weights (``need_weights``) gets the formula whatever the kernel: only it computes them.
 
@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from transformerkit.backends.calibration import choose_bf16_attention_upcast
+from transformerkit.backends.calibration import ATTENTION_OVERRIDE, choose_bf16_attention_upcast, choose_faster
 from transformerkit.config import AttentionKernel
 from transformerkit.nn.dropout import dropout
 from transformerkit.nn.masks import causal_mask, merge_masks
@@ -78,12 +78,33 @@ def reference_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = N
 
 
 def formula_is_faster(q: Tensor) -> bool:
-    """Where ``auto`` computes the formula: bf16 training on a CPU, where PyTorch's fused CPU kernel
-    (flash attention) spent most of the step in its backward on the machine it was measured on
-    while the formula runs on bf16 matrix products (BENCHMARKS.md). A default for a training loop
-    of your own: ``transformerkit train`` times both on the model's own step and sets the kernel
-    it measured faster (:mod:`transformerkit.training.speed_measures`)."""
-    return q.device.type == "cpu" and q.dtype == torch.bfloat16 and torch.is_grad_enabled()
+    """Where ``auto`` computes the formula: bf16 training on a CPU where the formula's forward and
+    backward measure faster than PyTorch's fused kernel's — the first time a (heads, length
+    rounded up to a power of two, head width) class is seen in the process
+    (:func:`_formula_measured_faster`, kept per machine in the speed-choice cache). On the AMD
+    EPYC the fused CPU kernel spent most of a bf16 step in its backward while the formula runs on
+    bf16 matrix products (BENCHMARKS.md). ``transformerkit train`` times both on the model's whole
+    step instead and sets the kernel (:mod:`transformerkit.training.speed_measures`)."""
+    return (q.device.type == "cpu" and q.dtype == torch.bfloat16 and torch.is_grad_enabled()
+            and _formula_measured_faster(q.shape[1], max(16, 1 << (q.shape[2] - 1).bit_length()), q.shape[-1]))
+
+
+@functools.cache
+def _formula_measured_faster(heads: int, length: int, head_dim: int) -> bool:
+    """Forward and backward of self-attention over 8 rows × ``heads`` × ``length`` × ``head_dim``
+    in bf16, the formula against the fused kernel (:func:`~transformerkit.backends.calibration.choose_faster`)."""
+    numbers = torch.Generator().manual_seed(0)  # its own: training's random stream stays as it was
+    q, k, v = (torch.randn(8, heads, length, head_dim, generator=numbers).to(torch.bfloat16).requires_grad_()
+               for _ in range(3))
+
+    def forward_backward(kernel: KernelFunction) -> Callable[[], None]:
+        def run() -> None:
+            with torch.enable_grad(), torch.autocast("cpu", enabled=False):
+                kernel(q, k, v, None, False, 0.0)[0].sum().backward()
+        return run
+    shape = f"bf16 forward+backward, 8 rows × {heads} heads × {length} positions × {head_dim}"
+    return choose_faster("attention formula", shape, forward_backward(_fused_kernel),
+                         forward_backward(_reference_kernel), ("fused kernel", "formula"), ATTENTION_OVERRIDE).use
 
 
 def fp32_is_faster(q: Tensor) -> bool:
