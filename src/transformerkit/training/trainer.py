@@ -416,13 +416,14 @@ class Trainer:
             if "packed_dropout" in measured:
                 p.packed_dropout = measured["packed_dropout"].use
             return choices | measured
-        kept = {"onednn_products": p.onednn_products, "packed_dropout": p.packed_dropout,
+        kept = {"onednn_products": p.onednn_products if p.precision == "fp32" else None,  # bf16: oneDNN already
+                "packed_dropout": p.packed_dropout,
                 "attention_formula": None if p.attention_kernel is None else p.attention_kernel == "reference"}
         if p.precision == "fp32" and p.onednn_products is None:  # a new distributed run
             choice = choose_onednn_products(self.model)
             p.onednn_products = kept["onednn_products"] = bool(self.dist.from_main(choice.use))  # every rank alike
             choices["onednn_products"] = choice
-        if p.onednn_products:
+        if kept["onednn_products"]:
             use_onednn_products(self.model)
         if p.attention_kernel is not None:
             use_attention_kernel(self.model, p.attention_kernel)  # the configuration keeps saying auto
