@@ -16,9 +16,10 @@ median is at least 5 % lower:
 * :func:`choose_bf16_attention_upcast` (bf16 decoding): PyTorch's fused attention of one query
   against the cache in bf16 and with q, k, v cast to fp32.
 
-Two more measures are judged on the model's own training step by :func:`choose_by_step` (the
-trainer passes the step and the switch): the attention formula instead of PyTorch's fused kernel
-(``attention_kernel: auto``), and dropout's packed random numbers instead of ``nn.Dropout``'s.
+Every choice goes through :func:`choose_faster` (plain against the measure, the override, the
+cache); :func:`choose_by_step` times a switch on the model's own training step — what
+:mod:`transformerkit.training.speed_measures` does for the attention formula, dropout's packed
+random numbers and malloc's retention of freed memory.
 
 Precision is chosen the same way: :func:`choose_precision` (``training.precision: auto``) times
 the model's own training step — forward and backward of a real batch — in fp32 and under bf16
@@ -206,8 +207,8 @@ def choose_onednn_products(model: nn.Module, rows: int = 1024, rounds: int = 5,
     def product_step(product: Callable[[Tensor, Tensor, Tensor], Tensor]) -> Callable[[], None]:
         return lambda: product(x, weight, bias).backward(grad)
 
-    return _measured(f"{_machine_key()}oneDNN products | {shape}", shape, product_step(F.linear),
-                     product_step(onednn_linear), ("F.linear", "oneDNN"), rounds)
+    return choose_faster("oneDNN products", shape, product_step(F.linear), product_step(onednn_linear),
+                         ("F.linear", "oneDNN"), rounds=rounds)
 
 
 def choose_faster(measure: str, shape: str, plain: Callable[[], None], candidate: Callable[[], None],
@@ -300,8 +301,8 @@ def choose_decoding_layout(model: nn.Module, rows: tuple[int, ...] = (1, 8), rou
     if isinstance(largest, Choice):
         return largest
     products = DecodingProducts.of(model, rows, weight.dtype)
-    return _measured(f"{_machine_key()}decoding layout | {products.description}", products.description,
-                     products.step(), products.step(DecodingLinear), ("plain weights", "blocked layout"), rounds)
+    return choose_faster("decoding layout", products.description, products.step(), products.step(DecodingLinear),
+                         ("plain weights", "blocked layout"), rounds=rounds)
 
 
 def choose_inference_dtype(model: nn.Module, rows: tuple[int, ...] = (1, 8), rounds: int = 5) -> Choice:
@@ -316,9 +317,9 @@ def choose_inference_dtype(model: nn.Module, rows: tuple[int, ...] = (1, 8), rou
     if _largest_linear(model) is None:
         return Choice(False, "the model has no linear maps", {})
     products = DecodingProducts.of(model, rows, torch.float32)
-    return _measured(f"{_machine_key()}inference dtype | {products.description}", products.description,
-                     products.step(), products.step(lambda linear: copy.deepcopy(linear).to(torch.bfloat16),
-                                                    dtype=torch.bfloat16), ("fp32", "bf16"), rounds)
+    return choose_faster("inference dtype", products.description, products.step(),
+                         products.step(lambda linear: copy.deepcopy(linear).to(torch.bfloat16), dtype=torch.bfloat16),
+                         ("fp32", "bf16"), rounds=rounds)
 
 
 def choose_int8_engine(model: nn.Module, rows: tuple[int, ...] = (1, 8), rounds: int = 5) -> Choice:
@@ -328,16 +329,16 @@ def choose_int8_engine(model: nn.Module, rows: tuple[int, ...] = (1, 8), rounds:
     int8 on each engine."""
     if "onednn" not in torch.backends.quantized.supported_engines:
         return Choice(False, "this PyTorch build has no oneDNN quantized engine", {})
-    largest = _measurable(INT8_OVERRIDE, model)
-    if isinstance(largest, Choice):
-        return largest
+    unmeasured = _measurable(INT8_OVERRIDE, model)
+    if isinstance(unmeasured, Choice):
+        return unmeasured
     products = DecodingProducts.of(model, rows, torch.float32)
 
     def packed_for(engine: str) -> Callable[[nn.Linear], nn.Module]:
         return lambda linear: quantize_linear_int8(nn.Sequential(copy.deepcopy(linear)), engine)
     description = products.description.removesuffix("float32") + "int8"
-    return _measured(f"{_machine_key()}int8 engine | {description}", description, products.step(packed_for("x86")),
-                     products.step(packed_for("onednn")), ("x86 (FBGEMM)", "oneDNN"), rounds)
+    return choose_faster("int8 engine", description, products.step(packed_for("x86")),
+                         products.step(packed_for("onednn")), ("x86 (FBGEMM)", "oneDNN"), rounds=rounds)
 
 
 def quantize_int8_where_fastest(model: nn.Module, rows: tuple[int, ...]) -> Choice:
@@ -389,8 +390,8 @@ def choose_precision(wish: str, shape: str, step: Callable[[bool], None], rounds
         return Choice(True, "training.precision: bf16 (bf16 hardware on this CPU)", {})
     if wish == "auto" and not native:
         return Choice(False, "auto: this CPU has no bf16 hardware (no AMX, no AVX512-BF16), bf16 would be emulated", {})
-    measured = _measured(f"{_machine_key()}training precision | {shape}", shape, lambda: step(False),
-                         lambda: step(True), ("fp32", "bf16"), rounds if native else 1)
+    measured = choose_faster("training precision", shape, lambda: step(False), lambda: step(True), ("fp32", "bf16"),
+                             rounds=rounds if native else 1)
     if wish == "bf16":  # emulated, asked for: trained as asked, with the measured cost
         return Choice(True, "training.precision: bf16, emulated on this CPU (no AMX, no AVX512-BF16)",
                       measured.timings_ms)
