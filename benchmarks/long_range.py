@@ -16,9 +16,10 @@ Adam from the same seed, (a) for ``--steps`` steps and (b) for ``--seconds`` of 
 are scored by greedy decoding on 256 held-out examples (token accuracy; for recall, the share
 of answers right). Also measured at every length: milliseconds per training step (forward +
 backward, batch 32) — the Transformer's O(n²·d) attention against the LSTM's O(n) sequential
-steps — and, for recall, the share of each head's (the LSTM's) attention mass on the value that
-answers, at the answer step. Writes ``OUT/long_range.json``, prints the tables and draws
-``docs/long-range-accuracy.png`` and ``docs/long-range-step-time.png``.
+steps — and, for every task, where attention looks: the share of each decoder head's (the LSTM's)
+attention mass on the source token that holds the answer. Writes ``OUT/long_range.json``, prints
+the tables and draws ``docs/long-range-accuracy.png``, ``docs/long-range-step-time.png`` and
+``docs/long-range-attention.png``.
 """
 
 from __future__ import annotations
@@ -27,16 +28,20 @@ import argparse
 import json
 import statistics
 import time
+import warnings
 from pathlib import Path
 
 import matplotlib
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
 
 from transformerkit.config import preset
 from transformerkit.generation.search import greedy_decode
 from transformerkit.models.encoder_decoder import EncoderDecoderTransformer
 from transformerkit.models.rnn import RNNConfig, RNNEncoderDecoder
+from transformerkit.nn.attention import MultiHeadAttention
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -50,19 +55,21 @@ BATCH = 32
 
 
 def examples(task: str, length: int, count: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
-    """(src (count, length), tgt_out (count, T) ending with EOS, answer positions (count,) — recall only)."""
+    """(src (count, length), tgt_out (count, T) ending with EOS, answer positions (count, T − 1): the
+    source position that holds each target token — copy t, reverse n − 1 − t, recall the queried value)."""
     if task == "recall":
         pairs = (length - 2) // 2
         keys = torch.stack([torch.randperm(len(KEYS), generator=generator)[:pairs] for _ in range(count)]) + KEYS.start
         values = torch.randint(SYMBOLS.start, SYMBOLS.stop, (count, pairs), generator=generator)
-        asked = torch.randint(0, pairs, (count,), generator=generator)
+        asked = torch.randint(0, pairs, (count, 1), generator=generator)
         src = torch.stack([keys, values], dim=2).flatten(1)
-        src = torch.cat([src, torch.full((count, 1), QUERY), keys.gather(1, asked[:, None])], dim=1)
-        answer = values.gather(1, asked[:, None])
-        return src, torch.cat([answer, torch.full((count, 1), EOS)], dim=1), 2 * asked + 1
+        src = torch.cat([src, torch.full((count, 1), QUERY), keys.gather(1, asked)], dim=1)
+        return src, torch.cat([values.gather(1, asked), torch.full((count, 1), EOS)], dim=1), 2 * asked + 1
     src = torch.randint(SYMBOLS.start, SYMBOLS.stop, (count, length), generator=generator)
-    target = src if task == "copy" else src.flip(1)
-    return src, torch.cat([target, torch.full((count, 1), EOS)], dim=1), torch.zeros(count, dtype=torch.long)
+    positions = torch.arange(length).expand(count, -1)
+    if task == "reverse":
+        positions = length - 1 - positions
+    return src, torch.cat([src.gather(1, positions), torch.full((count, 1), EOS)], dim=1), positions
 
 
 def model(family: str, length: int) -> torch.nn.Module:
@@ -107,20 +114,23 @@ def accuracy(net: torch.nn.Module, task: str, length: int) -> float:
 
 
 @torch.no_grad()
-def answer_attention(net: torch.nn.Module, length: int) -> list[list[float]]:
-    """Recall: per decoder layer and head, the mean attention mass on the answering value at the
-    answer step (the LSTM: its one attention)."""
+def answer_attention(net: torch.nn.Module, task: str, length: int, count: int = 64) -> list[list[float]]:
+    """Where attention looks: per decoder layer and head, the mean cross-attention mass on the source
+    token that holds each target token's answer, a_t,answer(t) averaged over target steps t and
+    ``count`` held-out examples (teacher-forced; the LSTM: its one attention over the encoder
+    states). Chance — attention spread evenly — is 1 / n."""
     net.eval()
     net.set_attention_kernel("reference")  # the kernel that returns its weights
-    src, tgt_out, answer = examples("recall", length, 256, torch.Generator().manual_seed(123))
+    src, tgt_out, answer = examples(task, length, count, torch.Generator().manual_seed(123))
+    tgt_in = torch.cat([torch.full((count, 1), BOS), tgt_out[:, :-1]], dim=1)
     mask = net.source_mask(src)
     memory, _ = net.encode(src, mask)
-    _, layers = net.decode(torch.full((len(src), 1), BOS), memory, mask, need_weights=True)
+    _, layers = net.decode(tgt_in[:, :answer.shape[1]], memory, mask, need_weights=True)
     shares = []
     for layer in layers:
-        weights = layer.cross_attention[:, :, 0]  # (batch, heads, source)
-        shares.append([round(v, 3) for v in weights.gather(2, answer[:, None, None].expand(-1, weights.shape[1], 1))
-                       .mean(dim=0)[:, 0].tolist()])
+        weights = layer.cross_attention  # (batch, heads, answer steps, source)
+        on_answer = weights.gather(3, answer[:, None, :, None].expand(-1, weights.shape[1], -1, 1))
+        shares.append([round(v, 3) for v in on_answer.mean(dim=(0, 2, 3)).tolist()])
     return shares
 
 
@@ -138,13 +148,45 @@ def step_milliseconds(family: str, length: int) -> float:
     return round(1000 * statistics.median(times[1:]), 1)
 
 
-def table_one(length: int, d: int = 64) -> dict[str, object]:
-    """The paper's Table 1 at this length and width, per layer and sequence: FLOPs of self-attention's
-    core (QKᵀ and AV: 4·n²·d) and of its projections (Q, K, V, O: 8·n·d²), of an LSTM layer (four
-    gates over input and state: 16·n·d²); sequential steps; the longest path between two positions."""
-    return {"n": length, "d": d, "attention_core_flops": 4 * length ** 2 * d, "attention_projection_flops": 8 * length * d ** 2,
-            "lstm_flops": 16 * length * d ** 2, "attention_sequential": 1, "lstm_sequential": length,
-            "attention_path": 1, "lstm_path": length}
+class _ProductCounter(TorchDispatchMode):
+    """Counts the matrix products PyTorch dispatches (each a kernel launch that waits for its inputs)."""
+
+    PRODUCTS = ("aten.mm.", "aten.addmm.", "aten.bmm.", "aten.baddbmm.")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.products = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        self.products += str(func).startswith(self.PRODUCTS)
+        return func(*args, **(kwargs or {}))
+
+
+@torch.no_grad()
+def table_one(length: int, d: int = 64, heads: int = 4) -> dict[str, object]:
+    """The paper's Table 1 measured at this length and width, for one layer over one sequence:
+    FLOPs counted by ``torch.utils.flop_counter`` (self-attention: projections 8·n·d² + core
+    QKᵀ and AV 4·n²·d; an LSTM layer: four gates over input and state, 16·n·d²), and the matrix
+    products dispatched — a self-attention layer's number does not grow with n (its products
+    cover every position at once: O(1) sequential operations), an LSTM layer's grows by one per
+    position (each step's product waits for the previous step's state: O(n), the longest path
+    between two positions n − 1 steps)."""
+    x = torch.randn(1, length, d)
+    attention = MultiHeadAttention(d, heads, d // heads, d // heads, kernel="reference")
+    lstm = torch.nn.LSTM(d, d, batch_first=True)
+    measured = {}
+    for name, layer in (("attention", lambda: attention(x)), ("lstm", lambda: lstm(x))):
+        # oneDNN runs the LSTM as one opaque kernel; PyTorch's own loop shows its products
+        with warnings.catch_warnings(), torch.backends.mkldnn.flags(enabled=False), \
+                FlopCounterMode(display=False) as flops, _ProductCounter() as products:
+            warnings.simplefilter("ignore")  # the flags' note on TF32, which CPUs do not have
+            layer()
+        measured[name] = (flops.get_total_flops(), products.products)
+    return {"n": length, "d": d, "attention_flops": measured["attention"][0],
+            "attention_flops_formula": 8 * length * d ** 2 + 4 * length ** 2 * d,
+            "attention_products": measured["attention"][1], "lstm_flops": measured["lstm"][0],
+            "lstm_flops_formula": 16 * length * d ** 2, "lstm_products": measured["lstm"][1],
+            "attention_path": 1, "lstm_path": length - 1}
 
 
 def main() -> None:
@@ -155,21 +197,23 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="wall time of the equal-time comparison")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "long-range")
     parser.add_argument("--replot", action="store_true", help="only redraw the plots from OUT/long_range.json")
-    parser.add_argument("--plots", default="long-range", help="plot names: docs/<PLOTS>-accuracy.png, …-step-time.png")
+    parser.add_argument("--plots", default="long-range",
+                        help="plot names: docs/<PLOTS>-accuracy.png, …-step-time.png, …-attention.png")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.replot:
         results = json.loads((args.out / "long_range.json").read_text(encoding="utf-8"))
         args.tasks = list(dict.fromkeys(r["task"] for r in results["runs"]))
         plots(results, args)
+        print(markdown(results))
         return
     families = ["transformer", "rnn"]
     results: dict[str, object] = {"threads": torch.get_num_threads(), "steps": args.steps, "seconds": args.seconds,
                                   "parameters": {f: sum(p.numel() for p in model(f, 16).parameters()) for f in families},
                                   "step_ms": {}, "table_1": [table_one(n) for n in args.lengths], "runs": []}
     for length in args.lengths:
-        results["step_ms"][length] = {f: step_milliseconds(f, length) for f in families}  # type: ignore[index]
-        print(f"n={length}: ms/step {results['step_ms'][length]}", flush=True)  # type: ignore[index]
+        results["step_ms"][str(length)] = {f: step_milliseconds(f, length) for f in families}  # type: ignore[index]
+        print(f"n={length}: ms/step {results['step_ms'][str(length)]}", flush=True)  # type: ignore[index]
     for task in args.tasks:
         for length in args.lengths:
             for family in families:
@@ -178,13 +222,41 @@ def main() -> None:
                     steps, seconds = train(net, task, length, args.steps if budget == "steps" else None,
                                            args.seconds if budget == "seconds" else None)
                     run = {"task": task, "length": length, "family": family, "budget": budget, "steps": steps,
-                           "seconds": round(seconds, 1), "accuracy": accuracy(net, task, length)}
-                    if task == "recall" and budget == "steps":
-                        run["answer_attention"] = answer_attention(net, length)
+                           "seconds": round(seconds, 1), "accuracy": accuracy(net, task, length),
+                           "answer_attention": answer_attention(net, task, length)}
                     results["runs"].append(run)  # type: ignore[attr-defined]
                     print(json.dumps(run), flush=True)
                     (args.out / "long_range.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     plots(results, args)
+    print(markdown(results))
+
+
+def markdown(results: dict[str, object]) -> str:
+    """The RESULTS.md tables: accuracy per task and length, Table 1 with the step times, and the
+    attention share on the answer's token (the Transformer's best head against the LSTM's)."""
+    runs = {(r["task"], r["length"], r["family"], r["budget"]): r for r in results["runs"]}  # type: ignore[attr-defined]
+    lines = [f"| task | n | Transformer, {results['steps']} steps | LSTM, {results['steps']} steps | "
+             f"Transformer, {results['seconds']:g} s (steps) | LSTM, {results['seconds']:g} s (steps) | "
+             "best Transformer head on the answer | LSTM attention on the answer |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for task, length, family, budget in runs:
+        if family != "transformer" or budget != "steps":
+            continue
+        by_steps = [runs[task, length, f, "steps"] for f in ("transformer", "rnn")]
+        by_time = [runs[task, length, f, "seconds"] for f in ("transformer", "rnn")]
+        cells = [f"{100 * r['accuracy']:.1f} %" for r in by_steps]
+        cells += [f"{100 * r['accuracy']:.1f} % ({r['steps']:,})" for r in by_time]
+        cells += [f"{100 * max(max(layer) for layer in r['answer_attention']):.1f} %" for r in by_steps]
+        lines.append(f"| {task} | {length} | " + " | ".join(cells) + " |")
+    lines += ["", "| n | Transformer ms/step | LSTM ms/step | attention FLOPs (counted = 8nd² + 4n²d) | "
+              "LSTM FLOPs (counted = 16nd²) | matrix products (attention / LSTM) | longest path (attention / LSTM) |",
+              "|---:|---:|---:|---:|---:|---|---|"]
+    for row in results["table_1"]:  # type: ignore[attr-defined]
+        step = results["step_ms"][str(row["n"])]  # type: ignore[index]
+        lines.append(f"| {row['n']} | {step['transformer']} | {step['rnn']} | {row['attention_flops'] / 1e6:.2f} M | "
+                     f"{row['lstm_flops'] / 1e6:.2f} M | {row['attention_products']} / {row['lstm_products']} | "
+                     f"{row['attention_path']} / {row['lstm_path']} |")
+    return "\n".join(lines)
 
 
 def plots(results: dict[str, object], args: argparse.Namespace) -> None:
@@ -224,7 +296,39 @@ def plots(results: dict[str, object], args: argparse.Namespace) -> None:
     figure.tight_layout()
     figure.savefig(ROOT / "docs" / f"{args.plots}-step-time.png", dpi=120)
     plt.close(figure)
-    print(f"{len(runs)} runs; plots in docs/{args.plots}-accuracy.png, docs/{args.plots}-step-time.png")
+    attention_plot(runs, args)
+    print(f"{len(runs)} runs; plots in docs/{args.plots}-accuracy.png, …-step-time.png, …-attention.png")
+
+
+def attention_plot(runs: list[dict[str, object]], args: argparse.Namespace) -> None:
+    """One heat map a task: rows the Transformer's decoder layers × heads and the LSTM's attention,
+    columns the source lengths, cells the attention mass on the answer's token (equal-steps runs)."""
+    figure, axes = plt.subplots(1, len(args.tasks), figsize=(4.2 * len(args.tasks), 4.4), squeeze=False)
+    for axis, task in zip(axes[0], args.tasks):
+        chosen = {(r["family"], r["length"]): r for r in runs
+                  if r["task"] == task and r["budget"] == "steps" and "answer_attention" in r}
+        lengths = sorted({n for _, n in chosen})
+        rows: list[str] = []
+        grid: list[list[float]] = []
+        for family in ("transformer", "rnn"):
+            shape = next(r["answer_attention"] for (f, _), r in chosen.items() if f == family)
+            for layer, heads in enumerate(shape):  # type: ignore[arg-type]
+                for head in range(len(heads)):
+                    rows.append(f"Transformer layer {layer + 1} head {head + 1}" if family == "transformer"
+                                else "LSTM attention")
+                    grid.append([chosen[family, n]["answer_attention"][layer][head] for n in lengths])  # type: ignore[index]
+        image = axis.imshow(grid, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+        for i, row in enumerate(grid):
+            for j, share in enumerate(row):
+                axis.text(j, i, f"{100 * share:.0f}", ha="center", va="center", fontsize=7,
+                          color="black" if share > 0.6 else "white")
+        axis.set_xticks(range(len(lengths)), [f"{n}\n(1/n: {100 / n:.1f})" for n in lengths], fontsize=7)
+        axis.set_yticks(range(len(rows)), rows if axis is axes[0][0] else [], fontsize=7)
+        axis.set_xlabel("source length n (tokens)")
+        axis.set_title(f"{task}: % of attention on the answer's token", fontsize=9)
+    figure.colorbar(image, ax=axes[0].tolist(), fraction=0.02, label="share of attention mass")
+    figure.savefig(ROOT / "docs" / f"{args.plots}-attention.png", dpi=120, bbox_inches="tight")
+    plt.close(figure)
 
 
 if __name__ == "__main__":
