@@ -238,7 +238,8 @@ def markdown(results: dict[str, object]) -> str:
     runs = {(r["task"], r["length"], r["family"], r["budget"]): r for r in results["runs"]}  # type: ignore[attr-defined]
     lines = [f"| task | n | Transformer, {results['steps']} steps | LSTM, {results['steps']} steps | "
              f"Transformer, {results['seconds']:g} s (steps) | LSTM, {results['seconds']:g} s (steps) | "
-             "best Transformer head on the answer | LSTM attention on the answer |",
+             f"best Transformer head on the answer, {results['seconds']:g} s | LSTM attention on the answer, "
+             f"{results['seconds']:g} s |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for task, length, family, budget in runs:
         if family != "transformer" or budget != "steps":
@@ -247,7 +248,7 @@ def markdown(results: dict[str, object]) -> str:
         by_time = [runs[task, length, f, "seconds"] for f in ("transformer", "rnn")]
         cells = [f"{100 * r['accuracy']:.1f} %" for r in by_steps]
         cells += [f"{100 * r['accuracy']:.1f} % ({r['steps']:,})" for r in by_time]
-        cells += [f"{100 * max(max(layer) for layer in r['answer_attention']):.1f} %" for r in by_steps]
+        cells += [f"{100 * max(max(layer) for layer in r['answer_attention']):.1f} %" for r in by_time]
         lines.append(f"| {task} | {length} | " + " | ".join(cells) + " |")
     lines += ["", "| n | Transformer ms/step | LSTM ms/step | attention FLOPs (counted = 8nd² + 4n²d) | "
               "LSTM FLOPs (counted = 16nd²) | matrix products (attention / LSTM) | longest path (attention / LSTM) |",
@@ -297,17 +298,18 @@ def plots(results: dict[str, object], args: argparse.Namespace) -> None:
     figure.tight_layout()
     figure.savefig(ROOT / "docs" / f"{args.plots}-step-time.png", dpi=120)
     plt.close(figure)
-    attention_plot(runs, args)
+    attention_plot(results, args)
     print(f"{len(runs)} runs; plots in docs/{args.plots}-accuracy.png, …-step-time.png, …-attention.png")
 
 
-def attention_plot(runs: list[dict[str, object]], args: argparse.Namespace) -> None:
+def attention_plot(results: dict[str, object], args: argparse.Namespace) -> None:
     """One heat map a task: rows the Transformer's decoder layers × heads and the LSTM's attention,
-    columns the source lengths, cells the attention mass on the answer's token (equal-steps runs)."""
+    columns the source lengths, cells the attention mass on the answer's token — of the equal-time
+    runs, the longer-trained ones, where a family solves a task at all."""
     figure, axes = plt.subplots(1, len(args.tasks), figsize=(4.2 * len(args.tasks), 4.4), squeeze=False)
     for axis, task in zip(axes[0], args.tasks):
-        chosen = {(r["family"], r["length"]): r for r in runs
-                  if r["task"] == task and r["budget"] == "steps" and "answer_attention" in r}
+        chosen = {(r["family"], r["length"]): r for r in results["runs"]  # type: ignore[attr-defined]
+                  if r["task"] == task and r["budget"] == "seconds" and "answer_attention" in r}
         lengths = sorted({n for _, n in chosen})
         rows: list[str] = []
         grid: list[list[float]] = []
@@ -323,10 +325,10 @@ def attention_plot(runs: list[dict[str, object]], args: argparse.Namespace) -> N
             for j, share in enumerate(row):
                 axis.text(j, i, f"{100 * share:.0f}", ha="center", va="center", fontsize=7,
                           color="black" if share > 0.6 else "white")
-        axis.set_xticks(range(len(lengths)), [f"{n}\n(1/n: {100 / n:.1f})" for n in lengths], fontsize=7)
+        axis.set_xticks(range(len(lengths)), [f"{n}\n({100 / n:.1f})" for n in lengths], fontsize=7)
         axis.set_yticks(range(len(rows)), rows if axis is axes[0][0] else [], fontsize=7)
-        axis.set_xlabel("source length n (tokens)")
-        axis.set_title(f"{task}: % of attention on the answer's token", fontsize=9)
+        axis.set_xlabel("source length n (tokens)\nin brackets: 1/n, attention spread evenly", fontsize=8)
+        axis.set_title(f"{task}, {results['seconds']:g} s of training:\n% of attention on the answer's token", fontsize=9)
     figure.colorbar(image, ax=axes[0].tolist(), fraction=0.02, label="share of attention mass")
     figure.savefig(ROOT / "docs" / f"{args.plots}-attention.png", dpi=120, bbox_inches="tight")
     plt.close(figure)
