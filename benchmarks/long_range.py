@@ -17,7 +17,8 @@ are scored by greedy decoding on 256 held-out examples (token accuracy; for reca
 of answers right). Also measured at every length: milliseconds per training step (forward +
 backward, batch 32) — the Transformer's O(n²·d) attention against the LSTM's O(n) sequential
 steps — and, for every task, where attention looks: the share of each decoder head's (the LSTM's)
-attention mass on the source token that holds the answer. Writes ``OUT/long_range.json``, prints
+attention mass on the source token that holds the answer, and on the tokens within two positions
+of it. Writes ``OUT/long_range.json``, prints
 the tables and draws ``docs/long-range-accuracy.png``, ``docs/long-range-step-time.png`` and
 ``docs/long-range-attention.png``.
 """
@@ -114,11 +115,13 @@ def accuracy(net: torch.nn.Module, task: str, length: int) -> float:
 
 
 @torch.no_grad()
-def answer_attention(net: torch.nn.Module, task: str, length: int, count: int = 64) -> list[list[float]]:
+def answer_attention(net: torch.nn.Module, task: str, length: int, window: int = 0, count: int = 64
+                     ) -> list[list[float]]:
     """Where attention looks: per decoder layer and head, the mean cross-attention mass on the source
-    token that holds each target token's answer, a_t,answer(t) averaged over target steps t and
-    ``count`` held-out examples (teacher-forced; the LSTM: its one attention over the encoder
-    states). Chance — attention spread evenly — is 1 / n."""
+    token that holds each target token's answer — with ``window`` > 0, on the tokens at most
+    ``window`` positions from it — averaged over target steps t and ``count`` held-out examples
+    (teacher-forced; the LSTM: its one attention over the encoder states). Chance — attention
+    spread evenly — is (2·window + 1) / n."""
     net.eval()
     net.set_attention_kernel("reference")  # the kernel that returns its weights
     src, tgt_out, answer = examples(task, length, count, torch.Generator().manual_seed(123))
@@ -126,11 +129,12 @@ def answer_attention(net: torch.nn.Module, task: str, length: int, count: int = 
     mask = net.source_mask(src)
     memory, _ = net.encode(src, mask)
     _, layers = net.decode(tgt_in[:, :answer.shape[1]], memory, mask, need_weights=True)
+    near = (torch.arange(src.shape[1]) - answer[:, :, None]).abs() <= window  # (batch, answer steps, source)
     shares = []
     for layer in layers:
         weights = layer.cross_attention  # (batch, heads, answer steps, source)
-        on_answer = weights.gather(3, answer[:, None, :, None].expand(-1, weights.shape[1], -1, 1))
-        shares.append([round(v, 3) for v in on_answer.mean(dim=(0, 2, 3)).tolist()])
+        on_answer = (weights * near[:, None]).sum(dim=3)
+        shares.append([round(v, 3) for v in on_answer.mean(dim=(0, 2)).tolist()])
     return shares
 
 
@@ -224,7 +228,8 @@ def main() -> None:
                                            args.seconds if budget == "seconds" else None)
                     run = {"task": task, "length": length, "family": family, "budget": budget, "steps": steps,
                            "seconds": round(seconds, 1), "accuracy": accuracy(net, task, length),
-                           "answer_attention": answer_attention(net, task, length)}
+                           "answer_attention": answer_attention(net, task, length),
+                           "near_answer_attention": answer_attention(net, task, length, window=2)}
                     results["runs"].append(run)  # type: ignore[attr-defined]
                     print(json.dumps(run), flush=True)
                     (args.out / "long_range.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
