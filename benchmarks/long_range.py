@@ -73,6 +73,11 @@ def examples(task: str, length: int, count: int, generator: torch.Generator) -> 
     return src, torch.cat([src.gather(1, positions), torch.full((count, 1), EOS)], dim=1), positions
 
 
+def decoder_input(tgt_out: Tensor) -> Tensor:
+    """Teacher forcing: the target shifted right behind BOS, (batch, T) → (batch, T)."""
+    return torch.cat([torch.full((len(tgt_out), 1), BOS), tgt_out[:, :-1]], dim=1)
+
+
 def model(family: str, length: int) -> torch.nn.Module:
     torch.manual_seed(0)
     if family == "transformer":
@@ -92,7 +97,7 @@ def train(net: torch.nn.Module, task: str, length: int, steps: int | None, secon
     start, done = time.perf_counter(), 0
     while (steps is None or done < steps) and (seconds is None or time.perf_counter() - start < seconds):
         src, tgt_out, _ = examples(task, length, BATCH, generator)
-        tgt_in = torch.cat([torch.full((BATCH, 1), BOS), tgt_out[:, :-1]], dim=1)
+        tgt_in = decoder_input(tgt_out)
         loss = net.loss(src, tgt_in, tgt_out)
         optimizer.zero_grad()
         loss.backward()
@@ -125,7 +130,7 @@ def answer_attention(net: torch.nn.Module, task: str, length: int, window: int =
     net.eval()
     net.set_attention_kernel("reference")  # the kernel that returns its weights
     src, tgt_out, answer = examples(task, length, count, torch.Generator().manual_seed(123))
-    tgt_in = torch.cat([torch.full((count, 1), BOS), tgt_out[:, :-1]], dim=1)
+    tgt_in = decoder_input(tgt_out)
     mask = net.source_mask(src)
     memory, _ = net.encode(src, mask)
     _, layers = net.decode(tgt_in[:, :answer.shape[1]], memory, mask, need_weights=True)
@@ -143,7 +148,7 @@ def step_milliseconds(family: str, length: int) -> float:
     net = model(family, length)
     net.train()
     src, tgt_out, _ = examples("copy", length, BATCH, torch.Generator().manual_seed(0))
-    tgt_in = torch.cat([torch.full((BATCH, 1), BOS), tgt_out[:, :-1]], dim=1)
+    tgt_in = decoder_input(tgt_out)
     times = []
     for _ in range(6):
         start = time.perf_counter()
